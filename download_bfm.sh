@@ -1,0 +1,5 @@
+#!/usr/bin/env bash
+# Thin wrapper: installs the Basel Face Model files for `preprocess.sh --tracker bfm`.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/scripts/env.sh"
+exec "$PY" -m data_utils.bfm.install "$@"
