@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     timings: dict[str, float] = {}
     start = time.perf_counter()
     video, speech = out / "sample.mp4", out / "driving_speech.wav"
-    generate_sample(video, seconds=args.seconds, force=True)
+    generate_sample(video, seconds=args.seconds)
     generate_speech(speech, seconds=4.0, text=DRIVING_TEXT)
     timings["generate"] = time.perf_counter() - start
     data, model, results = out / "data", out / "model", out / "results"

@@ -1,0 +1,608 @@
+"""Measure one clip end to end (preprocess, train, render, predict): speed and quality into one JSON report.
+
+Usage: PYTHONPATH=. python bench/evaluate.py --video CLIP.mp4 --audio OTHER_SPEECH.wav [--iterations N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import importlib.util
+import json
+import math
+import os
+import platform
+import resource
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from data_utils import landmark_indices as li
+from data_utils.audio_io import load_audio
+from utils.atomic import atomic_write_json
+from utils.cli import UserError, run_cli
+from utils.metrics import (
+    best_lag_correlation,
+    crop_box,
+    image_psnr,
+    image_ssim,
+    landmark_distance,
+    mouth_opening,
+    read_video_frames,
+    speech_envelope,
+    video_landmarks,
+)
+from utils.plots import plot_mouth_opening, plot_training_curves, read_jsonl
+
+REPO = Path(__file__).resolve().parents[1]
+EXTRAPOLATE_ITERATIONS = 10_000
+MAX_LAG_SECONDS = 0.3
+MOUTH_LANDMARKS = np.concatenate([li.LIPS_OUTER, li.LIPS_INNER])
+SAMPLE_RATE = 16000
+PLOTS = {
+    "training": "training_curves.png",
+    "mouth_val": "mouth_opening_val.png",
+    "mouth_cross": "mouth_vs_speech_cross.png",
+}
+PACKAGES = ("numpy", "mediapipe", "opencv-contrib-python", "gsplat", "imageio-ffmpeg")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Parse the command line of the benchmark."""
+    parser = argparse.ArgumentParser(
+        description="Run preprocess, train, render_direct and predict on one clip; write a JSON report "
+        "of speed and quality, plots next to it, and print a summary table.",
+    )
+    parser.add_argument("--video", required=True, help="talking-head clip to preprocess and train on")
+    parser.add_argument("--audio", required=True, help="other speech (any format ffmpeg reads) for lip sync")
+    parser.add_argument("--iterations", type=int, default=10_000, help="training iterations (default 10000)")
+    parser.add_argument("--batch_size", type=int, help="training batch size (default: train.sh's)")
+    parser.add_argument("--resolution", type=int, help="training resolution (default: train.sh's)")
+    parser.add_argument("--size", type=int, help="preprocess frame size in pixels (default: preprocess.sh's)")
+    parser.add_argument(
+        "--train_args",
+        default="",
+        help="extra train.sh arguments as one string, e.g. '--eval_every 500 --bf16'",
+    )
+    parser.add_argument(
+        "--workdir",
+        help="where data, model and renders go (kept; existing stage outputs there are overwritten); "
+        "default: a temporary folder deleted at the end unless --keep",
+    )
+    parser.add_argument(
+        "--out", help="report path (default results/bench/<clip>/report.json); PNGs go beside it"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the temporary work folder")
+    return parser.parse_args(argv)
+
+
+@dataclass
+class StageRun:
+    """Wall time and peak resident memory of one pipeline subprocess."""
+
+    seconds: float
+    peak_rss_mb: float
+    peak_gpu_mb: float | None = None
+
+
+@dataclass
+class GpuMemoryPoller:
+    """Background thread sampling the GPU memory in use (MiB) with nvidia-smi; no-op without nvidia-smi."""
+
+    interval_s: float = 0.5
+    peak_mb: float | None = None
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def _sample(self) -> float | None:
+        """Memory used on GPU 0 in MiB, or None when nvidia-smi fails."""
+        cmd = ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits", "-i", "0"]
+        try:
+            return float(subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.split()[0])
+        except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
+            return None
+
+    def _loop(self) -> None:
+        """Sample until stopped, keeping the maximum."""
+        while not self._stop.is_set():
+            used = self._sample()
+            if used is not None:
+                self.peak_mb = max(self.peak_mb or 0.0, used)
+            self._stop.wait(self.interval_s)
+
+    @contextmanager
+    def running(self) -> Iterator[GpuMemoryPoller]:
+        """Poll while the block runs (only when nvidia-smi is on PATH)."""
+        if shutil.which("nvidia-smi") is None:
+            yield self
+            return
+        thread = threading.Thread(target=self._loop, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            thread.join()
+
+
+def run_stage(name: str, cmd: list[str]) -> StageRun:
+    """Run one pipeline command with its output streamed to the terminal; UserError if it fails."""
+    print(f"\n=== {name}: {shlex.join(cmd)}", file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    with GpuMemoryPoller().running() as gpu:
+        proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise UserError(f"{name} failed (exit {proc.returncode}); see its output above")
+    return StageRun(seconds, usage.ru_maxrss / 1024.0, gpu.peak_mb)
+
+
+def read_json(path: Path) -> dict:
+    """Load a JSON file written by a pipeline stage; UserError naming it if absent."""
+    if not path.is_file():
+        raise UserError(f"expected output '{path}' is missing; the stage that writes it did not finish")
+    return json.loads(path.read_text())
+
+
+def _finite(value: float) -> float | None:
+    """`value` as a float rounded to 4 decimals, or None when NaN/inf (JSON has neither)."""
+    return round(float(value), 4) if value is not None and math.isfinite(value) else None
+
+
+def _clean(obj: Any) -> Any:
+    """Recursively replace non-finite floats by None and numpy scalars by Python numbers."""
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, float | np.floating):
+        return _finite(float(obj))
+    return obj
+
+
+def _command_output(cmd: list[str]) -> str | None:
+    """Stripped stdout of `cmd`, or None if it cannot run or fails."""
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=20, cwd=REPO)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def _gpu_names() -> list[str]:
+    """Names of the visible GPUs (from torch, else nvidia-smi; [] when there is none)."""
+    if torch.cuda.is_available():
+        return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    names = _command_output(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"])
+    return names.splitlines() if names else []
+
+
+def machine_info() -> dict:
+    """CPU, GPU, library versions and git commit of this run."""
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    cpu_model = next(
+        (line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if "model name" in line), None
+    )
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "cpu_model": cpu_model or platform.processor() or None,
+        "cpu_cores": os.cpu_count(),
+        "gpus": _gpu_names(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cuda_available": torch.cuda.is_available(),
+        "packages": versions,
+        "git_commit": _command_output(["git", "rev-parse", "HEAD"]),
+        "git_dirty": bool(_command_output(["git", "status", "--porcelain", "--untracked-files=no"])),
+    }
+
+
+def _latest(paths: list[Path], pattern_prefix: str) -> Path | None:
+    """The path whose name ends in the largest integer after `pattern_prefix`, or None."""
+    numbered = [(int(p.name[len(pattern_prefix) :].split(".")[0]), p) for p in paths]
+    return max(numbered)[1] if numbered else None
+
+
+def model_files(model: Path) -> dict:
+    """Sizes (MB) of the latest checkpoint and point-cloud PLY of a trained model."""
+    chkpnt = _latest(list(model.glob("chkpnt*.pth")), "chkpnt")
+    ply_dir = _latest(list((model / "point_cloud").glob("iteration_*")), "iteration_")
+    ply = ply_dir / "point_cloud.ply" if ply_dir else None
+    sizes = {
+        "checkpoint_mb": chkpnt.stat().st_size / 2**20 if chkpnt else None,
+        "ply_mb": ply.stat().st_size / 2**20 if ply and ply.is_file() else None,
+    }
+    sizes["total_mb"] = sum(v for v in sizes.values() if v is not None)
+    sizes["checkpoint"] = chkpnt.name if chkpnt else None
+    return sizes
+
+
+def training_speed(model: Path, run: StageRun, iterations: int) -> dict:
+    """Training speed: median logged it/s (first log skipped as warm-up), wall it/s, time to 10k its."""
+    rows = read_jsonl(model / "metrics.jsonl") if (model / "metrics.jsonl").is_file() else []
+    rates = [float(r["it_per_s"]) for r in rows if isinstance(r.get("it_per_s"), int | float)]
+    steady = rates[1:] if len(rates) > 1 else rates
+    it_per_s = float(np.median(steady)) if steady else iterations / run.seconds
+    summary_path = model / "train_summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    gpu_keys = [k for k in summary if "gpu" in k.lower() and ("mem" in k.lower() or "alloc" in k.lower())]
+    gpu_source = f"train_summary.{gpu_keys[0]}" if gpu_keys else "nvidia-smi (whole GPU)"
+    last_val = next((r for r in reversed(rows) if "val_psnr" in r), {})
+    return {
+        "wall_seconds": run.seconds,
+        "iterations": iterations,
+        "it_per_s": it_per_s,
+        "it_per_s_wall": iterations / run.seconds,
+        f"seconds_to_{EXTRAPOLATE_ITERATIONS}_iterations": EXTRAPOLATE_ITERATIONS / it_per_s,
+        "peak_rss_mb": run.peak_rss_mb,
+        "peak_gpu_mb": summary[gpu_keys[0]] if gpu_keys else run.peak_gpu_mb,
+        "peak_gpu_mb_source": gpu_source,
+        "last_val": {k: v for k, v in last_val.items() if k.startswith("val_") or k == "iteration"},
+        "summary": summary,
+    }
+
+
+def render_speed(model: Path, data: Path, resolution: int, out_json: Path) -> dict:
+    """Rendering fps at batch 1 and 32 from bench/render_speed.py on the trained model (short runs on CPU)."""
+    cmd = [sys.executable, str(REPO / "bench" / "render_speed.py"), "--model_path", str(model)]
+    cmd += ["--reference_path", str(data), "--resolution", str(resolution), "--output", str(out_json)]
+    if not torch.cuda.is_available():
+        cmd += ["--warmup", "1", "--runs", "2"]
+    run_stage("render speed", cmd)
+    result = read_json(out_json)
+    return {
+        "batch_1_fps": result["best"]["single"],
+        "batch_32_fps": result["best"]["batch"],
+        "resolution": result.get("resolution"),
+        "device": result.get("device"),
+        "num_gaussians": result.get("num_gaussians"),
+        "results": result.get("results"),
+    }
+
+
+def _load_rgb(path: Path) -> np.ndarray:
+    """Read an image file as RGB uint8 [H,W,3]; UserError if unreadable."""
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise UserError(f"cannot read image '{path}'; rerun preprocess.sh")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _gt_frames(data: Path, ids: list[int], size: tuple[int, int]) -> Iterator[np.ndarray]:
+    """Ground-truth frames gt_imgs/<id>.jpg resized to `size` (width, height) when needed."""
+    for i in ids:
+        img = _load_rgb(data / "gt_imgs" / f"{i}.jpg")
+        yield img if img.shape[1::-1] == size else cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+
+
+def _lpips_status() -> tuple[Any, str]:
+    """(lpips module or None, reason) - usable only when the package and both weight files are on disk."""
+    spec = importlib.util.find_spec("lpips")
+    if spec is None or spec.origin is None:
+        return None, "not measured: lpips package not installed"
+    lin = Path(spec.origin).parent / "weights" / "v0.1" / "alex.pth"
+    alexnet = Path(torch.hub.get_dir()) / "checkpoints" / "alexnet-owt-7be5be79.pth"
+    missing = [str(p) for p in (lin, alexnet) if not p.is_file()]
+    if missing:
+        return None, f"not measured: weights missing ({', '.join(missing)}); not downloaded"
+    import lpips
+
+    return lpips, "alex"
+
+
+def _lpips_value(net: Any, a: np.ndarray, b: np.ndarray) -> float:
+    """LPIPS distance of two RGB uint8 images with a loaded lpips.LPIPS network."""
+    ta, tb = (torch.from_numpy(x).permute(2, 0, 1)[None].float() / 127.5 - 1.0 for x in (a, b))
+    with torch.no_grad():
+        return float(net(ta, tb))
+
+
+def _video_size(video: Path) -> tuple[int, int]:
+    """(width, height) of a video's first frame."""
+    first = next(iter(read_video_frames(video)), None)
+    if first is None:
+        raise UserError(f"rendered video '{video}' has no frames")
+    return first.shape[1], first.shape[0]
+
+
+def _mean(values: list[float]) -> float:
+    """Mean of the finite values (NaN if none)."""
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+def image_quality(video: Path, data: Path, frames: list[dict], data_size: int) -> dict:
+    """PSNR/SSIM (full frame and face box) and LPIPS of rendered validation frames vs ground truth."""
+    width, height = _video_size(video)
+    scale = np.array([width, height, width, height]) / data_size
+    ids = [f["img_id"] for f in frames]
+    lpips_mod, lpips_note = _lpips_status()
+    net = lpips_mod.LPIPS(net="alex", verbose=False) if lpips_mod else None
+    scores: dict[str, list[float]] = {"psnr": [], "ssim": [], "face_psnr": [], "face_ssim": [], "lpips": []}
+    pairs = zip(read_video_frames(video), _gt_frames(data, ids, (width, height)), frames, strict=False)
+    for render, gt, meta in pairs:
+        scores["psnr"].append(image_psnr(render, gt))
+        scores["ssim"].append(image_ssim(render, gt))
+        box = np.asarray(meta["face_rect"], np.float64) * scale
+        scores["face_psnr"].append(image_psnr(crop_box(render, box), crop_box(gt, box)))
+        scores["face_ssim"].append(image_ssim(crop_box(render, box), crop_box(gt, box)))
+        if net is not None:
+            scores["lpips"].append(_lpips_value(net, render, gt))
+    result = {k: _mean(v) for k, v in scores.items() if k != "lpips"}
+    result["lpips"] = _mean(scores["lpips"]) if net is not None else lpips_note
+    result.update(frames_compared=len(scores["psnr"]), frames_expected=len(ids), size=[width, height])
+    return result
+
+
+def _lipsync(envelope: np.ndarray, opening: np.ndarray, fps: float) -> dict:
+    """Best-lag correlation of mouth opening with the speech envelope (positive lag: mouth lags audio)."""
+    corr, lag = best_lag_correlation(envelope, opening, max_lag=round(MAX_LAG_SECONDS * fps))
+    return {"corr": corr, "lag_frames": lag, "lag_seconds": lag / fps, "frames": int(opening.size)}
+
+
+def _face_ratio(lms: np.ndarray) -> float:
+    """Fraction of frames [T,478,2] with a detected face."""
+    return float(np.isfinite(lms[:, 0, 0]).mean()) if len(lms) else 0.0
+
+
+def self_driven_quality(video: Path, data: Path, meta: dict, report_dir: Path) -> dict:
+    """Quality of render_direct on the validation frames: images, landmarks, mouth motion vs GT and audio."""
+    frames = json.loads((data / "transforms_val.json").read_text())["frames"]
+    fps = float(meta.get("fps", 25))
+    max_lag = round(MAX_LAG_SECONDS * fps)
+    result = image_quality(video, data, frames, int(meta["size"]))
+    render_lms = video_landmarks(read_video_frames(video))
+    gt_lms = video_landmarks(_gt_frames(data, [f["img_id"] for f in frames], tuple(result["size"])))
+    n = min(len(render_lms), len(gt_lms))
+    render_lms, gt_lms = render_lms[:n], gt_lms[:n]
+    render_open, gt_open = mouth_opening(render_lms), mouth_opening(gt_lms)
+    envelope_all = speech_envelope(load_audio(data / "aud.wav"), SAMPLE_RATE, fps, int(meta["frames"]))
+    envelope = envelope_all[np.clip([f["aud_id"] for f in frames[:n]], 0, envelope_all.size - 1)]
+    series = {"render": render_open, "ground truth": gt_open}
+    plot_mouth_opening(series, fps, report_dir / PLOTS["mouth_val"])
+    best_corr, best_lag = best_lag_correlation(gt_open, render_open, max_lag)
+    result.update(
+        lmd_mouth_px=landmark_distance(render_lms[:, MOUTH_LANDMARKS], gt_lms[:, MOUTH_LANDMARKS]),
+        lmd_face_px=landmark_distance(render_lms, gt_lms),
+        render_frames_with_face=_face_ratio(render_lms),
+        gt_frames_with_face=_face_ratio(gt_lms),
+        mouth_opening_corr=best_lag_correlation(gt_open, render_open, 0)[0],
+        mouth_opening_best_lag={"corr": best_corr, "lag_frames": best_lag},
+        lipsync_render=_lipsync(envelope, render_open, fps),
+        lipsync_gt=_lipsync(envelope, gt_open, fps),
+        note="images decoded from the rendered video (lossy codec); MediaPipe landmarks on render and GT",
+    )
+    return result
+
+
+def cross_driven_lipsync(video: Path, audio: Path, data: Path, meta: dict, report_dir: Path) -> dict:
+    """Lip sync of a render driven by other speech, with the real clip and its own audio as reference."""
+    fps = float(meta.get("fps", 25))
+    lms = video_landmarks(read_video_frames(video))
+    opening = mouth_opening(lms)
+    envelope = speech_envelope(load_audio(audio), SAMPLE_RATE, fps, len(opening))
+    count = int(meta["frames"])
+    real_lms = np.stack([np.loadtxt(data / "ori_imgs" / f"{i}.lms")[:, :2] for i in range(count)])
+    real_envelope = speech_envelope(load_audio(data / "aud.wav"), SAMPLE_RATE, fps, count)
+    series = {"mouth opening (z)": _zscore(opening), "speech envelope (z)": _zscore(envelope)}
+    plot_mouth_opening(series, fps, report_dir / PLOTS["mouth_cross"], ylabel="z-score")
+    return {
+        "render": {**_lipsync(envelope, opening, fps), "frames_with_face": _face_ratio(lms)},
+        "reference_real_clip": _lipsync(real_envelope, mouth_opening(real_lms), fps),
+        "max_lag_seconds": MAX_LAG_SECONDS,
+        "method": "Pearson correlation of mouth opening (inner-lip gap / eye-corner distance) with the "
+        "log RMS speech envelope per frame, maximised over lags; positive lag = mouth lags audio",
+    }
+
+
+def _zscore(x: np.ndarray) -> np.ndarray:
+    """(x - mean) / std over finite values (NaN kept)."""
+    std = np.nanstd(x)
+    return (x - np.nanmean(x)) / std if std > 0 else x - np.nanmean(x)
+
+
+def _output_video(summary: dict, results: Path) -> Path:
+    """The rendered video named by a predict summary.json (relative paths are inside `results`)."""
+    video = Path(summary["video"])
+    return video if video.is_absolute() else results / video
+
+
+def _wrapper(name: str) -> list[str]:
+    """Command prefix running one of the repository's .sh entry points."""
+    return ["bash", str(REPO / name)]
+
+
+def _optional(flag: str, value: int | None) -> list[str]:
+    """[flag, value] when value is set, else []."""
+    return [flag, str(value)] if value is not None else []
+
+
+def run_benchmark(args: argparse.Namespace, video: Path, audio: Path, work: Path, report_dir: Path) -> dict:
+    """Run every stage in `work` and return the report dict (plots written into `report_dir`)."""
+    data, model = work / "data" / video.stem, work / "model"
+    render_dir, predict_dir = work / "render_val", work / "predict_cross"
+    shutil.rmtree(model, ignore_errors=True)
+    for name in PLOTS.values():
+        (report_dir / name).unlink(missing_ok=True)
+    started = time.time()
+
+    prep_cmd = [*_wrapper("preprocess.sh"), str(video), str(data), *_optional("--size", args.size), "--force"]
+    prep = run_stage("preprocess", prep_cmd)
+    meta = read_json(data / "preprocess.json")
+    train_cmd = [*_wrapper("train.sh"), "-s", str(data), "--model_path", str(model)]
+    train_cmd += ["--iterations", str(args.iterations), *_optional("--batch_size", args.batch_size)]
+    train_cmd += [*_optional("--resolution", args.resolution), *shlex.split(args.train_args)]
+    train = run_stage("train", train_cmd)
+    if (model / "metrics.jsonl").is_file():
+        plot_training_curves(model / "metrics.jsonl", report_dir / PLOTS["training"])
+    resolution = args.resolution or int(meta["size"])
+    speed_render = render_speed(model, data, resolution, work / "render_speed.json")
+    direct_cmd = [*_wrapper("render_direct.sh"), "--model_path", str(model), "--reference_path", str(data)]
+    direct = run_stage("render_direct", [*direct_cmd, "--output_dir", str(render_dir), "--force"])
+    direct_summary = read_json(render_dir / "summary.json")
+    pred_cmd = [*_wrapper("predict.sh"), "--model_path", str(model), "--reference_path", str(data)]
+    pred_cmd += ["--audio_path", str(audio), "--output_dir", str(predict_dir), "--force"]
+    pred = run_stage("predict", pred_cmd)
+    pred_summary = read_json(predict_dir / "summary.json")
+
+    print("\n=== measuring quality (MediaPipe on renders and ground truth)", file=sys.stderr, flush=True)
+    quality = self_driven_quality(_output_video(direct_summary, render_dir), data, meta, report_dir)
+    direct_metrics = render_dir / "metrics.json"
+    quality["predict_metrics"] = read_json(direct_metrics) if direct_metrics.is_file() else None
+    lipsync = cross_driven_lipsync(_output_video(pred_summary, predict_dir), audio, data, meta, report_dir)
+    gpu_peaks = [r.peak_gpu_mb for r in (prep, train, direct, pred) if r.peak_gpu_mb is not None]
+    return {
+        "clip": {
+            "video": str(video),
+            "audio": str(audio),
+            "frames": meta.get("frames"),
+            "fps": meta.get("fps"),
+        },
+        "settings": {
+            k: getattr(args, k) for k in ("iterations", "batch_size", "resolution", "size", "train_args")
+        },
+        "machine": machine_info(),
+        "speed": {
+            "preprocess": {
+                "wall_seconds": prep.seconds,
+                "peak_rss_mb": prep.peak_rss_mb,
+                "stages": meta.get("timings", {}),
+            },
+            "train": training_speed(model, train, args.iterations),
+            "render": {
+                **speed_render,
+                "render_direct": {
+                    "wall_seconds": direct.seconds,
+                    "render_fps": direct_summary.get("render_fps"),
+                },
+                "predict": {
+                    "wall_seconds": pred.seconds,
+                    "render_fps": pred_summary.get("render_fps"),
+                    "end_to_end_fps": pred_summary.get("end_to_end_fps"),
+                    "frames": pred_summary.get("frames"),
+                },
+            },
+            "peak_cpu_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0,
+            "peak_gpu_mb_nvidia_smi": max(gpu_peaks, default=None),
+            "model_size": model_files(model),
+            "total_wall_seconds": time.time() - started,
+        },
+        "quality": {"self_driven": quality, "cross_driven": lipsync, "preprocess": meta.get("quality", {})},
+        "plots": [name for name in PLOTS.values() if (report_dir / name).is_file()],
+    }
+
+
+def _fmt(value: Any, unit: str = "", digits: int = 2) -> str:
+    """Format a number for the table ('-' when missing or not a number)."""
+    if isinstance(value, int | float) and math.isfinite(value):
+        return f"{value:.{digits}f}{unit}"
+    return "-"
+
+
+def summary_lines(report: dict) -> list[str]:
+    """A short human-readable table of the (JSON-cleaned) report."""
+    speed, quality = report["speed"], report["quality"]
+    train, render = speed["train"], speed["render"]
+    lines = [f"{'stage':<28}{'seconds':>10}{'fps':>10}"]
+    for stage, t in speed["preprocess"]["stages"].items():
+        lines.append(f"{'preprocess/' + stage:<28}{_fmt(t.get('seconds')):>10}{_fmt(t.get('fps')):>10}")
+    lines.append(f"{'preprocess (wall)':<28}{_fmt(speed['preprocess']['wall_seconds']):>10}")
+    steps = f"train ({train['iterations']} it)"
+    lines.append(f"{steps:<28}{_fmt(train['wall_seconds']):>10}{_fmt(train['it_per_s'], ' it/s'):>14}")
+    to_10k = train[f"seconds_to_{EXTRAPOLATE_ITERATIONS}_iterations"]
+    lines.append(f"  -> {EXTRAPOLATE_ITERATIONS} iterations: {_fmt(to_10k and to_10k / 60, ' min', 1)}")
+    lines.append(
+        f"render fps: batch 1 {_fmt(render.get('batch_1_fps'))}, batch 32 {_fmt(render.get('batch_32_fps'))}"
+        f", predict end-to-end {_fmt(render['predict']['end_to_end_fps'])}"
+    )
+    lines.append(
+        f"peak CPU RSS {_fmt(speed['peak_cpu_rss_mb'], ' MB', 0)}, "
+        f"peak GPU {_fmt(train['peak_gpu_mb'], ' MB', 0)} (train), "
+        f"model {_fmt(speed['model_size']['total_mb'], ' MB', 1)}"
+    )
+    sd = quality["self_driven"]
+    lpips = _fmt(sd["lpips"], "", 3) if not isinstance(sd["lpips"], str) else "not measured"
+    lines.append(
+        f"val PSNR {_fmt(sd['psnr'])} dB (face {_fmt(sd['face_psnr'])}), SSIM {_fmt(sd['ssim'], '', 3)} "
+        f"(face {_fmt(sd['face_ssim'], '', 3)}), LPIPS {lpips}"
+    )
+    lines.append(
+        f"LMD mouth {_fmt(sd['lmd_mouth_px'])} px, face {_fmt(sd['lmd_face_px'])} px, "
+        f"mouth-opening corr render vs GT {_fmt(sd['mouth_opening_corr'], '', 3)}"
+    )
+    ren, ref = quality["cross_driven"]["render"], quality["cross_driven"]["reference_real_clip"]
+    lines.append(
+        f"lip sync, other speech: corr {_fmt(ren['corr'], '', 3)} at lag {ren['lag_frames']} frames; "
+        f"real clip: {_fmt(ref['corr'], '', 3)} at lag {ref['lag_frames']}"
+    )
+    return lines
+
+
+@contextmanager
+def work_folder(workdir: str | None, keep: bool) -> Iterator[Path]:
+    """Yield the given work folder, or a temporary one removed afterwards unless `keep`."""
+    if workdir:
+        path = Path(workdir).resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        yield path
+        return
+    path = Path(tempfile.mkdtemp(prefix="egstalker-bench-"))
+    try:
+        yield path
+    finally:
+        if keep:
+            print(f"work folder kept: {path}", file=sys.stderr)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: check inputs, run the benchmark, write the report and print the table."""
+    args = parse_args(argv)
+    video, audio = Path(args.video).resolve(), Path(args.audio).resolve()
+    if not video.is_file():
+        raise UserError(f"video '{args.video}' not found; pass an existing clip with --video")
+    if not audio.is_file():
+        raise UserError(f"audio '{args.audio}' not found; pass an existing speech file with --audio")
+    if args.iterations < 1:
+        raise UserError("--iterations must be at least 1")
+    out = Path(args.out or REPO / "results" / "bench" / video.stem / "report.json").resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with work_folder(args.workdir, args.keep) as work:
+        report = _clean(run_benchmark(args, video, audio, work, out.parent))
+    atomic_write_json(out, report)
+    print("\n" + "\n".join(summary_lines(report)))
+    print(f"report: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,264 @@
+"""Frames per second of avatar rendering (deformation network + rasterizer) at batch 1 and in batches.
+
+Usage: python bench/render_speed.py --model_path OUT --reference_path DATA  (a trained model)
+       python bench/render_speed.py --synthetic 50000                      (untrained, N Gaussians)
+Prints a table and writes JSON. Targets on one H100 at 512x512: >= 120 fps at batch 1, >= 300 fps in batches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from gaussian_renderer import render
+from scene.avatar import Avatar
+from scene.checkpoint import load_avatar
+from scene.dataset import FrameBatch, read_json
+from scene.deformation import DeformConfig, Deltas
+from scene.gaussians import GaussianParams
+from utils.atomic import atomic_write_json
+from utils.cli import UserError, run_cli
+
+TARGET_FPS = {"single": 120.0, "batch": 300.0}
+SYNTHETIC_DISTANCE = 4.0
+
+
+@dataclass
+class Setup:
+    """What is benchmarked: the avatar, one camera (c2w [4,4], K [3,3] per unit image size), its source."""
+
+    avatar: Avatar
+    c2w: torch.Tensor
+    K: torch.Tensor
+    source: str
+
+
+def synthetic_avatar(num_gaussians: int, device: torch.device, seed: int = 0) -> Setup:
+    """Return an untrained avatar of N Gaussians on a head-sized ellipsoid, seen from 4 units away."""
+    gen = torch.Generator().manual_seed(seed)
+    direction = torch.nn.functional.normalize(torch.randn(num_gaussians, 3, generator=gen), dim=-1)
+    points = (
+        direction * torch.tensor([0.75, 0.95, 0.8]) * (1 + 0.05 * torch.rand(num_gaussians, 1, generator=gen))
+    )
+    gaussians = GaussianParams(0)
+    gaussians.set_from_points(points, torch.rand(num_gaussians, 3, generator=gen), init_opacity=0.5)
+    avatar = Avatar(gaussians, DeformConfig(), gaussians.bounds())
+    c2w = torch.eye(4)
+    c2w[2, 3] = -SYNTHETIC_DISTANCE
+    K = torch.tensor([[1.7, 0.0, 0.5], [0.0, 1.7, 0.5], [0.0, 0.0, 1.0]])
+    return Setup(avatar.to(device), c2w, K, f"synthetic ({num_gaussians} Gaussians)")
+
+
+def trained_avatar(
+    model_path: Path, reference_path: Path, iteration: int | None, device: torch.device
+) -> Setup:
+    """Return a trained avatar and the first training camera of its dataset (normalised intrinsics)."""
+    loaded = load_avatar(model_path, iteration, device)
+    meta = read_json(Path(reference_path), "transforms_train.json")
+    frame = meta["frames"][0]
+    size = float(meta["w"])
+    c2w = torch.tensor(frame["transform_matrix"], dtype=torch.float32)
+    f, cx, cy = (float(meta[k]) / size for k in ("focal_len", "cx", "cy"))
+    K = torch.tensor([[f, 0.0, cx], [0.0, f, cy], [0.0, 0.0, 1.0]])
+    return Setup(loaded.avatar, c2w, K, f"{model_path} (iteration {loaded.iteration})")
+
+
+def make_batch(setup: Setup, batch_size: int, resolution: int, device: torch.device) -> FrameBatch:
+    """Return a FrameBatch of `batch_size` frames with random audio, one camera and a grey background."""
+    cfg = setup.avatar.deform_cfg
+    K = setup.K.clone()
+    K[:2] *= resolution
+    c2w = setup.c2w.to(device).expand(batch_size, 4, 4)
+    return FrameBatch(
+        background=torch.full((batch_size, resolution, resolution, 3), 0.5, device=device),
+        viewmat=torch.linalg.inv(c2w),
+        K=K.to(device).expand(batch_size, 3, 3),
+        audio=torch.randn(batch_size, cfg.audio_channels, cfg.audio_window, device=device),
+        eye=torch.full((batch_size, 1), 0.8, device=device),
+        cam=c2w[:, :3, :4].reshape(batch_size, 12),
+    )
+
+
+class VariantRenderer:
+    """Renders FrameBatches with one variant of the avatar's forward pass.
+
+    `variant` joins options with '+': fp32 (Avatar.render as predict.py runs it), bf16 (deformation network
+    under bf16 autocast), cache (tri-plane features of the fixed canonical Gaussians computed once),
+    compile (torch.compile of the deformation network).
+    """
+
+    def __init__(self, avatar: Avatar, variant: str) -> None:
+        self.avatar = avatar
+        self.options = set(variant.split("+"))
+        self.amp = "bf16" in self.options and next(avatar.parameters()).is_cuda
+        deform = avatar.deform
+        self.forward = torch.compile(deform.forward_with_features) if "compile" in self.options else None
+        self.features = self._spatial_features() if "cache" in self.options else None
+
+    def _spatial_features(self) -> torch.Tensor:
+        """Return the tri-plane features [N,D] of the canonical Gaussians."""
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+            return self.avatar.deform.spatial_features(self.avatar.gaussians.params["means"])
+
+    def deltas(self, batch: FrameBatch) -> Deltas:
+        """Return the per-frame offsets [B,N,...] (float32) of the batch."""
+        if self.options <= {"fp32", "bf16"}:
+            return self.avatar.deltas(batch, amp=self.amp)
+        feat = self.features if self.features is not None else self._spatial_features()
+        forward = self.forward or self.avatar.deform.forward_with_features
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+            d = forward(feat, batch.audio, batch.eye, batch.cam)
+        return Deltas(*(t.float() for t in (d.d_xyz, d.d_rot, d.d_scale, d.d_opacity, d.d_color)))
+
+    def __call__(self, batch: FrameBatch) -> torch.Tensor:
+        """Return the rendered images [B,H,W,3] of the batch (deformation network included)."""
+        if self.options <= {"fp32", "bf16"}:
+            return self.avatar.render(batch, amp=self.amp).image
+        g = self.avatar.apply_deltas(self.deltas(batch))
+        return render(
+            *g, batch.viewmat, batch.K, batch.width, batch.height, background=batch.background
+        ).image
+
+
+def time_fps(fn: Callable[[], object], frames: int, warmup: int, runs: int, cuda: bool) -> dict:
+    """Return {fps, ms_per_frame, runs} of `fn` rendering `frames` frames: median of runs after warm-up."""
+    for _ in range(warmup):
+        fn()
+    if cuda:
+        torch.cuda.synchronize()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        if cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    median = statistics.median(times)
+    return {"fps": round(frames / median, 2), "ms_per_frame": round(1000 * median / frames, 3), "runs": runs}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the command-line parser."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model_path", type=Path, help="trained model folder (needs --reference_path)")
+    src.add_argument(
+        "--synthetic", type=int, metavar="N", help="benchmark an untrained avatar of N Gaussians"
+    )
+    p.add_argument("--reference_path", type=Path, help="the model's dataset (for a camera)")
+    p.add_argument("--iteration", type=int, help="checkpoint iteration (default: the latest)")
+    p.add_argument("--resolution", type=int, default=512, help="square image size in pixels")
+    p.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 32], help="batch sizes to time")
+    p.add_argument("--warmup", type=int, default=5, help="untimed runs first")
+    p.add_argument("--runs", type=int, default=20, help="timed runs (median reported)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        default=["fp32", "bf16", "bf16+cache"],
+        help="options joined by '+': fp32 | bf16 (autocast, CUDA only), cache (tri-plane features), compile",
+    )
+    p.add_argument(
+        "--breakdown", action="store_true", help="also time the deformation network and rasterizer"
+    )
+    p.add_argument(
+        "--output", type=Path, default=Path("results/bench/render_speed.json"), help="JSON written"
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Time every (variant, batch size), print a table and write the JSON report."""
+    args = build_parser().parse_args(argv)
+    if args.model_path is not None and args.reference_path is None:
+        raise UserError("--model_path needs --reference_path (the dataset, for a camera)")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was given but no CUDA GPU is available; use --device cpu")
+    device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
+    cuda = device.type == "cuda"
+    if args.synthetic is not None:
+        setup = synthetic_avatar(args.synthetic, device)
+    else:
+        setup = trained_avatar(args.model_path, args.reference_path, args.iteration, device)
+    setup.avatar.eval()
+    variants = [v for v in args.variants if cuda or "bf16" not in v]
+    unknown = sorted({o for v in variants for o in v.split("+")} - {"fp32", "bf16", "cache", "compile"})
+    if unknown:
+        raise UserError(f"unknown variant option(s) {', '.join(unknown)}; use fp32, bf16, cache, compile")
+    rows = []
+    with torch.inference_mode():
+        for variant in variants:
+            renderer = VariantRenderer(setup.avatar, variant)
+            for bs in args.batch_sizes:
+                batch = make_batch(setup, bs, args.resolution, device)
+                timing = time_fps(lambda b=batch, r=renderer: r(b), bs, args.warmup, args.runs, cuda)
+                row = {"variant": variant, "batch_size": bs, **timing}
+                if args.breakdown:
+                    deform = time_fps(
+                        lambda b=batch, r=renderer: r.deltas(b), bs, args.warmup, args.runs, cuda
+                    )
+                    raster = time_fps(
+                        lambda b=batch: setup.avatar.render(b, "coarse"), bs, 2, args.runs, cuda
+                    )
+                    row.update(
+                        deform_ms_per_frame=deform["ms_per_frame"], raster_ms_per_frame=raster["ms_per_frame"]
+                    )
+                rows.append(row)
+                print(f"{variant:>11} batch {bs:>3}: {timing['fps']:.1f} fps", file=sys.stderr)
+    report = summarise(rows, setup, args, device)
+    atomic_write_json(args.output, report)
+    print_table(report)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def summarise(rows: list[dict], setup: Setup, args: argparse.Namespace, device: torch.device) -> dict:
+    """Return the JSON report: environment, results and the best fps against the targets."""
+    single = max((r["fps"] for r in rows if r["batch_size"] == 1), default=math.nan)
+    batched = max((r["fps"] for r in rows if r["batch_size"] > 1), default=math.nan)
+    return {
+        "source": setup.source,
+        "num_gaussians": setup.avatar.gaussians.num_gaussians,
+        "resolution": args.resolution,
+        "device": f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "host": platform.node(),
+        "results": rows,
+        "best": {"single": single, "batch": batched},
+        "targets": TARGET_FPS,
+        "meets_targets": device.type == "cuda"
+        and single >= TARGET_FPS["single"]
+        and batched >= TARGET_FPS["batch"],
+    }
+
+
+def print_table(report: dict) -> None:
+    """Print the results as a table with the best figures against the targets."""
+    size = report["resolution"]
+    print(
+        f"render speed: {report['source']}, {report['num_gaussians']} Gaussians, {size}x{size}, "
+        f"{report['device']}"
+    )
+    print(f"{'variant':>14} {'batch':>6} {'fps':>10} {'ms/frame':>10} {'deform ms':>10} {'raster ms':>10}")
+    for r in report["results"]:
+        keys = ("fps", "ms_per_frame", "deform_ms_per_frame", "raster_ms_per_frame")
+        figures = " ".join(f"{r.get(k, math.nan):>10.2f}" for k in keys)
+        print(f"{r['variant']:>14} {r['batch_size']:>6} {figures}")
+    best, target = report["best"], report["targets"]
+    print(
+        f"best: batch 1 {best['single']:.1f} fps (target {target['single']:.0f}), "
+        f"batched {best['batch']:.1f} fps (target {target['batch']:.0f})"
+    )
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,360 @@
+"""Audio feature extractors aligned to video frames: windows [T, C, W] of W steps (2 steps per frame)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import MISSING, dataclass, field, fields
+from math import gcd
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+from scipy import signal
+
+from utils.cli import UserError
+
+MODEL_RATE = 16000
+STEPS_PER_FRAME = 2
+
+
+class AudioFeatureExtractor(Protocol):
+    """Turns a waveform into per-video-frame feature windows."""
+
+    name: str
+
+    def settings(self) -> dict:
+        """Return JSON-serialisable settings; get_extractor(name, **settings) rebuilds the extractor."""
+        ...
+
+    def extract(self, wav: np.ndarray, sr: int, fps: float, num_frames: int | None = None) -> np.ndarray:
+        """Return features [T, C, W] float32 for mono `wav` [n] at `sr` Hz and video at `fps`."""
+        ...
+
+
+def num_video_frames(num_samples: int, sr: int, fps: float, num_frames: int | None = None) -> int:
+    """Return T: `num_frames` if given, else round(duration * fps)."""
+    return int(num_frames) if num_frames is not None else round(num_samples / sr * fps)
+
+
+def resample(wav: np.ndarray, sr: int, target: int = MODEL_RATE) -> np.ndarray:
+    """Return mono `wav` [n] resampled from `sr` to `target` Hz as float32 [round(n*target/sr)]."""
+    wav = np.asarray(wav, dtype=np.float32)
+    if sr == target:
+        return wav
+    g = gcd(int(sr), int(target))
+    return signal.resample_poly(wav, target // g, int(sr) // g).astype(np.float32)
+
+
+def step_times(num_frames: int, fps: float) -> np.ndarray:
+    """Return the centre times (s) [T*2] of the feature steps: two per video frame, splitting it in halves."""
+    return (np.arange(num_frames * STEPS_PER_FRAME) + 0.5) / (STEPS_PER_FRAME * fps)
+
+
+def frame_windows(steps: np.ndarray, window: int) -> np.ndarray:
+    """Turn per-step features [2T, C] into windows [T, C, window] centred on each frame (edge-padded)."""
+    num_frames = len(steps) // STEPS_PER_FRAME
+    if num_frames == 0:
+        return np.zeros((0, steps.shape[1], window), dtype=np.float32)
+    offsets = np.arange(window) - window // 2 + 1
+    idx = np.clip(np.arange(num_frames)[:, None] * STEPS_PER_FRAME + offsets[None, :], 0, len(steps) - 1)
+    return np.ascontiguousarray(steps[idx].transpose(0, 2, 1), dtype=np.float32)
+
+
+def interpolate_steps(feats: np.ndarray, src_times: np.ndarray, dst_times: np.ndarray) -> np.ndarray:
+    """Linearly interpolate features [n, C] sampled at `src_times` [n] to `dst_times` [m] -> [m, C]."""
+    pos = np.interp(dst_times, src_times, np.arange(len(src_times), dtype=np.float64))
+    lo = np.floor(pos).astype(int)
+    hi = np.minimum(lo + 1, len(src_times) - 1)
+    frac = (pos - lo)[:, None]
+    return (feats[lo] * (1.0 - frac) + feats[hi] * frac).astype(np.float32)
+
+
+def mel_filterbank(
+    sr: int, n_fft: int, n_mels: int, fmin: float = 20.0, fmax: float | None = None
+) -> np.ndarray:
+    """Return HTK-style triangular mel filters [n_mels, n_fft//2+1]."""
+    fmax = fmax or sr / 2
+    mel_pts = np.linspace(2595 * np.log10(1 + fmin / 700), 2595 * np.log10(1 + fmax / 700), n_mels + 2)
+    hz = 700 * (10 ** (mel_pts / 2595) - 1)
+    bins = np.linspace(0, sr / 2, n_fft // 2 + 1)
+    lower = (bins[None, :] - hz[:-2, None]) / (hz[1:-1, None] - hz[:-2, None])
+    upper = (hz[2:, None] - bins[None, :]) / (hz[2:, None] - hz[1:-1, None])
+    return np.clip(np.minimum(lower, upper), 0.0, None).astype(np.float32)
+
+
+def log_mel(wav: np.ndarray, sr: int, centres: np.ndarray, n_fft: int, n_mels: int) -> np.ndarray:
+    """Return log-mel energies [len(centres), n_mels] of `wav` [n]; Hann windows centred on `centres`."""
+    half = n_fft // 2
+    start = np.round(centres).astype(np.int64)
+    right = max(0, int(start.max(initial=0)) + n_fft - half - len(wav))
+    padded = np.pad(np.asarray(wav, dtype=np.float32), (half, right))
+    frames = padded[start[:, None] + np.arange(n_fft)[None, :]] * np.hanning(n_fft).astype(np.float32)
+    power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
+    return np.log(power @ mel_filterbank(sr, n_fft, n_mels).T + 1e-6).astype(np.float32)
+
+
+def _settings_of(extractor: Any) -> dict:
+    """Return the constructor fields of a dataclass extractor as a dict."""
+    return {f.name: getattr(extractor, f.name) for f in fields(extractor) if f.init}
+
+
+@dataclass
+class LogMelExtractor:
+    """Log-mel spectrogram, 2 steps per video frame, normalised per channel over the clip; no weights."""
+
+    n_mels: int = 32
+    window: int = 16
+    n_fft: int = 512
+    name: ClassVar[str] = "logmel"
+
+    def settings(self) -> dict:
+        """Return the settings dict (n_mels, window, n_fft)."""
+        return _settings_of(self)
+
+    def extract(self, wav: np.ndarray, sr: int, fps: float, num_frames: int | None = None) -> np.ndarray:
+        """Return normalised log-mel windows [T, n_mels, window] float32."""
+        t = num_video_frames(len(wav), sr, fps, num_frames)
+        mel = log_mel(resample(wav, sr), MODEL_RATE, step_times(t, fps) * MODEL_RATE, self.n_fft, self.n_mels)
+        mel = (mel - mel.mean(0)) / (mel.std(0) + 1e-5)
+        return frame_windows(mel, self.window)
+
+
+def _receptive_field(kernels: list[int], strides: list[int]) -> tuple[int, int]:
+    """Return (receptive field, total stride) in samples of a stack of 1-D convolutions."""
+    rf = 1
+    for k, s in zip(reversed(kernels), reversed(strides), strict=True):
+        rf = (rf - 1) * s + k
+    return rf, int(np.prod(strides))
+
+
+@dataclass
+class HubertExtractor:
+    """Hidden states of a user-supplied HuggingFace HuBERT model (model_dir), 2 steps per video frame."""
+
+    model_dir: str = ""
+    layer: int = -1
+    window: int = 16
+    chunk_seconds: float = 20.0
+    name: ClassVar[str] = "hubert"
+    model_class: ClassVar[str] = "HubertModel"
+    _model: Any = field(init=False, repr=False, compare=False)
+    _normalize: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        """Load the model from model_dir (local files only); UserError if it is missing or of another kind."""
+        folder = Path(self.model_dir).expanduser()
+        usage = f"the {self.name} extractor needs model_dir=<HuggingFace folder with config.json and weights>"
+        if not self.model_dir or not (folder / "config.json").is_file():
+            raise UserError(f"{usage}; '{self.model_dir}' has no config.json")
+        model_type = json.loads((folder / "config.json").read_text()).get("model_type", "")
+        if model_type != self.name:
+            raise UserError(
+                f"model_dir '{folder}' holds a '{model_type}' model; {usage} of type '{self.name}'"
+            )
+        import transformers
+
+        try:
+            model = getattr(transformers, self.model_class).from_pretrained(
+                str(folder), local_files_only=True
+            )
+        except (OSError, ValueError) as err:
+            raise UserError(
+                f"cannot load the {self.name} model from model_dir '{folder}' ({err}); {usage}"
+            ) from err
+        self._model = model.eval()
+        pre = folder / "preprocessor_config.json"
+        self._normalize = (
+            bool(json.loads(pre.read_text()).get("do_normalize", True)) if pre.is_file() else True
+        )
+
+    def settings(self) -> dict:
+        """Return the settings dict (model_dir, layer, window, chunk_seconds)."""
+        return _settings_of(self)
+
+    def extract(self, wav: np.ndarray, sr: int, fps: float, num_frames: int | None = None) -> np.ndarray:
+        """Return hidden-state windows [T, hidden_size, window] float32."""
+        import torch
+
+        t = num_video_frames(len(wav), sr, fps, num_frames)
+        audio = resample(wav, sr)
+        if self._normalize:
+            audio = (audio - audio.mean()) / np.sqrt(audio.var() + 1e-7)
+        cfg = self._model.config
+        rf, stride = _receptive_field(list(cfg.conv_kernel), list(cfg.conv_stride))
+        chunk = max(1, round(self.chunk_seconds * MODEL_RATE / stride)) * stride
+        extra = max(rf, stride) - stride
+        audio = np.pad(audio, (0, (-len(audio)) % stride + extra))
+        hidden = []
+        with torch.inference_mode():
+            for a in range(0, len(audio) - extra, chunk):
+                piece = torch.from_numpy(np.ascontiguousarray(audio[a : a + chunk + extra]))[None]
+                out = self._model(piece, output_hidden_states=True)
+                hidden.append(out.hidden_states[self.layer][0].float().numpy())
+        feats = np.concatenate(hidden)
+        src_times = (np.arange(len(feats)) * stride + rf / 2) / MODEL_RATE
+        return frame_windows(interpolate_steps(feats, src_times, step_times(t, fps)), self.window)
+
+
+@dataclass
+class Wav2Vec2Extractor(HubertExtractor):
+    """Hidden states of a user-supplied HuggingFace wav2vec 2.0 model (model_dir), 2 steps per video frame."""
+
+    name: ClassVar[str] = "wav2vec2"
+    model_class: ClassVar[str] = "Wav2Vec2Model"
+
+
+def mfcc(wav: np.ndarray, n_coeffs: int, hop: int = 160, n_fft: int = 512) -> np.ndarray:
+    """Return MFCCs [n_steps, n_coeffs] of 16 kHz `wav` [n], a step every `hop` samples (DCT of log-mel)."""
+    from scipy.fft import dct
+
+    centres = np.arange(len(wav) // hop + 1) * hop
+    mel = log_mel(wav, MODEL_RATE, centres, n_fft, max(40, n_coeffs))
+    return dct(mel, type=2, axis=1, norm="ortho")[:, :n_coeffs].astype(np.float32)
+
+
+@dataclass
+class DeepSpeechExtractor:
+    """Character logits of a user-supplied DeepSpeech-style ONNX model (model_path) over MFCC input frames."""
+
+    model_path: str = ""
+    window: int = 16
+    name: ClassVar[str] = "deepspeech"
+    _session: Any = field(init=False, repr=False, compare=False)
+    _n_features: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        """Open the ONNX model; UserError if model_path is missing or not a [1, time, features] model."""
+        usage = "the deepspeech extractor needs model_path=<ONNX file: [1, time, features] -> [1, time, 29]>"
+        path = Path(self.model_path).expanduser()
+        if not self.model_path or not path.is_file():
+            raise UserError(f"{usage}; model_path '{self.model_path}' not found")
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = 1
+        try:
+            self._session = onnxruntime.InferenceSession(
+                str(path), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as err:  # onnxruntime raises its own untyped errors on bad files
+            raise UserError(f"cannot load model_path '{path}' as ONNX ({err}); {usage}") from err
+        shape = self._session.get_inputs()[0].shape
+        if len(shape) != 3 or not isinstance(shape[2], int):
+            raise UserError(f"model_path '{path}' takes input of shape {shape}; {usage}")
+        self._n_features = shape[2]
+
+    def settings(self) -> dict:
+        """Return the settings dict (model_path, window)."""
+        return _settings_of(self)
+
+    def extract(self, wav: np.ndarray, sr: int, fps: float, num_frames: int | None = None) -> np.ndarray:
+        """Return logit windows [T, n_chars, window] float32 (n_chars = 29 for DeepSpeech)."""
+        t = num_video_frames(len(wav), sr, fps, num_frames)
+        hop = MODEL_RATE // 100
+        feats = mfcc(resample(wav, sr), self._n_features, hop)
+        name = self._session.get_inputs()[0].name
+        logits = self._session.run(None, {name: feats[None]})[0]
+        if logits.ndim != 3:
+            raise UserError(
+                f"model_path '{self.model_path}' returned shape {logits.shape}; expected [1, time, 29]"
+            )
+        logits = logits[0].astype(np.float32)
+        duration = len(feats) * hop / MODEL_RATE
+        src_times = (np.arange(len(logits)) + 0.5) * duration / len(logits)
+        return frame_windows(interpolate_steps(logits, src_times, step_times(t, fps)), self.window)
+
+
+PHONES = tuple(
+    (
+        "SIL AA AE AH AO AW AY B CH D DH EH ER EY F G HH IH IY JH K L M N NG "
+        "OW OY P R S SH T TH UH UW V W Y Z ZH"
+    ).split()
+)
+PHONE_RATE = 100
+
+
+@dataclass
+class PhonemeExtractor:
+    """One-hot phone timings [T, 40, W] from pocketsphinx's English phone recogniser (model in its wheel)."""
+
+    window: int = 16
+    name: ClassVar[str] = "phonemes"
+
+    def __post_init__(self) -> None:
+        """Check that pocketsphinx is installed; UserError saying how to install it otherwise."""
+        if importlib.util.find_spec("pocketsphinx") is None:
+            raise UserError(
+                "the phonemes extractor needs pocketsphinx; install it with: pip install pocketsphinx"
+            )
+
+    def settings(self) -> dict:
+        """Return the settings dict (window)."""
+        return _settings_of(self)
+
+    def phone_labels(self, wav: np.ndarray) -> np.ndarray:
+        """Return the index into PHONES [n / 160 + 1] of the phone heard in each 10 ms of 16 kHz `wav` [n]."""
+        from pocketsphinx import Decoder, get_model_path
+
+        lm = Path(get_model_path()) / "en-us" / "en-us-phone.lm.bin"
+        decoder = Decoder(
+            allphone=str(lm), lw=2.0, pip=0.3, beam=1e-10, pbeam=1e-10, samprate=MODEL_RATE, loglevel="FATAL"
+        )
+        decoder.start_utt()
+        dither = np.random.default_rng(0).normal(
+            0.0, 5e-4, len(wav)
+        )  # digital silence otherwise decodes as "S"
+        decoder.process_raw((np.clip(wav + dither, -1.0, 1.0) * 32767).astype("<i2").tobytes(), full_utt=True)
+        decoder.end_utt()
+        labels = np.zeros(len(wav) * PHONE_RATE // MODEL_RATE + 1, dtype=np.int64)
+        for seg in decoder.seg():
+            if seg.word in PHONES:
+                labels[seg.start_frame : seg.end_frame + 1] = PHONES.index(seg.word)
+        return labels
+
+    def extract(self, wav: np.ndarray, sr: int, fps: float, num_frames: int | None = None) -> np.ndarray:
+        """Return one-hot phone windows [T, len(PHONES), window] float32 (silence/noise = SIL)."""
+        t = num_video_frames(len(wav), sr, fps, num_frames)
+        labels = self.phone_labels(resample(wav, sr))
+        idx = np.clip((step_times(t, fps) * PHONE_RATE).astype(np.int64), 0, len(labels) - 1)
+        return frame_windows(np.eye(len(PHONES), dtype=np.float32)[labels[idx]], self.window)
+
+
+_REGISTRY: dict[str, type] = {
+    cls.name: cls
+    for cls in (LogMelExtractor, HubertExtractor, Wav2Vec2Extractor, DeepSpeechExtractor, PhonemeExtractor)
+}
+
+
+def available_extractors() -> list[str]:
+    """Return the names accepted by get_extractor."""
+    return sorted(_REGISTRY)
+
+
+def _coerce(name: str, key: str, value: Any, default: Any) -> Any:
+    """Convert a setting given as text (e.g. from the command line) to the type of its default."""
+    if not isinstance(value, str) or isinstance(default, str) or default is MISSING:
+        return value
+    try:
+        return type(default)(value)
+    except ValueError as err:
+        raise UserError(
+            f"setting {key}={value!r} of audio extractor '{name}' must be a {type(default).__name__}"
+        ) from err
+
+
+def get_extractor(name: str, **settings: Any) -> AudioFeatureExtractor:
+    """Build the extractor registered as `name` with `settings`; UserError on unknown names or settings."""
+    if name not in _REGISTRY:
+        raise UserError(
+            f"unknown audio extractor '{name}'; choose one of: {', '.join(available_extractors())}"
+        )
+    cls = _REGISTRY[name]
+    defaults = {f.name: f.default for f in fields(cls) if f.init}
+    unknown = sorted(set(settings) - set(defaults))
+    if unknown:
+        raise UserError(
+            f"unknown setting(s) {', '.join(unknown)} for audio extractor '{name}'; "
+            f"valid settings: {', '.join(defaults)}"
+        )
+    return cls(**{k: _coerce(name, k, v, defaults[k]) for k, v in settings.items()})

@@ -1,0 +1,240 @@
+"""The "bfm" tracker: fit the Basel Face Model to the 68 iBUG landmarks of a clip (shared identity and focal,
+per-frame expression and pose), then give each of the 478 MediaPipe points a BFM vertex.
+
+The 478-point head-space shape: for each MediaPipe point, the vertex of the fitted mesh whose projections over
+(up to 48) frames lie closest to that point's observed track, penalising frames where the vertex faces away
+from the camera; the shape is that vertex on the neutral (zero-expression) fitted identity mesh.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+from scipy.spatial.transform import Rotation
+from tqdm import tqdm
+
+from data_utils import landmark_indices as li
+from data_utils.bfm.model import NUM_EXP, NUM_ID, BFMModel
+from data_utils.smoothing import fill_gaps
+from data_utils.tracking import TrackResult, _Adam, _pose, _scatter
+from utils.cli import UserError
+
+MATCH_FRAMES = 48
+MATCH_CHUNK = 8192
+BACKFACE_PENALTY = 0.05  # x image size, squared: px^2 added per frame a vertex faces away from the camera
+
+
+@dataclass
+class BFMTrackResult(TrackResult):
+    """TrackResult plus the BFM coefficients, neutral mesh [V,3] and the vertex of each MediaPipe point [478]."""
+
+    id_coeff: np.ndarray  # [80]
+    exp_coeff: np.ndarray  # [T,64]
+    vertex_idx: np.ndarray  # [478] BFM vertex per MediaPipe point
+    vertices: np.ndarray  # [V,3] neutral fitted mesh in head space
+
+    def to_dict(self) -> dict:
+        """`track_params.pt` dict with extra keys bfm_id_coeff, bfm_exp_coeff, bfm_vertex_idx, bfm_vertices."""
+        out = super().to_dict()
+        out.update(
+            bfm_id_coeff=torch.as_tensor(self.id_coeff, dtype=torch.float32),
+            bfm_exp_coeff=torch.as_tensor(self.exp_coeff, dtype=torch.float32),
+            bfm_vertex_idx=torch.as_tensor(self.vertex_idx, dtype=torch.long),
+            bfm_vertices=torch.as_tensor(self.vertices, dtype=torch.float32),
+        )
+        return out
+
+
+class BFMTracker:
+    """Batch fit over all frames of shared identity [80] + focal and per-frame expression [64] and pose."""
+
+    name = "bfm"
+    version = "1.0"
+
+    def __init__(
+        self,
+        steps: int = 400,
+        focal_init: float = 1.2,
+        huber_px: float = 2.0,
+        w_id: float = 0.01,
+        w_exp: float = 0.01,
+        w_smooth: float = 0.01,
+        w_exp_smooth: float = 0.01,
+        w_focal: float = 1.0,
+        device: str | None = None,
+        cache_dir: str | None = None,
+    ) -> None:
+        """Load the installed BFM (UserError if absent); set steps, focal init (x image size), loss weights."""
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = BFMModel.load(cache_dir, self.device)
+        self.steps = steps
+        self.focal_init = focal_init
+        self.huber_px = huber_px
+        self.w_id, self.w_exp, self.w_focal = w_id, w_exp, w_focal
+        self.w_smooth, self.w_exp_smooth = w_smooth, w_exp_smooth
+
+    def fit(
+        self,
+        lms2d: np.ndarray,
+        lms_z: np.ndarray | None,
+        image_size: int,
+        fps: float,
+        progress: bool = True,
+    ) -> BFMTrackResult:
+        """Fit landmarks [T,478,2] (pixels of the square image; NaN = missing) of a clip; `lms_z` is unused."""
+        obs_all = np.asarray(lms2d, dtype=np.float64)
+        obs = obs_all[:, li.MP_TO_IBUG68]
+        valid = ~np.isnan(obs).any(axis=(1, 2))
+        if not valid.any():
+            raise UserError("no face landmarks to track; use a clip where the face is visible")
+        half = image_size / 2.0
+        params = self._init_params(obs, valid, half)
+        self._optimise(params, obs, valid, half, progress)
+        return self._result(params, obs_all, valid, half)
+
+    def _init_params(self, obs: np.ndarray, valid: np.ndarray, half: float) -> dict[str, torch.Tensor]:
+        """Initial parameters: per-frame PnP poses of the mean face, zero coefficients, focal_init."""
+        T = obs.shape[0]
+        focal = self.focal_init * 2 * half
+        kp0 = self.model.mean_shape[self.model.keypoint_idx].cpu().double().numpy()
+        K = np.array([[focal, 0, half], [0, focal, half], [0, 0, 1.0]])
+        poses = []
+        for frame in obs[valid]:
+            _, rvec, tvec = cv2.solvePnP(kp0, frame, K, None, flags=cv2.SOLVEPNP_EPNP)
+            rvec, tvec = cv2.solvePnPRefineLM(kp0, frame, K, None, rvec, tvec)
+            poses.append(np.concatenate([rvec.ravel(), tvec.ravel()]))
+        poses = fill_gaps(_scatter(np.stack(poses), valid, T), max_gap=T)[0]
+        depth = np.maximum(poses[:, 5], 1e-3)
+        dt, dev = torch.float32, self.device
+        params = {
+            "aa": torch.tensor(poses[:, :3], dtype=dt, device=dev),
+            "uv": torch.tensor(focal * poses[:, 3:5] / depth[:, None], dtype=dt, device=dev),
+            "log_d": torch.tensor(np.log(depth / focal), dtype=dt, device=dev),
+            "log_f": torch.tensor(np.log(focal), dtype=dt, device=dev),
+            "id": torch.zeros(NUM_ID, dtype=dt, device=dev),
+            "exp": torch.zeros(T, NUM_EXP, dtype=dt, device=dev),
+        }
+        for p in params.values():
+            p.requires_grad_(True)
+        return params
+
+    def _keypoints_2d(self, params: dict[str, torch.Tensor], half: float) -> torch.Tensor:
+        """Projected 68 keypoints [T,68,2] under the current coefficients, poses and focal."""
+        T = params["exp"].shape[0]
+        pts = self.model.keypoints(params["id"].expand(T, -1), params["exp"])
+        return _project_points(params, pts, half)
+
+    def _optimise(self, params, obs: np.ndarray, valid: np.ndarray, half: float, progress: bool) -> None:
+        """Adam: a rigid stage (pose + focal) then all parameters, with priors and temporal smoothness."""
+        dt, dev = torch.float32, self.device
+        target = torch.tensor(np.nan_to_num(obs), dtype=dt, device=dev)
+        weight = torch.tensor(valid, dtype=dt, device=dev)
+        T = obs.shape[0]
+        log_f0 = float(params["log_f"].detach())
+        px_per_unit = float(torch.exp(-params["log_d"].detach()).median())
+
+        def second_diff_sq(x: torch.Tensor) -> torch.Tensor:
+            return ((x[2:] - 2 * x[1:-1] + x[:-2]) ** 2).reshape(T - 2, -1).sum(-1).mean()
+
+        def loss_fn() -> torch.Tensor:
+            dist2 = ((self._keypoints_2d(params, half) - target) ** 2).sum(-1)
+            robust = self.huber_px**2 * (torch.sqrt(1 + dist2 / self.huber_px**2) - 1)
+            loss = (robust.mean(-1) * weight).sum() / weight.sum()
+            loss = loss + self.w_id * (params["id"] ** 2).sum() + self.w_exp * (params["exp"] ** 2).sum(-1).mean()
+            loss = loss + self.w_focal * (params["log_f"] - log_f0) ** 2
+            if T >= 3:
+                rigid = px_per_unit**2 * (second_diff_sq(params["aa"]) + second_diff_sq(params["log_d"]))
+                rigid = rigid + second_diff_sq(params["uv"])
+                loss = loss + self.w_smooth * rigid + self.w_exp_smooth * second_diff_sq(params["exp"])
+            return loss
+
+        lrs = {"aa": 0.01, "uv": 0.5, "log_d": 0.005, "log_f": 0.02, "id": 0.05, "exp": 0.05}
+        rigid_keys = ("aa", "uv", "log_d", "log_f")
+        stages = [(rigid_keys, self.steps // 4), (tuple(lrs), self.steps - self.steps // 4)]
+        bar = tqdm(total=self.steps, desc="bfm tracking", unit="step", disable=not progress, file=sys.stderr)
+        for keys, steps in stages:
+            adam = _Adam({k: params[k] for k in keys}, {k: lrs[k] for k in keys})
+            for step in range(steps):
+                loss = loss_fn()
+                grads = torch.autograd.grad(loss, [params[k] for k in keys])
+                adam.step(grads, lr_scale=0.5 * (1 + np.cos(np.pi * step / steps)) + 0.01)
+                bar.update(1)
+                if step % 20 == 0:
+                    bar.set_postfix(loss=f"{loss.item():.3f}")
+        bar.close()
+
+    @torch.no_grad()
+    def _result(self, params, obs_all: np.ndarray, valid: np.ndarray, half: float) -> BFMTrackResult:
+        """TrackResult from the optimised parameters, with the 478-point shape from vertex matching."""
+        pred = self._keypoints_2d(params, half).cpu().double().numpy()
+        err = np.linalg.norm(pred - obs_all[:, li.MP_TO_IBUG68], axis=-1).mean(axis=1)
+        err[~valid] = np.nan
+        rot, trans, focal = (x.cpu().double() for x in _pose(params))
+        neutral = self.model.vertices(params["id"][None], torch.zeros(1, NUM_EXP, device=self.device))[0]
+        vertex_idx = self._match_vertices(params, obs_all, half, neutral)
+        shape = neutral[vertex_idx].cpu().double().numpy()
+        rot_np = rot.numpy()
+        return BFMTrackResult(
+            R=rot_np,
+            t=trans.numpy(),
+            euler=Rotation.from_matrix(rot_np).as_euler("xyz"),
+            focal=float(focal),
+            shape=shape,
+            lms2d=obs_all,
+            reproj_err=err,
+            tracker=self.name,
+            tracker_version=self.version,
+            id_coeff=params["id"].cpu().numpy(),
+            exp_coeff=params["exp"].cpu().numpy(),
+            vertex_idx=vertex_idx.cpu().numpy(),
+            vertices=neutral.cpu().numpy(),
+        )
+
+    def _match_vertices(self, params, obs_all: np.ndarray, half: float, neutral: torch.Tensor) -> torch.Tensor:
+        """Vertex index [478] whose projections best follow each MediaPipe point's 2D track."""
+        complete = np.flatnonzero(~np.isnan(obs_all).any(axis=(1, 2)))
+        frames = complete[np.linspace(0, len(complete) - 1, min(MATCH_FRAMES, len(complete))).round().astype(int)]
+        sel = torch.as_tensor(frames, device=self.device)
+        sub = {k: (v[sel] if v.dim() > 0 and k not in ("id", "log_f") else v) for k, v in params.items()}
+        rot, trans, _ = _pose(sub)
+        normals = _vertex_normals(neutral, self.model.triangles)
+        obs = torch.as_tensor(obs_all[frames], dtype=torch.float32, device=self.device)  # [S,478,2]
+        obs_flat = obs.permute(1, 0, 2).reshape(obs.shape[1], -1)  # [478, S*2]
+        penalty = BACKFACE_PENALTY * (2 * half) ** 2
+        best_cost = torch.full((obs.shape[1],), float("inf"), device=self.device)
+        best_idx = torch.zeros(obs.shape[1], dtype=torch.long, device=self.device)
+        for start in range(0, self.model.num_vertices, MATCH_CHUNK):
+            idx = torch.arange(start, min(start + MATCH_CHUNK, self.model.num_vertices), device=self.device)
+            n = len(frames)
+            verts = self.model.vertices(params["id"].expand(n, -1), sub["exp"], idx)  # [S,C,3]
+            proj = _project_points(sub, verts, half)  # [S,C,2]
+            proj_flat = proj.permute(1, 0, 2).reshape(len(idx), -1)  # [C, S*2]
+            cost = (proj_flat**2).sum(-1)[None] - 2 * obs_flat @ proj_flat.T  # [478, C] (+ const per row)
+            cam = torch.einsum("sij,cj->sci", rot, neutral[idx]) + trans[:, None]
+            facing_away = (torch.einsum("sij,cj->sci", rot, normals[idx]) * cam).sum(-1) > 0  # [S,C]
+            cost = cost + penalty * facing_away.sum(0)[None]
+            value, arg = cost.min(dim=1)
+            better = value < best_cost
+            best_cost = torch.where(better, value, best_cost)
+            best_idx = torch.where(better, idx[arg], best_idx)
+        return best_idx
+
+
+def _project_points(params: dict[str, torch.Tensor], pts: torch.Tensor, half: float) -> torch.Tensor:
+    """Pixel projections [T,N,2] of per-frame head-space points [T,N,3] under the poses and focal of `params`."""
+    rot, trans, focal = _pose(params)
+    cam = torch.einsum("tij,tnj->tni", rot, pts) + trans[:, None, :]
+    return focal * cam[..., :2] / cam[..., 2:3] + half
+
+
+def _vertex_normals(verts: torch.Tensor, triangles: torch.Tensor) -> torch.Tensor:
+    """Unit vertex normals [V,3] of a mesh, oriented so that on average they face the viewer (-z)."""
+    v0, v1, v2 = (verts[triangles[:, i]] for i in range(3))
+    face_n = torch.linalg.cross(v1 - v0, v2 - v0)
+    normals = torch.zeros_like(verts).index_add_(0, triangles.reshape(-1), face_n.repeat_interleave(3, dim=0))
+    normals = normals / normals.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return normals if normals[:, 2].mean() < 0 else -normals

@@ -1,0 +1,490 @@
+"""preprocess.sh: turn one talking-head video into a training dataset (DESIGN.md contract), no downloads."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import mediapipe as mp
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from data_utils import landmark_indices as li
+from data_utils.audio_features import AudioFeatureExtractor, get_extractor
+from data_utils.audio_io import load_audio, write_wav
+from data_utils.background import estimate_background, sample_indices
+from data_utils.crop import FACE_CENTER_FROM_TOP, stable_square_crop, to_crop_coords
+from data_utils.eyes import eye_openness
+from data_utils.face_mesh import FaceMesh, detect_sequence
+from data_utils.parsing import PersonSegmenter, parse_frame, person_from_parsing
+from data_utils.quality import frame_stats, print_report, quality_report, save_preview
+from data_utils.smoothing import fill_gaps, smooth_sequence
+from data_utils.torso import torso_rgba
+from data_utils.tracking import Tracker, get_tracker
+from data_utils.video_io import VideoInfo, probe_video, read_frames
+from utils.atomic import atomic_dir, atomic_write_json, check_output_dir
+from utils.cli import UserError, run_cli
+
+SAMPLE_RATE = 16000
+MIN_SECONDS = 2.0
+LONG_SECONDS = 30.0
+PASS1_MAX_SIDE = 640
+MAX_MISSING_SHARE = 0.10
+JPEG_QUALITY = 95
+PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
+MOUTH_PAD = 0.15  # mouth_rect margin, fraction of the mouth width on each side
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Parse the command line of preprocess.sh."""
+    p = argparse.ArgumentParser(
+        prog="preprocess.sh",
+        description="Turn a talking-head video into a training dataset: square face crops at a constant "
+        "frame rate, landmarks, parsing masks, background, torso images, head poses, audio features and a "
+        "quality report. Nothing is downloaded.",
+        epilog="example: ./preprocess.sh my_video.mp4 data/me --fps 25 --size 512",
+    )
+    p.add_argument(
+        "video", type=Path, help="input video (any format ffmpeg reads), 2-30 s of one speaking face"
+    )
+    p.add_argument("out_dir", type=Path, help="dataset folder to create, e.g. data/<subject>")
+    p.add_argument("--fps", type=float, default=25.0, help="frame rate of the dataset (default 25)")
+    p.add_argument("--size", type=int, default=512, help="side of the square frames in pixels (default 512)")
+    p.add_argument(
+        "--tracker",
+        default="mediapipe",
+        help="head tracker: mediapipe (default) or bfm (needs download_bfm.sh)",
+    )
+    p.add_argument("--audio", type=Path, help="audio file to use instead of the video's own audio track")
+    p.add_argument("--audio_extractor", default="logmel", help="audio feature extractor (default logmel)")
+    p.add_argument("--extractor_model", type=Path, help="model file for extractors that need one")
+    p.add_argument(
+        "--max_gap_frames",
+        type=int,
+        default=10,
+        help="longest run of frames without a face that is interpolated (default 10)",
+    )
+    p.add_argument("--force", action="store_true", help="replace OUT_DIR if it exists")
+    p.add_argument(
+        "--preview",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="write preview.jpg (landmarks, masks, crop side by side; default on)",
+    )
+    args = p.parse_args(argv)
+    if args.fps <= 0 or args.size < 64 or args.max_gap_frames < 0:
+        p.error("--fps must be > 0, --size >= 64 and --max_gap_frames >= 0")
+    return args
+
+
+@dataclass
+class Timings:
+    """Wall-clock seconds of each pipeline stage."""
+
+    seconds: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Time the enclosed block as stage `name` (wall clock and CPU time of the whole process)."""
+        start, cpu = time.perf_counter(), time.process_time()
+        yield
+        self.seconds[name] = (time.perf_counter() - start, time.process_time() - cpu)
+
+    def as_dict(self, frames: int) -> dict:
+        """Return {stage: {"seconds", "fps", "cpu_seconds"}} with fps = dataset frames / wall seconds."""
+        return {
+            name: {
+                "seconds": round(s, 3),
+                "fps": round(frames / s, 2) if s > 0 else 0.0,
+                "cpu_seconds": round(c, 3),
+            }
+            for name, (s, c) in self.seconds.items()
+        }
+
+
+class ImageWriter:
+    """Encodes and writes images on worker threads (OpenCV releases the GIL), with a bounded backlog."""
+
+    def __init__(self, workers: int = 2, max_pending: int = 64) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=workers)
+        self._pending: list[Future] = []
+        self._max_pending = max_pending
+
+    def submit(self, paths: list[Path], image: np.ndarray, ext: str, params: list[int]) -> None:
+        """Queue writing RGB [H,W,3] or RGBA [H,W,4] uint8 `image`, encoded as `ext`, to each of `paths`."""
+        if len(self._pending) >= self._max_pending:
+            self._pending.pop(0).result()
+        self._pending.append(self._pool.submit(_write_image, paths, image, ext, params))
+
+    def close(self) -> None:
+        """Wait for every queued write; re-raise the first error."""
+        try:
+            for fut in self._pending:
+                fut.result()
+        finally:
+            self._pool.shutdown(wait=True)
+
+
+def _write_image(paths: list[Path], image: np.ndarray, ext: str, params: list[int]) -> None:
+    """Encode RGB/RGBA `image` as `ext` and write the bytes to each path."""
+    code = cv2.COLOR_RGBA2BGRA if image.shape[-1] == 4 else cv2.COLOR_RGB2BGR
+    ok, data = cv2.imencode(ext, cv2.cvtColor(image, code), params)
+    if not ok:
+        raise RuntimeError(f"could not encode {paths[0]}")
+    for path in paths:
+        path.write_bytes(data.tobytes())
+
+
+def check_inputs(args: argparse.Namespace) -> VideoInfo:
+    """Validate the video, the audio source and OUT_DIR before any work; return the video's info."""
+    check_output_dir(args.out_dir, args.force)
+    out = args.out_dir.resolve()
+    for given in (args.video, args.audio):
+        if given is not None and given.resolve().is_relative_to(out):
+            raise UserError(
+                f"'{given}' lies inside the output folder '{args.out_dir}'; choose another OUT_DIR"
+            )
+    info = probe_video(args.video)
+    if args.audio is not None and not args.audio.is_file():
+        raise UserError(f"audio file '{args.audio}' not found; check the --audio path")
+    if args.audio is None and not info.has_audio:
+        raise UserError(f"no audio track in '{args.video}'; supply one with --audio FILE")
+    if info.duration < MIN_SECONDS:
+        raise UserError(
+            f"'{args.video}' is only {info.duration:.1f} s long; supply a clip of at least {MIN_SECONDS:g} s"
+        )
+    if info.duration > LONG_SECONDS:
+        print(f"note: the clip is {info.duration:.0f} s long; training will be slower than on a 10-30 s clip")
+    return info
+
+
+@dataclass
+class Pass1:
+    """Face detection on the downscaled source: landmarks in source pixels and what was found."""
+
+    lms: np.ndarray  # [T,478,3] source pixels, gaps filled
+    face_counts: np.ndarray  # [T]
+    filled: np.ndarray  # [T] bool
+    crop: tuple[int, int, int]
+    preview_frame: np.ndarray  # pass-1 RGB frame from the middle of the clip
+    scale: float  # source pixels per pass-1 pixel
+
+
+def _frames_with_sample(frames: Iterator[np.ndarray], index: int, keep: dict) -> Iterator[np.ndarray]:
+    """Yield `frames` unchanged, keeping frame number `index` (or the last one before it) in keep["frame"]."""
+    for i, frame in enumerate(frames):
+        if i <= index:
+            keep["frame"] = frame
+        yield frame
+
+
+def run_pass1(args: argparse.Namespace, info: VideoInfo) -> Pass1:
+    """Decode downscaled frames, track the face, check coverage, fill short gaps, choose the stable crop."""
+    estimate = max(1, round(info.duration * args.fps))
+    keep: dict = {}
+    frames = read_frames(args.video, args.fps, max_side=PASS1_MAX_SIDE)
+    lms, counts = detect_sequence(_frames_with_sample(frames, estimate // 2, keep), progress=True)
+    t = len(counts)
+    name = args.video.name
+    if t == 0 or not (counts > 0).any():
+        raise UserError(f"no face found in '{name}'; supply a video where one face is clearly visible")
+    if (counts > 1).mean() > 0.5:
+        raise UserError(f"several faces in most frames of '{name}'; crop the video to one person")
+    missing = int((counts == 0).sum())
+    if missing > MAX_MISSING_SHARE * t:
+        raise UserError(
+            f"no face in {missing} of {t} frames ({missing / t:.0%}) of '{name}'; "
+            "trim the video to the part where the face is visible"
+        )
+    scale = info.width / keep["frame"].shape[1]
+    filled_lms, filled = fill_gaps(lms * scale, args.max_gap_frames)
+    still = np.isnan(filled_lms.reshape(t, -1)).any(axis=1)
+    if still.any():
+        first = int(np.flatnonzero(still)[0])
+        raise UserError(
+            f"no face from frame {first} on for more than --max_gap_frames {args.max_gap_frames} frames; "
+            "trim the video or raise --max_gap_frames"
+        )
+    crop = fit_crop(stable_square_crop(filled_lms[..., :2], info.width, info.height), info.width, info.height)
+    return Pass1(filled_lms, counts, filled, crop, keep["frame"], scale)
+
+
+def fit_crop(crop: tuple[int, int, int], width: int, height: int) -> tuple[int, int, int]:
+    """Shrink and shift a square (x0, y0, side) to lie inside the width x height frame (no padded edges)."""
+    x0, y0, side = crop
+    fitted = min(side, width, height)
+    x0 = round(x0 + (side - fitted) / 2)
+    y0 = round(y0 + (side - fitted) * FACE_CENTER_FROM_TOP)
+    return int(np.clip(x0, 0, width - fitted)), int(np.clip(y0, 0, height - fitted)), int(fitted)
+
+
+def _nearest_face(faces: list[np.ndarray], expected: np.ndarray) -> np.ndarray | None:
+    """Pick the detected face [478,3] nearest the expected landmarks' centre (None if nothing was found)."""
+    if not faces:
+        return None
+    centre = expected[:, :2].mean(axis=0)
+    return min(faces, key=lambda f: float(np.linalg.norm(f[:, :2].mean(axis=0) - centre)))
+
+
+@dataclass
+class Pass2:
+    """Per-frame results of the cropped pass."""
+
+    raw_lms: np.ndarray  # [T,478,3] crop pixels (pass-1 landmarks where the crop had no face)
+    luma: np.ndarray  # [T]
+    sharpness: np.ndarray  # [T]
+    preview: tuple[np.ndarray, np.ndarray] | None  # (crop frame, parsing) of the preview frame
+
+
+def run_pass2(args: argparse.Namespace, p1: Pass1, out: Path, timings: Timings) -> Pass2:
+    """Decode the cropped frames; write ori/gt, parsing and torso images; estimate the background."""
+    size, t = args.size, len(p1.lms)
+    expected = to_crop_coords(p1.lms, p1.crop, size)
+    for sub in ("ori_imgs", "gt_imgs", "parsing", "torso_imgs"):
+        (out / sub).mkdir()
+    bg_keep = set(sample_indices(t).tolist())
+    bg_frames, bg_masks = [], []
+    raw = expected.copy()
+    luma, sharp = np.zeros(t), np.zeros(t)
+    preview = None
+    done = 0
+    writer = ImageWriter()
+    jpg, png = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY], PNG_PARAMS
+    frames = read_frames(args.video, args.fps, crop=p1.crop, size=size)
+    try:
+        with timings.stage("crop_parse_write"), FaceMesh() as mesh, PersonSegmenter() as seg:
+            bar = tqdm(frames, total=t, desc="crop+parse", unit="frame", file=sys.stderr, dynamic_ncols=True)
+            for i, frame in enumerate(bar):
+                if i >= t:
+                    break
+                done = i + 1
+                face = _nearest_face(mesh.detect(frame), expected[i])
+                if face is not None:
+                    raw[i] = face
+                parsing = parse_frame(frame, raw[i], seg)
+                writer.submit(
+                    [out / "ori_imgs" / f"{i}.jpg", out / "gt_imgs" / f"{i}.jpg"], frame, ".jpg", jpg
+                )
+                writer.submit([out / "parsing" / f"{i}.png"], parsing, ".png", png)
+                writer.submit([out / "torso_imgs" / f"{i}.png"], torso_rgba(frame, parsing), ".png", png)
+                luma[i], sharp[i] = frame_stats(frame)
+                if i in bg_keep:
+                    bg_frames.append(frame)
+                    bg_masks.append(person_from_parsing(parsing))
+                if i == t // 2:
+                    preview = (frame, parsing)
+    finally:
+        writer.close()
+    if done < t:
+        raise UserError(
+            f"'{args.video}' yielded {done} frames on the second read but {t} on the first; re-encode it"
+        )
+    with timings.stage("background"):
+        background = estimate_background(bg_frames, bg_masks)
+        cv2.imwrite(str(out / "bc.jpg"), cv2.cvtColor(background, cv2.COLOR_RGB2BGR), jpg)
+    return Pass2(raw, luma, sharp, preview)
+
+
+def _rect(points: np.ndarray, size: int, pad: float = 0.0) -> list[int]:
+    """Bounding box [x0,y0,x1,y1] of points [K,2] grown by `pad` x width/height, clipped to the image."""
+    lo, hi = points.min(axis=0), points.max(axis=0)
+    margin = (hi - lo) * pad
+    lo, hi = np.clip(lo - margin, 0, size), np.clip(hi + margin, 0, size)
+    return [int(math.floor(lo[0])), int(math.floor(lo[1])), int(math.ceil(hi[0])), int(math.ceil(hi[1]))]
+
+
+def fps_value(fps: float) -> int | float:
+    """Return the frame rate as an int when it is whole (25.0 -> 25), as written to the JSON files."""
+    return int(fps) if float(fps).is_integer() else fps
+
+
+def camera_to_world(rot: np.ndarray, trans: np.ndarray) -> np.ndarray:
+    """Take head->camera rotations [T,3,3] and translations [T,3]; return camera-to-world matrices [T,4,4]."""
+    c2w = np.tile(np.eye(4), (len(rot), 1, 1))
+    rt = np.transpose(rot, (0, 2, 1))
+    c2w[:, :3, :3] = rt
+    c2w[:, :3, 3] = -np.einsum("tij,tj->ti", rt, trans)
+    return c2w
+
+
+def write_transforms(
+    out: Path, args: argparse.Namespace, lms2d: np.ndarray, track: dict, eye: np.ndarray
+) -> int:
+    """Write transforms_train.json / transforms_val.json; return the number of validation frames."""
+    t, size = len(lms2d), args.size
+    c2w = camera_to_world(np.asarray(track["R"], np.float64), np.asarray(track["t"], np.float64))
+    fps = fps_value(args.fps)
+    frames = [
+        {
+            "img_id": i,
+            "aud_id": i,
+            "transform_matrix": c2w[i].tolist(),
+            "eye": float(eye[i]),
+            "face_rect": _rect(lms2d[i, li.FACE_OVAL], size),
+            "mouth_rect": _rect(lms2d[i, li.LIPS_OUTER], size, MOUTH_PAD),
+        }
+        for i in range(t)
+    ]
+    n_val = min(max(math.ceil(t / 11), round(args.fps)), t - 1)
+    head = {
+        "focal_len": float(track["focal"]),
+        "cx": size / 2,
+        "cy": size / 2,
+        "w": size,
+        "h": size,
+        "fps": fps,
+        "camera_convention": "opencv",
+    }
+    atomic_write_json(out / "transforms_train.json", {**head, "frames": frames[: t - n_val]})
+    atomic_write_json(out / "transforms_val.json", {**head, "frames": frames[t - n_val :]})
+    return n_val
+
+
+def write_landmarks(out: Path, lms2d: np.ndarray) -> None:
+    """Write ori_imgs/<i>.lms (478 rows "x y", crop pixels) for landmarks [T,478,2]."""
+    for i, pts in enumerate(lms2d):
+        np.savetxt(out / "ori_imgs" / f"{i}.lms", pts[:, :2], fmt="%.3f")
+
+
+def make_extractor(args: argparse.Namespace) -> AudioFeatureExtractor:
+    """Build the audio feature extractor; --extractor_model is its model_dir (folder) or model_path (file)."""
+    settings = {}
+    if args.extractor_model is not None:
+        if not args.extractor_model.exists():
+            raise UserError(f"--extractor_model '{args.extractor_model}' not found; check the path")
+        key = "model_dir" if args.extractor_model.is_dir() else "model_path"
+        settings[key] = str(args.extractor_model)
+    return get_extractor(args.audio_extractor, **settings)
+
+
+def run_audio(
+    args: argparse.Namespace, extractor: AudioFeatureExtractor, out: Path, num_frames: int
+) -> tuple[dict, float]:
+    """Write aud.wav (16 kHz mono) and aud_<extractor>.npy [T,C,W]; return (extractor record, audio s)."""
+    wav = load_audio(args.audio if args.audio is not None else args.video, SAMPLE_RATE)
+    write_wav(out / "aud.wav", wav, SAMPLE_RATE)
+    feats = np.asarray(extractor.extract(wav, SAMPLE_RATE, args.fps, num_frames), np.float32)
+    np.save(out / f"aud_{extractor.name}.npy", feats)
+    record = {"name": extractor.name, "settings": extractor.settings(), "shape": list(feats.shape)}
+    return record, len(wav) / SAMPLE_RATE
+
+
+def versions() -> dict:
+    """Versions of the libraries that shape the output."""
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "mediapipe": mp.__version__,
+        "numpy": np.__version__,
+        "opencv": cv2.__version__,
+    }
+
+
+@dataclass
+class Tools:
+    """The head tracker and audio feature extractor, built before any work so bad choices fail fast."""
+
+    tracker: Tracker
+    extractor: AudioFeatureExtractor
+
+
+def build(args: argparse.Namespace, info: VideoInfo, tools: Tools, out: Path) -> dict:
+    """Run every stage into the (temporary) folder `out`; return the preprocess.json record."""
+    timings = Timings()
+    with timings.stage("detect"):
+        p1 = run_pass1(args, info)
+    t = len(p1.lms)
+    p2 = run_pass2(args, p1, out, timings)
+    with timings.stage("smooth"):
+        lms = smooth_sequence(p2.raw_lms, args.fps)
+        write_landmarks(out, lms)
+    with timings.stage("track"):
+        result = tools.tracker.fit(lms[..., :2], lms[..., 2], args.size, args.fps, progress=True)
+        track = result.to_dict()
+        torch.save(track, out / "track_params.pt")
+    with timings.stage("transforms"):
+        eye = np.nan_to_num(eye_openness(lms[..., :2]), nan=1.0)
+        n_val = write_transforms(out, args, lms[..., :2], track, eye)
+    with timings.stage("audio"):
+        audio_record, audio_seconds = run_audio(args, tools.extractor, out, t)
+    oval = p1.lms[:, li.FACE_OVAL, 0]
+    face_frac = float(np.median(oval.max(axis=1) - oval.min(axis=1))) / p1.crop[2]
+    quality = quality_report(
+        p1.face_counts,
+        p1.filled,
+        p2.raw_lms[..., :2],
+        lms[..., :2],
+        np.asarray(result.reproj_err),
+        np.asarray(result.euler),
+        face_frac,
+        args.size / p1.crop[2],
+        p2.luma,
+        p2.sharpness,
+    )
+    if abs(audio_seconds - t / args.fps) > 0.5:
+        quality["warnings"].append(
+            f"audio lasts {audio_seconds:.1f} s, the video {t / args.fps:.1f} s; features are cut or padded"
+        )
+    if args.preview and p2.preview is not None:
+        crop_src = tuple(v / p1.scale for v in p1.crop)
+        save_preview(
+            out / "preview.jpg", p1.preview_frame, lms[t // 2], p2.preview[1], p2.preview[0], crop_src
+        )
+    record = {
+        "video": str(args.video),
+        "source": {"width": info.width, "height": info.height, "fps": info.fps, "duration": info.duration},
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "crop": list(p1.crop),
+        "frames": t,
+        "fps": fps_value(args.fps),
+        "size": args.size,
+        "val_frames": n_val,
+        "tracker": {"name": track.get("tracker"), "version": track.get("tracker_version")},
+        "audio_extractor": audio_record,
+        "versions": versions(),
+        "timings": timings.as_dict(t),
+        "quality": quality,
+    }
+    atomic_write_json(out / "preprocess.json", record)
+    return record
+
+
+def print_summary(record: dict, out: Path, wall: float) -> None:
+    """Print frames, timings, the quality table and where the dataset was written."""
+    print(
+        f"\n{record['frames']} frames at {record['fps']:g} fps, {record['size']}x{record['size']}, "
+        f"{record['val_frames']} for validation; wall {wall:.1f} s"
+    )
+    print("stages:")
+    for name, st in record["timings"].items():
+        print(
+            f"  {name:<18} {st['seconds']:7.2f} s  {st['fps']:8.1f} frames/s  (cpu {st['cpu_seconds']:.2f} s)"
+        )
+    print_report(record["quality"])
+    print(f"dataset written to {out}/ (preprocess.json, transforms_*.json, ori_imgs/, parsing/, ...)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of preprocess.sh; returns the exit code."""
+    args = parse_args(argv)
+    start = time.perf_counter()
+    info = check_inputs(args)
+    tools = Tools(get_tracker(args.tracker), make_extractor(args))
+    with atomic_dir(args.out_dir, args.force) as tmp:
+        record = build(args, info, tools, tmp)
+    print_summary(record, args.out_dir, time.perf_counter() - start)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,338 @@
+"""Head tracking: fit one 3D landmark shape, per-frame rigid poses and one focal length to 2D landmarks."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+from scipy.spatial.transform import Rotation
+from tqdm import tqdm
+
+from data_utils import landmark_indices as li
+from data_utils.smoothing import fill_gaps
+from utils.cli import UserError
+
+HEAD_WIDTH = 1.5  # head-space units spanned by the landmarks from cheek to cheek
+
+
+@dataclass
+class TrackResult:
+    """Tracked head poses (OpenCV camera, head->camera), shared focal length and subject landmark shape."""
+
+    R: np.ndarray  # [T,3,3] head->camera rotation
+    t: np.ndarray  # [T,3] head->camera translation
+    euler: np.ndarray  # [T,3] rad, scipy extrinsic "xyz" angles of R
+    focal: float  # pixels; principal point at the image centre
+    shape: np.ndarray  # [478,3] landmarks in head space
+    lms2d: np.ndarray  # [T,478,2] the 2D landmarks that were fitted
+    reproj_err: np.ndarray  # [T] mean reprojection error per frame (px)
+    tracker: str
+    tracker_version: str
+
+    def to_dict(self) -> dict:
+        """Return the `track_params.pt` dict (float32 tensors; `trans` duplicates `t`)."""
+        tensor = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)
+        return {
+            "euler": tensor(self.euler),
+            "trans": tensor(self.t),
+            "R": tensor(self.R),
+            "t": tensor(self.t),
+            "focal": float(self.focal),
+            "shape": tensor(self.shape),
+            "lms2d": tensor(self.lms2d),
+            "reproj_err": tensor(self.reproj_err),
+            "tracker": self.tracker,
+            "tracker_version": self.tracker_version,
+        }
+
+
+class Tracker(Protocol):
+    """Anything that turns a clip's 2D landmarks into a TrackResult."""
+
+    name: str
+    version: str
+
+    def fit(
+        self,
+        lms2d: np.ndarray,
+        lms_z: np.ndarray | None,
+        image_size: int,
+        fps: float,
+        progress: bool = True,
+    ) -> TrackResult:
+        """Fit landmarks [T,478,2] (pixels of the square image) with optional MediaPipe depths [T,478]."""
+        ...
+
+
+def get_tracker(name: str, **kwargs: object) -> Tracker:
+    """Return the tracker called `name`: "mediapipe" (landmark fit) or "bfm" (needs ./download_bfm.sh)."""
+    if name == "mediapipe":
+        return LandmarkFitTracker(**kwargs)
+    if name == "bfm":
+        try:
+            from data_utils.bfm.tracker import BFMTracker
+        except ImportError as err:
+            raise UserError(f"the bfm tracker is not available ({err}); run ./download_bfm.sh first") from err
+        return BFMTracker(**kwargs)
+    raise UserError(f"unknown tracker '{name}'; choose 'mediapipe' or 'bfm'")
+
+
+def umeyama(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Similarity (s, R, c) minimising |s R src_i + c - dst_i|^2 over point sets [N,3]; R proper rotation."""
+    mu_s, mu_d = src.mean(axis=0), dst.mean(axis=0)
+    a, b = src - mu_s, dst - mu_d
+    u, sig, vt = np.linalg.svd(b.T @ a)
+    d = np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))])
+    rot = u @ d @ vt
+    s = float((sig * np.diag(d)).sum() / (a**2).sum())
+    return s, rot, mu_d - s * rot @ mu_s
+
+
+def rodrigues(aa: torch.Tensor) -> torch.Tensor:
+    """Axis-angle vectors [...,3] -> rotation matrices [...,3,3]."""
+    theta = torch.sqrt((aa**2).sum(-1, keepdim=True) + 1e-16)
+    k = aa / theta
+    kx, ky, kz = k.unbind(-1)
+    zero = torch.zeros_like(kx)
+    kmat = torch.stack([zero, -kz, ky, kz, zero, -kx, -ky, kx, zero], -1).reshape(*aa.shape[:-1], 3, 3)
+    eye = torch.eye(3, dtype=aa.dtype).expand_as(kmat)
+    st, ct = torch.sin(theta)[..., None], torch.cos(theta)[..., None]
+    return eye + st * kmat + (1 - ct) * kmat @ kmat
+
+
+def _ellipsoid_depth(xy: np.ndarray) -> np.ndarray:
+    """Crude depth [N] of centred 2D face points [N,2] when MediaPipe gives none (nose towards camera)."""
+    half = np.abs(xy).max(axis=0) * 1.05
+    r2 = ((xy / half) ** 2).sum(axis=1)
+    return -0.6 * half[0] * np.sqrt(np.clip(1.0 - r2, 0.0, None))
+
+
+def _frontal_frame(pts: np.ndarray) -> int:
+    """Index of the most frontal frame of landmarks [T,478,2+]: nose tip closest to the cheeks' midpoint."""
+    left, right, nose = pts[:, 234, 0], pts[:, 454, 0], pts[:, li.NOSE_TIP, 0]
+    asym = np.abs(nose - 0.5 * (left + right)) / np.maximum(np.abs(right - left), 1e-6)
+    return int(np.argmin(asym))
+
+
+def _init_shape_and_poses(pts3d: np.ndarray, iterations: int = 2):
+    """Mean head-space shape [478,3] and per-frame similarity (scale [T], R [T,3,3], centre [T,3])."""
+    ref = pts3d[_frontal_frame(pts3d)]
+    shape = ref - ref.mean(axis=0)
+    shape *= HEAD_WIDTH / np.ptp(shape[:, 0])
+    for _ in range(iterations):
+        sims = [umeyama(shape, p) for p in pts3d]
+        back = np.stack([(rot.T @ (p - c).T).T / s for (s, rot, c), p in zip(sims, pts3d, strict=True)])
+        shape = back.mean(axis=0)
+        shape -= shape.mean(axis=0)
+        shape *= HEAD_WIDTH / np.ptp(shape[:, 0])
+    sims = [umeyama(shape, p) for p in pts3d]
+    scales = np.array([s for s, _, _ in sims])
+    rots = np.stack([rot for _, rot, _ in sims])
+    centres = np.stack([c for _, _, c in sims])
+    return shape, scales, rots, centres
+
+
+class _Adam:
+    """Minimal Adam over a dict of tensors (torch.optim would pull in torch._dynamo: seconds of import)."""
+
+    def __init__(self, params: dict[str, torch.Tensor], lrs: dict[str, float], betas=(0.9, 0.999)) -> None:
+        """Keep references to `params` (updated in place) and their learning rates."""
+        self.params, self.lrs, self.betas, self.t = params, lrs, betas, 0
+        self.m = {k: torch.zeros_like(p) for k, p in params.items()}
+        self.v = {k: torch.zeros_like(p) for k, p in params.items()}
+
+    @torch.no_grad()
+    def step(self, grads: tuple[torch.Tensor, ...], lr_scale: float = 1.0) -> None:
+        """Apply one bias-corrected Adam update with gradients in `params` order."""
+        self.t += 1
+        b1, b2 = self.betas
+        for (k, p), g in zip(self.params.items(), grads, strict=True):
+            self.m[k].mul_(b1).add_(g, alpha=1 - b1)
+            self.v[k].mul_(b2).addcmul_(g, g, value=1 - b2)
+            m_hat = self.m[k] / (1 - b1**self.t)
+            v_hat = self.v[k] / (1 - b2**self.t)
+            p.sub_(lr_scale * self.lrs[k] * m_hat / (v_hat.sqrt() + 1e-12))
+
+
+class LandmarkFitTracker:
+    """Batch fit over all frames at once: shared landmark shape + focal, per-frame rotation and translation.
+
+    Translation is parametrised as the image position of the head origin and its depth over focal, so that
+    the focal length only controls perspective strength and stays well conditioned.
+    """
+
+    name = "mediapipe"
+    version = "1.0"
+
+    def __init__(
+        self,
+        steps: int = 200,
+        focal_init: float = 1.2,
+        huber_px: float = 2.0,
+        w_shape: float = 0.003,
+        w_smooth: float = 0.01,
+        w_focal: float = 1.0,
+    ) -> None:
+        """Set optimisation steps, focal init (x image size) and loss weights (in squared-pixel units)."""
+        self.steps = steps
+        self.focal_init = focal_init
+        self.huber_px = huber_px
+        self.w_shape = w_shape
+        self.w_smooth = w_smooth
+        self.w_focal = w_focal
+
+    def fit(
+        self,
+        lms2d: np.ndarray,
+        lms_z: np.ndarray | None,
+        image_size: int,
+        fps: float,
+        progress: bool = True,
+    ) -> TrackResult:
+        """Fit landmarks [T,478,2] (+ MediaPipe depths [T,478] or None) of a square clip; NaN = missing."""
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # tiny tensors: extra threads only add contention
+        try:
+            return self._fit(lms2d, lms_z, image_size, fps, progress)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _fit(self, lms2d: np.ndarray, lms_z: np.ndarray | None, image_size: int, fps: float, progress: bool):
+        """Single-threaded body of `fit`."""
+        obs = np.asarray(lms2d, dtype=np.float64)
+        T = obs.shape[0]
+        valid = ~np.isnan(obs).any(axis=(1, 2))
+        if not valid.any():
+            raise UserError("no face landmarks to track; use a clip where the face is visible")
+        half = image_size / 2.0
+        if lms_z is None:
+            centred = obs[valid] - obs[valid].mean(axis=1, keepdims=True)
+            depth = np.stack([_ellipsoid_depth(c) for c in centred])
+        else:
+            depth = np.asarray(lms_z, dtype=np.float64)[valid]
+        pts_valid = np.concatenate([obs[valid], depth[..., None]], axis=-1)
+        shape0, scales, rots, centres = _init_shape_and_poses(pts_valid)
+        full = lambda a: fill_gaps(_scatter(a, valid, T), max_gap=T)[0]
+        rots = Rotation.from_matrix(full(rots)).as_rotvec()
+        uv0, inv_scale = full(centres[:, :2]) - half, full(1.0 / scales[:, None])[:, 0]
+
+        dt = torch.float32
+        params = {
+            "aa": torch.tensor(rots, dtype=dt),
+            "uv": torch.tensor(uv0, dtype=dt),
+            "log_d": torch.tensor(np.log(inv_scale), dtype=dt),
+            "d_shape": torch.zeros(shape0.shape, dtype=dt),
+            "log_f": torch.tensor(np.log(self.focal_init * image_size), dtype=dt),
+        }
+        for p in params.values():
+            p.requires_grad_(True)
+        target = torch.tensor(np.nan_to_num(obs), dtype=dt)
+        weight = torch.tensor(valid, dtype=dt)
+        shape0_t = torch.tensor(shape0, dtype=dt)
+        px_per_unit = float(np.median(scales))
+        accel_scale = (fps / 25.0) ** 2  # second differences per frame -> per (1/25 s)^2
+        log_f0 = float(params["log_f"].detach())
+
+        def loss_fn() -> torch.Tensor:
+            resid = _project(params, shape0_t, half) - target
+            dist2 = (resid**2).sum(-1)
+            robust = self.huber_px**2 * (torch.sqrt(1 + dist2 / self.huber_px**2) - 1)
+            data = (robust.mean(-1) * weight).sum() / weight.sum()
+            shape_reg = ((params["d_shape"] * px_per_unit) ** 2).sum(-1).mean()
+            smooth = torch.zeros((), dtype=dt)
+            if T >= 3:
+                acc_rot = params["aa"][2:] - 2 * params["aa"][1:-1] + params["aa"][:-2]
+                acc_uv = params["uv"][2:] - 2 * params["uv"][1:-1] + params["uv"][:-2]
+                acc_d = params["log_d"][2:] - 2 * params["log_d"][1:-1] + params["log_d"][:-2]
+                smooth = (
+                    ((acc_rot * px_per_unit) ** 2).sum(-1).mean()
+                    + (acc_uv**2).sum(-1).mean()
+                    + ((acc_d * px_per_unit) ** 2).mean()
+                )
+            focal_reg = (params["log_f"] - log_f0) ** 2
+            smooth = smooth * accel_scale**2
+            return data + self.w_shape * shape_reg + self.w_smooth * smooth + self.w_focal * focal_reg
+
+        lrs = {"aa": 0.01, "uv": 0.5, "log_d": 0.005, "d_shape": 0.003, "log_f": 0.02}
+        adam = _Adam(params, lrs)
+        bar = tqdm(
+            range(self.steps),
+            desc="tracking",
+            unit="step",
+            disable=not progress,
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
+        for step in bar:
+            loss = loss_fn()
+            grads = torch.autograd.grad(loss, list(params.values()))
+            adam.step(grads, lr_scale=0.5 * (1 + np.cos(np.pi * step / self.steps)) + 0.01)
+            if step % 20 == 0:
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+        bar.close()
+        return self._result(params, shape0_t, half, obs, valid)
+
+    def _result(self, params, shape0_t, half, obs, valid) -> TrackResult:
+        """Convert optimised parameters into a TrackResult with the shape re-centred at the origin."""
+        with torch.no_grad():
+            pred = _project(params, shape0_t, half).numpy()
+            rot, trans, focal = _pose(params)
+            shape = (shape0_t + params["d_shape"]).numpy()
+        rot, trans = rot.numpy(), trans.numpy()
+        centre = shape.mean(axis=0)
+        trans = trans + rot @ centre
+        axes = _upright_axes(shape - centre)
+        shape = (shape - centre) @ axes
+        rot = rot @ axes
+        err = np.linalg.norm(pred - obs, axis=-1).mean(axis=1)
+        err[~valid] = np.nan
+        euler = Rotation.from_matrix(rot).as_euler("xyz")
+        return TrackResult(
+            R=rot,
+            t=trans,
+            euler=euler,
+            focal=float(focal),
+            shape=shape,
+            lms2d=obs,
+            reproj_err=err,
+            tracker=self.name,
+            tracker_version=self.version,
+        )
+
+
+def _upright_axes(shape: np.ndarray) -> np.ndarray:
+    """Upright head axes [3,3] (columns) of a shape [478,3]; `shape @ axes` expresses the shape in them.
+
+    x points from the right to the left eye, y from the forehead towards the chin, z = x cross y (inwards).
+    """
+    x = shape[li.LEFT_EYE].mean(axis=0) - shape[li.RIGHT_EYE].mean(axis=0)
+    x /= np.linalg.norm(x)
+    y = shape[li.CHIN] - shape[li.FOREHEAD_TOP]
+    y -= x * (y @ x)
+    y /= np.linalg.norm(y)
+    return np.stack([x, y, np.cross(x, y)], axis=1)
+
+
+def _scatter(values: np.ndarray, valid: np.ndarray, T: int) -> np.ndarray:
+    """Place per-valid-frame values [V,...] into a NaN-filled [T,...] array."""
+    out = np.full((T,) + values.shape[1:], np.nan)
+    out[valid] = values
+    return out
+
+
+def _pose(params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rotation [T,3,3], translation [T,3] and focal from the fit parameters (see LandmarkFitTracker)."""
+    focal = torch.exp(params["log_f"])
+    depth = focal * torch.exp(params["log_d"])
+    trans = torch.cat([params["uv"] * (depth / focal)[:, None], depth[:, None]], dim=-1)
+    return rodrigues(params["aa"]), trans, focal
+
+
+def _project(params: dict[str, torch.Tensor], shape0: torch.Tensor, half: float) -> torch.Tensor:
+    """Pixel projections [T,478,2] of the current shape under the current poses and focal."""
+    rot, trans, focal = _pose(params)
+    cam = (rot @ (shape0 + params["d_shape"]).T).transpose(1, 2) + trans[:, None, :]
+    return focal * cam[..., :2] / cam[..., 2:3] + half

@@ -1,0 +1,471 @@
+"""Render a trained avatar speaking new audio (predict.sh) or replaying its val split (render_direct.sh)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from data_utils import landmark_indices as li
+from data_utils.audio_features import get_extractor
+from data_utils.audio_io import load_audio, write_wav
+from scene.avatar import Avatar
+from scene.checkpoint import LoadedAvatar, load_avatar
+from scene.dataset import FrameBatch, TalkingHeadDataset, read_json
+from utils.atomic import atomic_dir, atomic_write_json, check_output_dir
+from utils.blink import synth_eye_track
+from utils.camera_path import CAMERA_MODES, camera_path
+from utils.cli import UserError, run_cli
+from utils.metrics import (
+    crop_box,
+    image_psnr,
+    image_ssim,
+    landmark_distance,
+    read_video_frames,
+    video_landmarks,
+)
+from utils.video_out import VideoWriter
+
+SAMPLE_RATE = 16000
+SILENCE_DBFS = -60.0
+MOUTH_LANDMARKS = np.concatenate([li.LIPS_OUTER, li.LIPS_INNER])
+
+
+class Parser(argparse.ArgumentParser):
+    """ArgumentParser whose usage errors are one-line UserErrors (exit 2)."""
+
+    def error(self, message: str) -> None:
+        """Raise the argparse error as a UserError."""
+        raise UserError(f"{message}; see --help")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the command-line parser of predict.sh / render_direct.sh."""
+    p = Parser(
+        prog="predict.sh",
+        description="Make a trained avatar speak an audio file (predict.sh), or re-render its validation "
+        "frames and score them against the ground truth (render_direct.sh = predict.py --direct). "
+        "The architecture, audio features and resolution always come from the checkpoint.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--model_path", required=True, type=Path, help="trained model folder (output of train.sh)")
+    p.add_argument(
+        "--reference_path",
+        required=True,
+        type=Path,
+        help="preprocessed dataset folder of the subject (background, torso and training cameras)",
+    )
+    p.add_argument("--output_dir", required=True, type=Path, help="results folder to create")
+    p.add_argument(
+        "--audio_path", type=Path, help="speech to say: WAV, MP3, FLAC, M4A/AAC, OGG or a video file"
+    )
+    p.add_argument(
+        "--camera_mode",
+        choices=CAMERA_MODES,
+        default="cycle",
+        help="cycle: training cameras back and forth; static: first camera; orbit: slow orbit about the head",
+    )
+    p.add_argument("--batch_size", type=int, help="frames rendered at once (default: 32 on CUDA, 4 on CPU)")
+    p.add_argument("--fps", type=float, help="output frame rate (default: the training video's)")
+    p.add_argument("--iteration", type=int, help="checkpoint iteration to load (default: the latest)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to render")
+    p.add_argument("--bf16", action="store_true", help="run the deformation network in bf16 (CUDA only)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic blinks")
+    p.add_argument("--force", action="store_true", help="replace --output_dir if it exists")
+    p.add_argument(
+        "--direct", action="store_true", help="render a dataset split with its own audio and cameras"
+    )
+    p.add_argument("--split", default="val", choices=("val", "train"), help="split rendered by --direct")
+    return p
+
+
+def resolve_device(name: str) -> torch.device:
+    """Return the torch device for --device auto|cpu|cuda; UserError when CUDA is asked for but missing."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was given but no CUDA GPU is available; use --device cpu")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def device_label(device: torch.device) -> str:
+    """Return a readable name of `device`, e.g. 'cuda (NVIDIA H100 80GB HBM3)'."""
+    return f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "cpu"
+
+
+def load_speech(path: Path, fps: float) -> tuple[np.ndarray, int]:
+    """Return the speech at `path` as mono float32 [n] at 16 kHz and its frame count at `fps`.
+
+    UserError when it is unreadable, shorter than one frame or silent (RMS below -60 dBFS).
+    """
+    if not path.is_file():
+        raise UserError(f"audio '{path}' not found; check --audio_path")
+    wav = load_audio(path, SAMPLE_RATE)
+    n_frames = round(len(wav) / SAMPLE_RATE * fps)
+    if n_frames < 1:
+        raise UserError(
+            f"audio '{path}' lasts {len(wav) / SAMPLE_RATE * 1000:.0f} ms, shorter than one frame at "
+            f"{fps:g} fps; supply a longer clip"
+        )
+    rms = float(np.sqrt(np.mean(np.square(wav, dtype=np.float64))))
+    if rms <= 10 ** (SILENCE_DBFS / 20):
+        level = f"{20 * np.log10(rms):.0f} dBFS" if rms > 0 else "digital silence"
+        raise UserError(f"audio '{path}' is silent ({level}); supply a recording with speech")
+    return wav, n_frames
+
+
+def audio_conditions(loaded: LoadedAvatar, wav: np.ndarray, fps: float, n_frames: int) -> torch.Tensor:
+    """Return normalised audio windows [n_frames,C,W] of `wav` with the checkpoint's extractor and stats."""
+    spec = loaded.audio_extractor
+    feats = get_extractor(spec["name"], **spec.get("settings", {})).extract(wav, SAMPLE_RATE, fps, n_frames)
+    mean = np.asarray(loaded.audio_norm["mean"], dtype=np.float32).reshape(-1, 1)
+    std = np.asarray(loaded.audio_norm["std"], dtype=np.float32).reshape(-1, 1)
+    return torch.from_numpy(((feats - mean) / std).astype(np.float32))
+
+
+def check_audio_shape(avatar: Avatar, shape: tuple[int, ...], source: str) -> None:
+    """Raise UserError unless audio windows of `shape` (C, W) fit the avatar's audio encoder."""
+    want = (avatar.deform_cfg.audio_channels, avatar.deform_cfg.audio_window)
+    if tuple(shape) != want:
+        raise UserError(
+            f"audio features of {source} are {tuple(shape)} (channels, window) but the model was trained on "
+            f"{want}; use the dataset the model was trained on"
+        )
+
+
+def c2w_to_conditions(c2w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (viewmats [B,4,4] world->camera, camera tokens [B,12]) of camera-to-world poses c2w [B,4,4]."""
+    return torch.linalg.inv(c2w), c2w[:, :3, :4].reshape(-1, 12)
+
+
+def novel_batches(
+    ref: TalkingHeadDataset,
+    c2w: np.ndarray,
+    torso_index: np.ndarray,
+    audio: torch.Tensor,
+    eye: np.ndarray,
+    batch_size: int,
+) -> Iterator[FrameBatch]:
+    """Yield FrameBatches for new audio [n,C,W], eyes [n] and cameras c2w [n,4,4], over the training frames'
+    backgrounds picked by torso_index [n]."""
+    device = ref.device
+    for start in range(0, len(c2w), batch_size):
+        stop = min(start + batch_size, len(c2w))
+        base = ref.get(torch.from_numpy(torso_index[start:stop]))
+        viewmat, cam = c2w_to_conditions(torch.from_numpy(c2w[start:stop]).to(device))
+        yield replace(
+            base,
+            viewmat=viewmat,
+            cam=cam,
+            audio=audio[start:stop].to(device),
+            eye=torch.from_numpy(eye[start:stop]).to(device)[:, None],
+            image=None,
+            head_mask=None,
+            mouth_mask=None,
+            face_rect=None,
+            index=torch.arange(start, stop, device=device),
+        )
+
+
+def dataset_batches(ds: TalkingHeadDataset, batch_size: int) -> Iterator[FrameBatch]:
+    """Yield the frames of a split in order, `batch_size` at a time."""
+    for start in range(0, len(ds), batch_size):
+        yield ds.get(torch.arange(start, min(start + batch_size, len(ds))))
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """Return images [B,H,W,3] in [0,1] as uint8 numpy [B,H,W,3] on the CPU."""
+    return (images.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
+
+
+@dataclass
+class RenderStats:
+    """Frame count and seconds spent: avatar rendering alone (synchronised) and the whole streaming loop."""
+
+    frames: int = 0
+    render_seconds: float = 0.0
+    stream_seconds: float = 0.0
+
+
+def render_stream(
+    avatar: Avatar,
+    batches: Iterator[FrameBatch],
+    writer: VideoWriter,
+    n_frames: int,
+    bf16: bool,
+    on_batch: Callable[[FrameBatch, np.ndarray], None] | None = None,
+) -> RenderStats:
+    """Render every batch, stream the frames to `writer` (encoding overlaps the next batch) and time it."""
+    stats = RenderStats()
+    cuda = next(avatar.parameters()).is_cuda
+    start = time.perf_counter()
+    pending: Future | None = None
+    with (
+        torch.inference_mode(),
+        ThreadPoolExecutor(max_workers=1) as pool,
+        tqdm(total=n_frames, unit="frame", file=sys.stderr, dynamic_ncols=True, desc="render") as bar,
+    ):
+        for batch in batches:
+            if cuda:
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            image = avatar.render(batch, stage="fine", amp=bf16).image
+            if cuda:
+                torch.cuda.synchronize()
+            stats.render_seconds += time.perf_counter() - t0
+            frames = to_uint8(image)
+            if on_batch is not None:
+                on_batch(batch, frames)
+            if pending is not None:
+                pending.result()
+            pending = pool.submit(writer.write, frames)
+            stats.frames += len(frames)
+            bar.update(len(frames))
+        if pending is not None:
+            pending.result()
+    stats.stream_seconds = time.perf_counter() - start
+    return stats
+
+
+def video_name(iteration: int) -> str:
+    """Return the output video's file name for checkpoint `iteration`."""
+    return f"output_custom_{iteration}iter_renders.mov"
+
+
+def check_inputs(args: argparse.Namespace) -> None:
+    """Raise UserError for missing model/dataset folders, misused flags or an existing output folder."""
+    if not args.model_path.is_dir():
+        raise UserError(f"model '{args.model_path}' not found; train one with ./train.sh or fix --model_path")
+    if not args.reference_path.is_dir():
+        raise UserError(
+            f"dataset '{args.reference_path}' not found; run ./preprocess.sh or fix --reference_path"
+        )
+    if args.direct and args.audio_path is not None:
+        raise UserError("--audio_path is not used by render_direct.sh; use predict.sh to speak new audio")
+    if not args.direct and args.audio_path is None:
+        raise UserError(
+            "no audio given; pass --audio_path FILE (or use render_direct.sh for the dataset's audio)"
+        )
+    if args.batch_size is not None and args.batch_size < 1:
+        raise UserError(f"--batch_size must be at least 1, got {args.batch_size}")
+    if args.fps is not None and args.fps <= 0:
+        raise UserError(f"--fps must be positive, got {args.fps:g}")
+    check_output_dir(args.output_dir, args.force)
+
+
+def predict_audio(
+    args: argparse.Namespace,
+    loaded: LoadedAvatar,
+    device: torch.device,
+    tmp: Path,
+    wav: np.ndarray,
+    fps: float,
+) -> dict:
+    """Render the avatar speaking `wav` [n] (16 kHz, --audio_path) at `fps` into `tmp`; return the summary."""
+    t0 = time.perf_counter()
+    n_frames = round(len(wav) / SAMPLE_RATE * fps)
+    audio = audio_conditions(loaded, wav, fps, n_frames)
+    check_audio_shape(loaded.avatar, tuple(audio.shape[1:]), f"'{args.audio_path}'")
+    features_s = time.perf_counter() - t0
+    ref = TalkingHeadDataset(
+        args.reference_path,
+        "train",
+        loaded.dataset_meta["resolution"],
+        device,
+        audio_extractor=loaded.audio_extractor["name"],
+        audio_norm=loaded.audio_norm,
+    )
+    c2w_train = torch.linalg.inv(ref.viewmats).cpu().numpy()
+    centre = loaded.avatar.gaussians.means.detach().median(dim=0).values.cpu().numpy()
+    c2w, torso_index = camera_path(args.camera_mode, c2w_train, n_frames, fps, centre)
+    eye = synth_eye_track(ref.eyes[:, 0].cpu().numpy(), n_frames, fps, args.seed, train_fps=ref.fps)
+    audio_wav = tmp / ".speech.wav"
+    write_wav(audio_wav, wav, SAMPLE_RATE)
+    video = tmp / video_name(loaded.iteration)
+    batches = novel_batches(ref, c2w, torso_index, audio, eye, args.batch_size)
+    with VideoWriter(video, fps, ref.size, ref.size, audio_path=audio_wav) as writer:
+        stats = render_stream(loaded.avatar, batches, writer, n_frames, args.bf16)
+    audio_wav.unlink()
+    return {
+        "mode": "audio",
+        "audio_path": str(args.audio_path),
+        "audio_seconds": round(len(wav) / SAMPLE_RATE, 4),
+        "camera_mode": args.camera_mode,
+        "fps": fps,
+        "seconds": {"audio_features": round(features_s, 3)},
+        **render_summary(stats),
+    }
+
+
+def render_summary(stats: RenderStats) -> dict:
+    """Return the frame count and speeds of a render loop."""
+    return {
+        "frames": stats.frames,
+        "render_fps": round(stats.frames / max(stats.render_seconds, 1e-9), 2),
+        "stream_fps": round(stats.frames / max(stats.stream_seconds, 1e-9), 2),
+        "render_seconds": round(stats.render_seconds, 3),
+        "stream_seconds": round(stats.stream_seconds, 3),
+    }
+
+
+class FrameScores:
+    """Per-frame PSNR/SSIM of renders against ground truth, full frame and inside the face box."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[float, float, float, float]] = []
+
+    def add(self, batch: FrameBatch, frames: np.ndarray) -> None:
+        """Score rendered uint8 frames [B,H,W,3] against batch.image inside and outside batch.face_rect."""
+        truth = to_uint8(batch.image)
+        rects = batch.face_rect.cpu().numpy()
+        for pred, gt, rect in zip(frames, truth, rects, strict=True):
+            face_pred, face_gt = crop_box(pred, rect), crop_box(gt, rect)
+            self.rows.append(
+                (
+                    image_psnr(pred, gt),
+                    image_ssim(pred, gt),
+                    image_psnr(face_pred, face_gt),
+                    image_ssim(face_pred, face_gt),
+                )
+            )
+
+    def summary(self) -> dict:
+        """Return the mean scores {psnr, ssim, face_psnr, face_ssim}."""
+        means = np.asarray(self.rows, dtype=np.float64)
+        means = np.where(np.isinf(means), np.nan, means)
+        keys = ("psnr", "ssim", "face_psnr", "face_ssim")
+        return {k: round(float(np.nanmean(means[:, i])), 4) for i, k in enumerate(keys)}
+
+
+def landmark_scores(video: Path, truth: torch.Tensor) -> dict:
+    """Return mean landmark distances (px) between the rendered video and ground truth [T,H,W,3] uint8."""
+    pred = video_landmarks(read_video_frames(video))
+    gt = video_landmarks(frame.cpu().numpy() for frame in truth)
+    detected = np.isfinite(pred[:, 0, 0]) & np.isfinite(gt[:, 0, 0])
+    return {
+        "lmd_mouth": round(landmark_distance(pred[:, MOUTH_LANDMARKS], gt[:, MOUTH_LANDMARKS]), 4),
+        "lmd_face": round(landmark_distance(pred, gt), 4),
+        "landmark_frames": int(detected.sum()),
+    }
+
+
+def split_audio(root: Path, ds: TalkingHeadDataset, split: str, out: Path) -> Path | None:
+    """Write the part of root/aud.wav under the split's frames to `out`; None when there is no aud.wav."""
+    wav_path = root / "aud.wav"
+    if not wav_path.is_file():
+        print(f"warning: '{wav_path}' not found; the video has no sound", file=sys.stderr)
+        return None
+    first = int(read_json(root, f"transforms_{split}.json")["frames"][0]["aud_id"])
+    wav = load_audio(wav_path, SAMPLE_RATE)
+    start = round(first / ds.fps * SAMPLE_RATE)
+    write_wav(out, wav[start : start + round(len(ds) / ds.fps * SAMPLE_RATE)], SAMPLE_RATE)
+    return out
+
+
+def predict_direct(args: argparse.Namespace, loaded: LoadedAvatar, device: torch.device, tmp: Path) -> dict:
+    """Render the --split frames of the reference dataset into `tmp` with metrics.json; return the summary."""
+    ds = TalkingHeadDataset(
+        args.reference_path,
+        args.split,
+        loaded.dataset_meta["resolution"],
+        device,
+        audio_extractor=loaded.audio_extractor["name"],
+        audio_norm=loaded.audio_norm,
+    )
+    check_audio_shape(loaded.avatar, ds.audio_shape, f"dataset '{args.reference_path}'")
+    video = tmp / video_name(loaded.iteration)
+    audio_wav = split_audio(args.reference_path, ds, args.split, tmp / ".split.wav")
+    scores = FrameScores()
+    with VideoWriter(video, ds.fps, ds.size, ds.size, audio_path=audio_wav) as writer:
+        stats = render_stream(
+            loaded.avatar, dataset_batches(ds, args.batch_size), writer, len(ds), args.bf16, scores.add
+        )
+    if audio_wav is not None:
+        audio_wav.unlink()
+    metrics = {"split": args.split, "frames": len(ds), "iteration": loaded.iteration, **scores.summary()}
+    metrics.update(landmark_scores(video, ds.images))
+    atomic_write_json(tmp / "metrics.json", metrics)
+    return {
+        "mode": "direct",
+        "split": args.split,
+        "audio_seconds": round(len(ds) / ds.fps, 4),
+        "fps": ds.fps,
+        "metrics": metrics,
+        **render_summary(stats),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry of predict.sh and render_direct.sh; returns the exit code."""
+    start = time.perf_counter()
+    args = build_parser().parse_args(argv)
+    check_inputs(args)
+    device = resolve_device(args.device)
+    if args.batch_size is None:
+        args.batch_size = 32 if device.type == "cuda" else 4
+    t0 = time.perf_counter()
+    loaded = load_avatar(args.model_path, args.iteration, device)
+    loaded.avatar.eval()
+    load_s = time.perf_counter() - t0
+    fps = float(args.fps or loaded.dataset_meta["fps"])
+    wav = None if args.direct else load_speech(args.audio_path, fps)[0]
+    out = args.output_dir
+    with atomic_dir(out, args.force) as tmp:
+        if wav is None:
+            summary = predict_direct(args, loaded, device, tmp)
+        else:
+            summary = predict_audio(args, loaded, device, tmp, wav, fps)
+        total = time.perf_counter() - start
+        name = video_name(loaded.iteration)
+        summary.update(
+            video=str(out / name),
+            video_mp4=str(out / Path(name).with_suffix(".mp4")),
+            iteration=loaded.iteration,
+            model_path=str(args.model_path),
+            reference_path=str(args.reference_path),
+            device=device_label(device),
+            batch_size=args.batch_size,
+            bf16=bool(args.bf16 and device.type == "cuda"),
+            num_gaussians=loaded.avatar.gaussians.num_gaussians,
+            resolution=int(loaded.dataset_meta["resolution"]),
+            end_to_end_fps=round(summary["frames"] / total, 2),
+        )
+        summary["seconds"] = {
+            **summary.get("seconds", {}),
+            "load_model": round(load_s, 3),
+            "total": round(total, 3),
+        }
+        atomic_write_json(tmp / "summary.json", summary)
+    print_summary(summary)
+    return 0
+
+
+def print_summary(summary: dict) -> None:
+    """Print where the video went and how fast it was made."""
+    print(
+        f"wrote {summary['video']} (+ .mp4): {summary['frames']} frames, {summary['audio_seconds']:.2f} s, "
+        f"{summary['resolution']}px @ {summary['fps']:g} fps"
+    )
+    print(
+        f"speed on {summary['device']}: avatar rendering {summary['render_fps']:.1f} fps, "
+        f"end to end {summary['end_to_end_fps']:.1f} fps (batch {summary['batch_size']})"
+    )
+    if summary["mode"] == "direct":
+        m = summary["metrics"]
+        print(
+            f"{m['split']} metrics: PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f}, "
+            f"face PSNR {m['face_psnr']:.2f} dB, LMD mouth {m['lmd_mouth']:.2f} px, "
+            f"face {m['lmd_face']:.2f} px"
+        )
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,40 @@
+"""Audio window encoder: conv1d over time, temporal self-attention, learned-query pooling."""
+
+import torch
+from torch import Tensor, nn
+
+
+class AudioEncoder(nn.Module):
+    """Encode a window of audio features [B,C,W] into one audio token [B,dim]."""
+
+    def __init__(self, in_channels: int, window: int, dim: int, heads: int = 4) -> None:
+        """Build the encoder for features with `in_channels` channels and `window` time steps."""
+        super().__init__()
+        self.in_channels = in_channels
+        self.window = window
+        self.conv = nn.Sequential(
+            nn.Conv1d(in_channels, dim, kernel_size=3, padding=1),
+            nn.LeakyReLU(0.02),
+            nn.Conv1d(dim, dim, kernel_size=3, padding=1),
+            nn.LeakyReLU(0.02),
+        )
+        self.pos = nn.Parameter(torch.randn(window, dim) * 0.02)
+        self.norm_self = nn.LayerNorm(dim)
+        self.self_attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.norm_pool = nn.LayerNorm(dim)
+        self.query = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
+        self.pool_attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(self, audio: Tensor) -> Tensor:
+        """Encode audio features [B,C,W] (normalised per channel) -> audio token [B,dim]."""
+        if audio.dim() != 3 or audio.shape[1:] != (self.in_channels, self.window):
+            raise ValueError(
+                f"audio features must be [B,{self.in_channels},{self.window}], got {list(audio.shape)}"
+            )
+        x = self.conv(audio).transpose(1, 2) + self.pos  # [B,W,dim]
+        h = self.norm_self(x)
+        x = x + self.self_attn(h, h, h, need_weights=False)[0]
+        h = self.norm_pool(x)
+        pooled = self.pool_attn(self.query.expand(x.shape[0], -1, -1), h, h, need_weights=False)[0]
+        return self.out(pooled[:, 0])

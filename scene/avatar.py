@@ -1,0 +1,101 @@
+"""The avatar: canonical Gaussians + the audio-driven deformation network, rendered over the background."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from gaussian_renderer import RenderOutput, render
+from scene.dataset import FrameBatch
+from scene.deformation import DeformationNetwork, DeformConfig, Deltas
+from scene.gaussians import GaussianParams
+
+STAGES = ("coarse", "fine")
+
+
+class Gaussians(NamedTuple):
+    """Activated Gaussians ready to render: [N,...] (canonical) or [B,N,...] (per frame)."""
+
+    means: Tensor  # [..., 3]
+    quats: Tensor  # [..., 4] (w,x,y,z), unnormalised
+    scales: Tensor  # [..., 3] linear
+    opacities: Tensor  # [...] in [0,1]
+    colors: Tensor  # [..., 3] RGB in [0,1]
+
+
+class Avatar(nn.Module):
+    """GaussianParams (`gaussians`) + DeformationNetwork (`deform`) over the canonical bounds [2,3]."""
+
+    def __init__(self, gaussians: GaussianParams, deform_cfg: DeformConfig, bounds: Tensor) -> None:
+        """Wrap canonical Gaussians and build the deformation network for `bounds` [2,3]."""
+        super().__init__()
+        self.gaussians = gaussians
+        self.deform_cfg = deform_cfg
+        self.register_buffer("bounds", bounds.detach().clone().float())
+        self.deform = DeformationNetwork(deform_cfg, self.bounds)
+
+    def canonical(self) -> Gaussians:
+        """The undeformed Gaussians [N,...]."""
+        g = self.gaussians
+        p = g.params
+        return Gaussians(p["means"], p["quats"], g.scales, g.opacities, g.colors)
+
+    def deltas(self, batch: FrameBatch, use_audio: bool = True, amp: bool = False) -> Deltas:
+        """Per-frame offsets [B,N,...] (float32) from the frames' audio, eye and camera conditions; `amp` runs
+        the network under bf16 autocast on CUDA."""
+        means = self.gaussians.params["means"]
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp and means.is_cuda):
+            d = self.deform(means, batch.audio, batch.eye, batch.cam, use_audio)
+        return Deltas(*(t.float() for t in (d.d_xyz, d.d_rot, d.d_scale, d.d_opacity, d.d_color)))
+
+    def apply_deltas(self, d: Deltas) -> Gaussians:
+        """Per-frame Gaussians [B,N,...] = canonical parameters + offsets, then activated."""
+        p = self.gaussians.params
+        return Gaussians(
+            means=p["means"] + d.d_xyz,
+            quats=p["quats"] + d.d_rot,
+            scales=torch.exp(p["log_scales"] + d.d_scale),
+            opacities=torch.sigmoid(p["opacity_logits"] + d.d_opacity.squeeze(-1)),
+            colors=torch.sigmoid(p["color_logits"] + d.d_color),
+        )
+
+    def deformed(self, batch: FrameBatch, use_audio: bool = True, amp: bool = False) -> Gaussians:
+        """Per-frame deformed Gaussians [B,N,...] for the batch."""
+        return self.apply_deltas(self.deltas(batch, use_audio, amp))
+
+    def render_with_deltas(
+        self,
+        batch: FrameBatch,
+        stage: str = "fine",
+        backend: str = "auto",
+        use_audio: bool = True,
+        amp: bool = False,
+    ) -> tuple[RenderOutput, Deltas | None]:
+        """Render the batch ("coarse": canonical, "fine": deformed) over its background; also the offsets."""
+        if stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+        deltas = self.deltas(batch, use_audio, amp) if stage == "fine" else None
+        g = self.canonical() if deltas is None else self.apply_deltas(deltas)
+        out = render(
+            *g,
+            batch.viewmat,
+            batch.K,
+            batch.width,
+            batch.height,
+            background=batch.background,
+            backend=backend,
+        )
+        return out, deltas
+
+    def render(
+        self,
+        batch: FrameBatch,
+        stage: str = "fine",
+        backend: str = "auto",
+        use_audio: bool = True,
+        amp: bool = False,
+    ) -> RenderOutput:
+        """RenderOutput (image [B,H,W,3] over batch.background) of the batch in `stage` coarse|fine."""
+        return self.render_with_deltas(batch, stage, backend, use_audio, amp)[0]

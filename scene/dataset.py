@@ -1,0 +1,263 @@
+"""Reader of the preprocessed data contract (data/<subject>/): cameras, frames and per-frame conditions,
+validated and preloaded as tensors on the training device."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from utils.cli import UserError
+
+FRAME_KEYS = ("img_id", "aud_id", "transform_matrix", "eye", "face_rect", "mouth_rect")
+TRANSFORM_KEYS = ("focal_len", "cx", "cy", "w", "h", "frames")
+_OPENGL_TO_OPENCV = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0]))
+
+
+@dataclass
+class FrameBatch:
+    """A batch of B frames: conditions and cameras (always), targets and masks (None when predicting)."""
+
+    background: Tensor  # [B,H,W,3] bc.jpg with the frame's torso composited, in [0,1]
+    viewmat: Tensor  # [B,4,4] world->camera (OpenCV)
+    K: Tensor  # [B,3,3] intrinsics in pixels of this resolution
+    audio: Tensor  # [B,C,W] normalised audio features
+    eye: Tensor  # [B,1] eye openness
+    cam: Tensor  # [B,12] flattened 3x4 camera-to-world
+    image: Tensor | None = None  # [B,H,W,3] ground truth in [0,1]
+    head_mask: Tensor | None = None  # [B,H,W,1] float {0,1}
+    mouth_mask: Tensor | None = None  # [B,H,W,1] float {0,1}
+    face_rect: Tensor | None = None  # [B,4] x0,y0,x1,y1 in pixels of this resolution
+    index: Tensor | None = None  # [B] frame indices within the split
+
+    @property
+    def height(self) -> int:
+        """Image height H."""
+        return self.background.shape[1]
+
+    @property
+    def width(self) -> int:
+        """Image width W."""
+        return self.background.shape[2]
+
+    def to(self, device: torch.device | str) -> FrameBatch:
+        """Copy of the batch with every tensor on `device`."""
+        return FrameBatch(**{f.name: _to(getattr(self, f.name), device) for f in fields(self)})
+
+
+def _to(value: Tensor | None, device: torch.device | str) -> Tensor | None:
+    """Move a tensor (or None) to device."""
+    return None if value is None else value.to(device)
+
+
+def _missing(root: Path, name: str) -> UserError:
+    """The error for a file the contract requires."""
+    return UserError(f"dataset '{root}' has no {name}; run ./preprocess.sh first")
+
+
+def read_json(root: Path, name: str) -> dict:
+    """Parsed JSON file root/name; UserError if missing or unreadable."""
+    path = root / name
+    if not path.is_file():
+        raise _missing(root, name)
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise UserError(f"'{path}' is not valid JSON ({err}); rerun ./preprocess.sh") from err
+
+
+def _read_transforms(root: Path, split: str) -> dict:
+    """transforms_<split>.json with its required keys checked."""
+    name = f"transforms_{split}.json"
+    meta = read_json(root, name)
+    for key in TRANSFORM_KEYS:
+        if key not in meta:
+            raise UserError(f"'{root / name}' has no key '{key}'; rerun ./preprocess.sh")
+    if not meta["frames"]:
+        raise UserError(f"'{root / name}' lists no frames; rerun ./preprocess.sh")
+    for key in FRAME_KEYS:
+        if key not in meta["frames"][0]:
+            raise UserError(f"'{root / name}' frames have no key '{key}'; rerun ./preprocess.sh")
+    return meta
+
+
+def _load_rgb(path: Path, size: int, resample: Image.Resampling) -> np.ndarray:
+    """Image file -> uint8 [size,size,C] (RGB or RGBA as stored, resized if needed)."""
+    with Image.open(path) as img:
+        img = img.convert("RGBA" if img.mode in ("RGBA", "LA", "P") else "RGB")
+        if img.size != (size, size):
+            img = img.resize((size, size), resample)
+        return np.asarray(img)
+
+
+def _rect_mask(rects: np.ndarray, size: int, margin: float) -> np.ndarray:
+    """Boolean masks [T,size,size] of rectangles [T,4] (pixels) grown by margin * their larger side + 2 px."""
+    ys, xs = np.arange(size)[:, None], np.arange(size)[None, :]
+    grow = margin * np.maximum(rects[:, 2] - rects[:, 0], rects[:, 3] - rects[:, 1]) + 2
+    x0, y0 = rects[:, 0] - grow, rects[:, 1] - grow
+    x1, y1 = rects[:, 2] + grow, rects[:, 3] + grow
+    return (
+        (xs[None] >= x0[:, None, None])
+        & (xs[None] <= x1[:, None, None])
+        & (ys[None] >= y0[:, None, None])
+        & (ys[None] <= y1[:, None, None])
+    )
+
+
+class TalkingHeadDataset:
+    """One split of a preprocessed subject on `device`: frames, backgrounds, masks, cameras, audio."""
+
+    def __init__(
+        self,
+        root: Path | str,
+        split: str = "train",
+        resolution: int | None = None,
+        device: torch.device | str = "cpu",
+        audio_extractor: str | None = None,
+        audio_norm: dict | None = None,
+    ) -> None:
+        """Validate and load data/<subject>/ (`split` train|val), resized to `resolution` px; normalise audio
+        with `audio_norm` {"mean","std"} ([C] lists) or the training split's per-channel statistics."""
+        self.root = root = Path(root)
+        if not root.is_dir():
+            raise UserError(f"dataset '{root}' does not exist; run ./preprocess.sh on your video first")
+        preprocess = read_json(root, "preprocess.json")
+        meta = _read_transforms(root, split)
+        frames = meta["frames"]
+        self.source_size = int(meta["w"])
+        self.size = size = int(resolution or self.source_size)
+        ratio = size / self.source_size
+        self.fps = float(meta.get("fps", preprocess.get("fps", 25)))
+        self.focal = float(meta["focal_len"]) * ratio
+        name = audio_extractor or preprocess.get("audio_extractor", {}).get("name", "logmel")
+        self.audio_extractor = {
+            "name": name,
+            "settings": preprocess.get("audio_extractor", {}).get("settings", {}),
+        }
+        self.device = torch.device(device)
+
+        c2w = torch.tensor([f["transform_matrix"] for f in frames], dtype=torch.float32)
+        if meta.get("camera_convention", "opencv") == "opengl":
+            c2w = c2w @ _OPENGL_TO_OPENCV
+        k = torch.tensor(
+            [
+                [self.focal, 0, float(meta["cx"]) * ratio],
+                [0, self.focal, float(meta["cy"]) * ratio],
+                [0, 0, 1],
+            ]
+        )
+        self.viewmats = torch.linalg.inv(c2w)
+        self.Ks = k.expand(len(frames), 3, 3).clone()
+        self.cams = c2w[:, :3, :4].reshape(-1, 12)
+        self.eyes = torch.tensor([[float(f["eye"])] for f in frames])
+        self.face_rects = torch.tensor([f["face_rect"] for f in frames], dtype=torch.float32) * ratio
+        mouth_rects = np.array([f["mouth_rect"] for f in frames], dtype=np.float64) * ratio
+        self.mouth_masks = torch.from_numpy(_rect_mask(mouth_rects, size, margin=0.15))[..., None]
+
+        self.audio, self.audio_norm = self._load_audio(name, frames, audio_norm)
+        self.images, self.backgrounds, self.head_masks = self._load_images([int(f["img_id"]) for f in frames])
+        for attr in ("viewmats", "Ks", "cams", "eyes", "face_rects", "mouth_masks", "audio"):
+            setattr(self, attr, getattr(self, attr).to(self.device))
+
+    def _load_audio(self, name: str, frames: list[dict], norm: dict | None) -> tuple[Tensor, dict]:
+        """Per-frame audio windows [T,C,W] normalised per channel, and the {"mean","std"} used."""
+        fname = f"aud_{name}.npy"
+        if not (self.root / fname).is_file():
+            raise _missing(self.root, fname)
+        feats = np.load(self.root / fname).astype(np.float32)
+        if feats.ndim != 3:
+            raise UserError(
+                f"'{self.root / fname}' has shape {feats.shape}, expected [frames, channels, window]"
+            )
+        if norm is None:
+            train_ids = [int(f["aud_id"]) for f in _read_transforms(self.root, "train")["frames"]]
+            train = feats[np.clip(train_ids, 0, len(feats) - 1)]
+            norm = {
+                "mean": train.mean(axis=(0, 2)).tolist(),
+                "std": np.maximum(train.std(axis=(0, 2)), 1e-5).tolist(),
+            }
+        ids = np.clip([int(f["aud_id"]) for f in frames], 0, len(feats) - 1)
+        mean, std = np.asarray(norm["mean"])[:, None], np.asarray(norm["std"])[:, None]
+        return torch.from_numpy(((feats[ids] - mean) / std).astype(np.float32)), norm
+
+    def _load_images(self, ids: list[int]) -> tuple[Tensor, Tensor, Tensor]:
+        """uint8 frames [T,H,W,3], uint8 backgrounds (torso over bc) [T,H,W,3], bool head masks [T,H,W,1]."""
+        root, size = self.root, self.size
+        for sub, ext in (("gt_imgs", "jpg"), ("torso_imgs", "png"), ("parsing", "png")):
+            for i in ids:
+                if not (root / sub / f"{i}.{ext}").is_file():
+                    raise _missing(root, f"{sub}/{i}.{ext}")
+        if not (root / "bc.jpg").is_file():
+            raise _missing(root, "bc.jpg")
+        bc = _load_rgb(root / "bc.jpg", size, Image.Resampling.BILINEAR).astype(np.float32)
+
+        def load(i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            image = _load_rgb(root / "gt_imgs" / f"{i}.jpg", size, Image.Resampling.BILINEAR)
+            torso = _load_rgb(root / "torso_imgs" / f"{i}.png", size, Image.Resampling.BILINEAR)
+            if torso.shape[-1] == 3:
+                raise UserError(
+                    f"'{root / 'torso_imgs' / f'{i}.png'}' has no alpha channel; rerun ./preprocess.sh"
+                )
+            alpha = torso[..., 3:].astype(np.float32) / 255
+            background = torso[..., :3] * alpha + bc * (1 - alpha)
+            parsing = _load_rgb(root / "parsing" / f"{i}.png", size, Image.Resampling.NEAREST)
+            head = (parsing[..., 0] > 127) & (parsing[..., 1] < 128) & (parsing[..., 2] < 128)
+            return image, np.round(background).astype(np.uint8), head[..., None]
+
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+            loaded = list(pool.map(load, ids))
+        return tuple(torch.from_numpy(np.stack(x)).to(self.device) for x in zip(*loaded, strict=True))
+
+    def __len__(self) -> int:
+        """Number of frames in this split."""
+        return self.images.shape[0]
+
+    @property
+    def audio_shape(self) -> tuple[int, int]:
+        """(channels C, window W) of the audio features."""
+        return self.audio.shape[1], self.audio.shape[2]
+
+    def meta(self) -> dict:
+        """Dataset facts a model needs at prediction time (JSON-serialisable)."""
+        return {
+            "resolution": self.size,
+            "source_size": self.source_size,
+            "focal": self.focal,
+            "fps": self.fps,
+            "audio_shape": list(self.audio_shape),
+            "root": str(self.root),
+        }
+
+    def get(self, indices: Tensor) -> FrameBatch:
+        """FrameBatch of the frames at `indices` [B] (long, on any device) with images as float in [0,1]."""
+        idx = indices.to(self.device)
+        return FrameBatch(
+            background=self.backgrounds[idx].float() / 255,
+            viewmat=self.viewmats[idx],
+            K=self.Ks[idx],
+            audio=self.audio[idx],
+            eye=self.eyes[idx],
+            cam=self.cams[idx],
+            image=self.images[idx].float() / 255,
+            head_mask=self.head_masks[idx].float(),
+            mouth_mask=self.mouth_masks[idx].float(),
+            face_rect=self.face_rects[idx],
+            index=idx,
+        )
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> FrameBatch:
+        """Random FrameBatch of batch_size frames drawn with `generator` (on this dataset's device)."""
+        return self.get(torch.randint(len(self), (batch_size,), generator=generator, device=generator.device))
+
+    def evenly_spaced(self, count: int) -> Tensor:
+        """Indices [min(count,T)] spread evenly over the split."""
+        n = min(count, len(self))
+        return torch.tensor([math.floor(i * len(self) / n) for i in range(n)], device=self.device)

@@ -1,0 +1,230 @@
+"""Tests of audio decoding and writing and of the audio feature extractors."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+import pytest
+
+from data_utils.audio_features import available_extractors, get_extractor
+from data_utils.audio_io import audio_duration, iter_audio_chunks, load_audio, write_wav
+from utils.cli import UserError
+
+STEREO_TONE = "aevalsrc=0.5*sin(2*PI*440*t)|0.3*sin(2*PI*440*t):s=44100:d=1.5"
+
+
+def _ffmpeg(*args: str) -> None:
+    """Run ffmpeg quietly with `args`, failing the test if it fails."""
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", *args], check=True)
+
+
+def _peak_hz(wav: np.ndarray, sr: int) -> float:
+    """Return the frequency (Hz) of the strongest spectral peak of `wav`."""
+    spectrum = np.abs(np.fft.rfft(wav * np.hanning(len(wav))))
+    return float(np.argmax(spectrum) * sr / len(wav))
+
+
+@pytest.mark.parametrize("ext", ["wav", "mp3", "flac", "ogg", "m4a"])
+def test_load_audio_formats(tmp_path: Path, ext: str) -> None:
+    path = tmp_path / f"tone.{ext}"
+    _ffmpeg("-f", "lavfi", "-i", STEREO_TONE, "-ac", "2", str(path))
+    wav = load_audio(path)
+    assert wav.dtype == np.float32 and wav.ndim == 1
+    assert abs(len(wav) - 24000) < 0.06 * 16000
+    assert abs(_peak_hz(wav, 16000) - 440) < 5
+    assert 0.3 < np.abs(wav).max() <= 1.0
+    assert abs(audio_duration(path) - 1.5) < 0.1
+
+
+def test_load_audio_resamples(tmp_path: Path) -> None:
+    path = tmp_path / "tone.wav"
+    _ffmpeg("-f", "lavfi", "-i", STEREO_TONE, str(path))
+    wav = load_audio(path, sr=8000)
+    assert len(wav) == 12000
+    assert abs(_peak_hz(wav, 8000) - 440) < 5
+
+
+def test_load_audio_from_video(sample_video: Path) -> None:
+    assert abs(len(load_audio(sample_video)) / 16000 - 3.0) < 0.1
+
+
+def test_load_audio_errors(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="not found"):
+        load_audio(tmp_path / "missing.wav")
+    text = tmp_path / "notes.txt"
+    text.write_text("this is not audio\n")
+    with pytest.raises(UserError, match="no audio stream|cannot decode audio"):
+        load_audio(text)
+    garbage = tmp_path / "garbage.mp3"
+    garbage.write_bytes(bytes(range(256)) * 8)
+    with pytest.raises(UserError, match="cannot decode audio"):
+        load_audio(garbage)
+    silent_video = tmp_path / "silent.mp4"
+    _ffmpeg(
+        "-f", "lavfi", "-i", "testsrc=size=64x64:rate=10:duration=1", "-pix_fmt", "yuv420p", str(silent_video)
+    )
+    with pytest.raises(UserError, match="no audio stream"):
+        load_audio(silent_video)
+    with pytest.raises(UserError, match="not found"):
+        audio_duration(tmp_path / "missing.mp3")
+
+
+def test_write_wav_roundtrip_and_chunks(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    wav = np.clip(rng.normal(0, 0.3, 16000 * 3 + 123), -1.5, 1.5).astype(np.float32)
+    path = tmp_path / "noise.wav"
+    write_wav(path, wav, 16000)
+    back = load_audio(path)
+    np.testing.assert_allclose(back, np.clip(wav, -1, 1), atol=1.0 / 16000)
+    assert audio_duration(path) == pytest.approx(len(wav) / 16000)
+    chunks = list(iter_audio_chunks(path, 16000, chunk_seconds=1.0))
+    assert [len(c) for c in chunks] == [16000, 16000, 16000, 123]
+    np.testing.assert_array_equal(np.concatenate(chunks), back)
+
+
+def test_logmel_shapes_and_alignment() -> None:
+    sr, fps = 16000, 25
+    rng = np.random.default_rng(0)
+    wav = np.zeros(sr * 2, dtype=np.float32)
+    wav[sr : sr + sr // 5] = rng.normal(0, 0.5, sr // 5)
+    extractor = get_extractor("logmel")
+    feats = extractor.extract(wav, sr, fps)
+    assert feats.shape == (50, 32, 16) and feats.dtype == np.float32
+    assert extractor.extract(wav, sr, fps, num_frames=47).shape == (47, 32, 16)
+    assert extractor.extract(wav, sr, fps, num_frames=60).shape == (60, 32, 16)
+    assert extractor.extract(wav, sr, 30).shape == (60, 32, 16)
+    energy = feats[:, :, 7:9].mean(axis=(1, 2))
+    loud = np.flatnonzero(energy > energy.min() + 0.5 * (energy.max() - energy.min()))
+    assert loud.min() >= 24 and loud.max() <= 30, loud
+    assert set(range(26, 29)) <= set(loud)
+
+
+def test_logmel_normalisation_and_determinism(speech_wav: Path) -> None:
+    wav = load_audio(speech_wav)
+    extractor = get_extractor("logmel", n_mels=24, window=8)
+    feats = extractor.extract(wav, 16000, 25)
+    assert feats.shape == (50, 24, 8)
+    steps = np.concatenate([feats[:, :, 3], feats[:, :, 4]])
+    np.testing.assert_allclose(steps.mean(0), 0.0, atol=1e-4)
+    np.testing.assert_allclose(steps.std(0), 1.0, atol=1e-3)
+    np.testing.assert_array_equal(feats, extractor.extract(wav, 16000, 25))
+    noise = np.random.default_rng(1).normal(0, 0.2, 32000).astype(np.float32)
+    np.testing.assert_allclose(
+        extractor.extract(noise, 16000, 25), extractor.extract(0.1 * noise, 16000, 25), atol=0.02
+    )
+    resampled = load_audio(speech_wav, sr=44100)
+    assert extractor.extract(resampled, 44100, 25).shape == (50, 24, 8)
+
+
+def test_registry() -> None:
+    assert {"logmel", "hubert", "wav2vec2", "deepspeech"} <= set(available_extractors())
+    extractor = get_extractor("logmel", n_mels="40")
+    assert extractor.name == "logmel" and extractor.settings()["n_mels"] == 40
+    assert get_extractor(extractor.name, **extractor.settings()).settings() == extractor.settings()
+    with pytest.raises(UserError, match="unknown audio extractor 'nope'.*logmel"):
+        get_extractor("nope")
+    with pytest.raises(UserError, match="unknown setting.*colour"):
+        get_extractor("logmel", colour=3)
+    with pytest.raises(UserError, match="n_mels"):
+        get_extractor("logmel", n_mels="many")
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny random HuBERT and wav2vec2 models saved in HuggingFace format: {name: folder}."""
+    import torch
+    from transformers import HubertConfig, HubertModel, Wav2Vec2Config, Wav2Vec2Model
+
+    size = dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32)
+    convs = dict(conv_dim=(8,) * 7, num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2)
+    root = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    HubertModel(HubertConfig(**size, **convs)).save_pretrained(root / "hubert")
+    Wav2Vec2Model(Wav2Vec2Config(**size, **convs)).save_pretrained(root / "wav2vec2")
+    return {"hubert": root / "hubert", "wav2vec2": root / "wav2vec2"}
+
+
+@pytest.mark.parametrize("name", ["hubert", "wav2vec2"])
+def test_transformers_extractors(name: str, tiny_models: dict[str, Path], speech_wav: Path) -> None:
+    wav = load_audio(speech_wav)
+    extractor = get_extractor(name, model_dir=str(tiny_models[name]))
+    feats = extractor.extract(wav, 16000, 25)
+    assert feats.shape == (50, 16, 16) and feats.dtype == np.float32
+    assert np.isfinite(feats).all() and feats.std() > 0
+    np.testing.assert_array_equal(feats, extractor.extract(wav, 16000, 25))
+    assert extractor.extract(wav, 16000, 25, num_frames=57).shape == (57, 16, 16)
+    chunked = get_extractor(name, model_dir=str(tiny_models[name]), chunk_seconds=0.5, layer=1, window=4)
+    assert chunked.extract(wav, 16000, 30).shape == (60, 16, 4)
+    assert chunked.settings()["layer"] == 1
+
+
+def test_transformers_extractor_errors(tmp_path: Path, tiny_models: dict[str, Path]) -> None:
+    with pytest.raises(UserError, match="model_dir"):
+        get_extractor("hubert")
+    with pytest.raises(UserError, match="model_dir"):
+        get_extractor("wav2vec2", model_dir=str(tmp_path / "missing"))
+    with pytest.raises(UserError, match="'wav2vec2' model"):
+        get_extractor("hubert", model_dir=str(tiny_models["wav2vec2"]))
+    no_weights = tmp_path / "no_weights"
+    no_weights.mkdir()
+    (no_weights / "config.json").write_text((tiny_models["hubert"] / "config.json").read_text())
+    with pytest.raises(UserError, match="cannot load"):
+        get_extractor("hubert", model_dir=str(no_weights))
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny DeepSpeech-like ONNX model: [1, time, 26] features -> [1, time, 29] logits."""
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(26, 32), torch.nn.Tanh(), torch.nn.Linear(32, 29))
+    path = tmp_path_factory.mktemp("onnx") / "deepspeech.onnx"
+    dynamic = {"features": {1: "time"}, "logits": {1: "time"}}
+    torch.onnx.export(
+        model,
+        (torch.zeros(1, 20, 26),),
+        str(path),
+        input_names=["features"],
+        output_names=["logits"],
+        dynamic_axes=dynamic,
+        dynamo=False,
+    )
+    return path
+
+
+def test_deepspeech_extractor(tiny_onnx: Path, speech_wav: Path, tmp_path: Path) -> None:
+    wav = load_audio(speech_wav)
+    extractor = get_extractor("deepspeech", model_path=str(tiny_onnx))
+    feats = extractor.extract(wav, 16000, 25)
+    assert feats.shape == (50, 29, 16) and feats.dtype == np.float32
+    assert np.isfinite(feats).all() and feats.std() > 0
+    np.testing.assert_array_equal(feats, extractor.extract(wav, 16000, 25))
+    assert extractor.extract(wav, 16000, 25, num_frames=44).shape == (44, 29, 16)
+    with pytest.raises(UserError, match="model_path"):
+        get_extractor("deepspeech")
+    with pytest.raises(UserError, match="model_path"):
+        get_extractor("deepspeech", model_path=str(tmp_path / "missing.onnx"))
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"not a model")
+    with pytest.raises(UserError, match="cannot load"):
+        get_extractor("deepspeech", model_path=str(garbage))
+
+
+def test_phonemes_extractor(speech_wav: Path) -> None:
+    pytest.importorskip("pocketsphinx")
+    from data_utils.audio_features import PHONES
+
+    wav = load_audio(speech_wav)
+    extractor = get_extractor("phonemes")
+    feats = extractor.extract(wav, 16000, 25)
+    assert feats.shape == (50, len(PHONES), 16) and len(PHONES) == 40
+    np.testing.assert_array_equal(feats.sum(axis=1), 1.0)
+    speech_steps = feats[:, 1:, 8].sum()
+    assert speech_steps > 10, "phones other than silence must be recognised in speech"
+    np.testing.assert_array_equal(feats, extractor.extract(wav, 16000, 25))
+    silence = extractor.extract(np.zeros(16000, dtype=np.float32), 16000, 25, num_frames=30)
+    assert silence.shape == (30, 40, 16) and silence[:, 0].min() == 1.0

@@ -1,0 +1,166 @@
+"""Tests of the deformation network and its building blocks (CPU, small sizes)."""
+
+import time
+
+import pytest
+import torch
+
+from scene.attention import SpatialAudioAttention
+from scene.audio_encoder import AudioEncoder
+from scene.deformation import DeformationNetwork, DeformConfig, Deltas
+from scene.kan import KAN
+from scene.triplane import TriPlane
+
+C, W = 6, 5
+BOUNDS = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
+
+
+def make_net(**overrides: object) -> DeformationNetwork:
+    """Small network for tests."""
+    cfg = DeformConfig(triplane_resolutions=(8, 16), triplane_channels=8, audio_channels=C, audio_window=W)
+    for k, v in overrides.items():
+        setattr(cfg, k, v)
+    torch.manual_seed(0)
+    return DeformationNetwork(cfg, BOUNDS)
+
+
+def conditions(batch: int, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random audio [B,C,W], eye [B,1], cam [B,12]."""
+    g = torch.Generator().manual_seed(seed)
+    return (
+        torch.randn(batch, C, W, generator=g),
+        torch.rand(batch, 1, generator=g),
+        torch.randn(batch, 12, generator=g),
+    )
+
+
+def all_deltas(d: Deltas) -> list[torch.Tensor]:
+    """The five delta tensors."""
+    return [d.d_xyz, d.d_rot, d.d_scale, d.d_opacity, d.d_color]
+
+
+def perturb_heads(net: DeformationNetwork) -> None:
+    """Give the zero-initialised last head layers random weights so outputs depend on inputs."""
+    with torch.no_grad():
+        for head in net.heads.values():
+            for p in head.layers[-1].parameters():
+                p.normal_(0.0, 0.1)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_shapes_and_zero_init(batch: int) -> None:
+    net = make_net()
+    xyz = torch.rand(1000, 3) * 2 - 1
+    d = net(xyz, *conditions(batch))
+    expected = [(batch, 1000, 3), (batch, 1000, 4), (batch, 1000, 3), (batch, 1000, 1), (batch, 1000, 3)]
+    assert [tuple(t.shape) for t in all_deltas(d)] == expected
+    for t in all_deltas(d):
+        assert torch.count_nonzero(t) == 0
+
+
+def test_cached_features_match_forward() -> None:
+    net = make_net()
+    perturb_heads(net)
+    xyz = torch.rand(200, 3) * 2 - 1
+    cond = conditions(2)
+    a = net(xyz, *cond)
+    b = net.forward_with_features(net.spatial_features(xyz), *cond)
+    for x, y in zip(all_deltas(a), all_deltas(b), strict=True):
+        torch.testing.assert_close(x, y)
+
+
+def test_gradients_reach_all_parts_after_one_step() -> None:
+    net = make_net()
+    xyz = torch.rand(300, 3) * 2 - 1
+    cond = conditions(2)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for _ in range(2):
+        opt.zero_grad()
+        d = net(xyz, *cond)
+        loss = sum((t - 0.05).square().mean() for t in all_deltas(d)) + net.regularization()
+        loss.backward()
+        opt.step()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.triplane.planes)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.audio_encoder.parameters())
+    for head in net.heads.values():
+        assert head.layers[0].spline.weight.grad.abs().sum() > 0
+        assert head.layers[-1].spline.weight.grad.abs().sum() > 0
+
+
+def test_use_audio_false_ignores_audio() -> None:
+    net = make_net()
+    perturb_heads(net)
+    xyz = torch.rand(100, 3) * 2 - 1
+    audio, eye, cam = conditions(2)
+    a = net(xyz, audio, eye, cam, use_audio=False)
+    b = net(xyz, audio * 5 + 3, eye, cam, use_audio=False)
+    c = net(xyz, audio * 5 + 3, eye, cam, use_audio=True)
+    for x, y in zip(all_deltas(a), all_deltas(b), strict=True):
+        assert torch.equal(x, y)
+    assert not torch.allclose(a.d_xyz, c.d_xyz)
+
+
+def test_learns_audio_dependent_offset() -> None:
+    net = make_net()
+    torch.manual_seed(2)
+    xyz = torch.rand(64, 3) * 2 - 1
+    audio = torch.randn(8, C, W)
+    eye, cam = torch.full((8, 1), 0.5), torch.zeros(8, 12)
+    amp = audio[:, 0].mean(dim=1)  # [8]
+    target = 0.05 * amp[:, None, None] * torch.tanh(xyz[None, :, :])  # position- and audio-dependent [8,64,3]
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    first = None
+    for _ in range(300):
+        opt.zero_grad()
+        loss = (net(xyz, audio, eye, cam).d_xyz - target).square().mean()
+        loss.backward()
+        opt.step()
+        first = loss.item() if first is None else first
+    final = (net(xyz, audio, eye, cam).d_xyz - target).square().mean().item()
+    assert final < 0.1 * first
+    d_other = net(xyz, torch.randn(8, C, W), eye, cam).d_xyz
+    assert not torch.allclose(d_other, net(xyz, audio, eye, cam).d_xyz)
+
+
+def test_large_forward_on_cpu() -> None:
+    net = make_net(triplane_resolutions=(32, 64, 128), triplane_channels=16)
+    xyz = torch.rand(50_000, 3) * 2 - 1
+    start = time.perf_counter()
+    with torch.no_grad():
+        d = net(xyz, *conditions(8))
+    assert time.perf_counter() - start < 30.0
+    assert d.d_xyz.shape == (8, 50_000, 3) and torch.isfinite(d.d_color).all()
+
+
+def test_config_round_trip() -> None:
+    cfg = DeformConfig(triplane_resolutions=(16, 32), kan_hidden=(32, 32), audio_channels=29, audio_window=16)
+    assert DeformConfig.from_dict(cfg.to_dict()) == cfg
+    import json
+
+    assert DeformConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    with pytest.raises(ValueError):
+        DeformConfig.from_dict({"no_such_key": 1})
+
+
+def test_triplane_clamps_and_tv() -> None:
+    tp = TriPlane(BOUNDS, resolutions=(4, 8), channels=3)
+    inside = tp(torch.tensor([[1.0, 1.0, 1.0]]))
+    outside = tp(torch.tensor([[5.0, 9.0, 2.0]]))
+    assert inside.shape == (1, 6)
+    torch.testing.assert_close(inside, outside)
+    assert tp.tv_loss() > 0
+    with pytest.raises(ValueError):
+        TriPlane(torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 1.0]]))
+
+
+def test_building_blocks() -> None:
+    kan = KAN([5, 7, 2])
+    assert kan(torch.randn(4, 3, 5)).shape == (4, 3, 2)
+    enc = AudioEncoder(in_channels=3, window=1, dim=16)
+    assert enc(torch.randn(2, 3, 1)).shape == (2, 16)
+    with pytest.raises(ValueError):
+        enc(torch.randn(2, 4, 1))
+    attn = SpatialAudioAttention(16, heads=4)
+    out, w = attn(torch.randn(10, 16), torch.randn(2, 4, 16), return_weights=True)
+    assert out.shape == (2, 10, 16) and w.shape == (2, 10, 4)
+    torch.testing.assert_close(w.sum(-1), torch.ones(2, 10))

@@ -1,0 +1,176 @@
+"""Tests for utils.metrics, utils.plots and the bench/evaluate.py command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+import pytest
+
+from data_utils import landmark_indices as li
+from utils.metrics import (
+    best_lag_correlation,
+    crop_box,
+    image_psnr,
+    image_ssim,
+    landmark_distance,
+    mouth_opening,
+    read_video_frames,
+    speech_envelope,
+)
+from utils.plots import plot_mouth_opening, plot_training_curves
+
+REPO = Path(__file__).resolve().parents[1]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _image(seed: int = 0, size: int = 32) -> np.ndarray:
+    """A random uint8 RGB image [size,size,3]."""
+    return np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+
+
+def test_identical_images_give_inf_psnr_and_unit_ssim() -> None:
+    img = _image()
+    assert image_psnr(img, img) == float("inf")
+    assert image_ssim(img, img) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_constant_offset_gives_expected_psnr() -> None:
+    a = np.random.default_rng(1).uniform(0.0, 0.8, (24, 24, 3)).astype(np.float32)
+    assert image_psnr(a, a + 0.1) == pytest.approx(20.0, abs=1e-3)
+    assert image_ssim(a, a + 0.1) < 1.0
+
+
+def test_uint8_and_float_images_agree() -> None:
+    a, b = _image(2), _image(3)
+    assert image_psnr(a, b) == pytest.approx(image_psnr(a / 255.0, b / 255.0), rel=1e-5)
+    assert image_ssim(a, b) == pytest.approx(image_ssim(a / 255.0, b / 255.0), rel=1e-4)
+
+
+def test_mismatched_image_shapes_raise() -> None:
+    with pytest.raises(ValueError, match="differ"):
+        image_psnr(_image(size=16), _image(size=32))
+
+
+def test_crop_box_rounds_and_clips() -> None:
+    img = _image(size=20)
+    assert crop_box(img, [-5, 2.4, 10, 30]).shape == (18, 10, 3)
+    np.testing.assert_array_equal(crop_box(img, [3, 4, 8, 9]), img[4:9, 3:8])
+    with pytest.raises(ValueError, match="empty"):
+        crop_box(img, [25, 0, 30, 5])
+
+
+def test_landmark_distance_of_shifted_set_and_nan_frames() -> None:
+    a = np.random.default_rng(4).uniform(0, 100, (5, 10, 2))
+    b = a + np.array([3.0, 4.0])
+    assert landmark_distance(a, b) == pytest.approx(5.0)
+    b[2] = np.nan
+    assert landmark_distance(a, b) == pytest.approx(5.0)
+    assert np.isnan(landmark_distance(a, np.full_like(a, np.nan)))
+
+
+@pytest.mark.parametrize("shift", [3, -2, 0])
+def test_best_lag_correlation_recovers_known_lag_with_sign(shift: int) -> None:
+    x = np.convolve(np.random.default_rng(5).normal(size=220), np.ones(5) / 5, "valid")
+    y = np.roll(x, shift)  # y[t] = x[t - shift]: y lags x by `shift` frames
+    corr, lag = best_lag_correlation(x[10:-10], y[10:-10], max_lag=6)
+    assert lag == shift
+    assert corr == pytest.approx(1.0, abs=1e-9)
+
+
+def test_best_lag_correlation_skips_nan_and_handles_constant() -> None:
+    x = np.sin(np.linspace(0, 12, 100))
+    y = x.copy()
+    y[::7] = np.nan
+    corr, lag = best_lag_correlation(x, y, max_lag=3)
+    assert (lag, corr) == (0, pytest.approx(1.0))
+    corr, lag = best_lag_correlation(x, np.ones_like(x), max_lag=3)
+    assert np.isnan(corr) and lag == 0
+
+
+def _face_landmarks(gap: float) -> np.ndarray:
+    """Synthetic landmarks [478,2]: eye corners 100 px apart, inner lips `gap` px apart."""
+    lms = np.zeros((li.NUM_LANDMARKS, 2))
+    lms[li.RIGHT_EYE_CORNERS[0]] = [100.0, 100.0]
+    lms[li.LEFT_EYE_CORNERS[0]] = [200.0, 100.0]
+    lms[li.UPPER_LIP_INNER_MID] = [150.0, 200.0]
+    lms[li.LOWER_LIP_INNER_MID] = [150.0, 200.0 + gap]
+    return lms
+
+
+def test_mouth_opening_responds_to_opening_lips_and_scale() -> None:
+    lms = np.stack([_face_landmarks(0.0), _face_landmarks(10.0), _face_landmarks(25.0)])
+    np.testing.assert_allclose(mouth_opening(lms), [0.0, 0.1, 0.25])
+    np.testing.assert_allclose(mouth_opening(lms * 3.0), [0.0, 0.1, 0.25])
+    lms[1] = np.nan
+    assert np.isnan(mouth_opening(lms)[1])
+
+
+def test_speech_envelope_loud_then_silent() -> None:
+    sr, fps = 16000, 25.0
+    t = np.arange(sr) / sr
+    wav = np.concatenate([0.5 * np.sin(2 * np.pi * 220 * t), np.zeros(sr)])
+    env = speech_envelope(wav, sr, fps, 50)
+    assert env.shape == (50,)
+    np.testing.assert_allclose(env[:23], 0.0, atol=0.5)
+    np.testing.assert_allclose(env[27:], -40.0)
+    assert np.all(np.diff(env[23:27]) < 0)
+    assert speech_envelope(wav, sr, fps, 60)[55:].max() == -40.0
+
+
+def test_read_video_frames_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "clip.mp4"
+    frames = [np.full((32, 48, 3), 40 * i, np.uint8) for i in range(4)]
+    writer = imageio_ffmpeg.write_frames(str(path), (48, 32), fps=25, macro_block_size=16)
+    writer.send(None)
+    for frame in frames:
+        writer.send(frame)
+    writer.close()
+    decoded = list(read_video_frames(path))
+    assert len(decoded) == 4 and decoded[0].shape == (32, 48, 3)
+    assert abs(float(decoded[3].mean()) - 120.0) < 4.0
+
+
+def test_plots_write_png_files(tmp_path: Path) -> None:
+    rows = [
+        {"iteration": i, "loss": 1.0 / i, "psnr": 10 + i, "num_gaussians": 1000 + 10 * i, "it_per_s": 5.0}
+        for i in range(1, 6)
+    ]
+    rows[-1].update(val_psnr=14.0, val_ssim=0.5)
+    jsonl = tmp_path / "metrics.jsonl"
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    curves, mouth = tmp_path / "out" / "curves.png", tmp_path / "mouth.png"
+    plot_training_curves(jsonl, curves)
+    plot_mouth_opening({"render": np.random.rand(30), "gt": np.random.rand(30)}, 25.0, mouth)
+    for png in (curves, mouth):
+        assert png.read_bytes()[:8] == PNG_SIGNATURE
+
+
+def _evaluate(*args: str) -> subprocess.CompletedProcess:
+    """Run bench/evaluate.py with `args` from the repository root."""
+    return subprocess.run(
+        [sys.executable, "bench/evaluate.py", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+
+
+def test_evaluate_help() -> None:
+    result = _evaluate("--help")
+    assert result.returncode == 0
+    assert "--video" in result.stdout and "--iterations" in result.stdout
+
+
+def test_evaluate_missing_video_is_one_line_error(tmp_path: Path) -> None:
+    result = _evaluate("--video", str(tmp_path / "missing.mp4"), "--audio", str(tmp_path / "a.wav"))
+    assert result.returncode == 2
+    assert result.stderr.startswith("error:") and result.stderr.count("\n") == 1
+    assert "missing.mp4" in result.stderr

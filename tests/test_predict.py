@@ -1,0 +1,206 @@
+"""predict.py end to end on a tiny untrained avatar: videos for new audio, --direct metrics, errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import predict
+from data_utils.audio_io import write_wav
+from scene.avatar import Avatar
+from scene.checkpoint import save_checkpoint
+from scene.dataset import TalkingHeadDataset
+from scene.deformation import DeformConfig
+from scene.gaussians import init_from_track
+from tests.dataset_factory import make_dataset
+from utils.cli import run_cli
+from utils.video_out import VideoWriter, ffmpeg_exe, probe_media
+
+FPS = 4.0
+ITERATION = 5
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """An untrained avatar saved as a checkpoint next to its synthetic dataset -> (model_path, data_path)."""
+    root = tmp_path_factory.mktemp("predict")
+    data = make_dataset(root / "data", frames=24, size=32, fps=8)
+    ds = TalkingHeadDataset(data, "train")
+    gaussians = init_from_track(torch.load(data / "track_params.pt"), 200, seed=0)
+    cfg = DeformConfig(
+        triplane_resolutions=(8,),
+        triplane_channels=4,
+        token_dim=8,
+        heads=1,
+        kan_hidden=(8,),
+        kan_grids=3,
+        audio_channels=8,
+        audio_window=4,
+    )
+    bounds = gaussians.bounds()
+    config = {
+        "deform": cfg.to_dict(),
+        "bounds": bounds.tolist(),
+        "audio_extractor": {"name": "logmel", "settings": {"n_mels": 8, "window": 4}},
+        "audio_norm": ds.audio_norm,
+        "dataset": ds.meta(),
+        "train": {},
+    }
+    save_checkpoint(root / "model", ITERATION, Avatar(gaussians, cfg, bounds), config, {})
+    return root / "model", data
+
+
+def convert_audio(src: Path, dst: Path, *args: str) -> Path:
+    """Transcode `src` to `dst` with extra ffmpeg output arguments (format from the suffix)."""
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-i", str(src), *args, str(dst)], check=True)
+    return dst
+
+
+def run_predict(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]:
+    """Run predict.py's CLI in-process -> (exit code, stderr)."""
+    with pytest.raises(SystemExit) as exc:
+        run_cli(predict.main, argv)
+    return int(exc.value.code or 0), capsys.readouterr().err
+
+
+def base_args(trained: tuple[Path, Path], out: Path) -> list[str]:
+    """Return the model/reference/output arguments."""
+    return ["--model_path", str(trained[0]), "--reference_path", str(trained[1]), "--output_dir", str(out)]
+
+
+@pytest.mark.parametrize(
+    ("mode", "fmt"),
+    [("cycle", ".wav"), ("static", ".mp3"), ("orbit", ".m4a")],
+)
+def test_predict_video_matches_audio(
+    mode: str,
+    fmt: str,
+    trained: tuple[Path, Path],
+    speech_wav: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    audio = speech_wav
+    if fmt != ".wav":
+        audio = convert_audio(speech_wav, tmp_path / f"speech{fmt}", "-ac", "2", "-ar", "44100")
+    out = tmp_path / "results"
+    args = [*base_args(trained, out), "--audio_path", str(audio), "--camera_mode", mode, "--fps", str(FPS)]
+    code, err = run_predict([*args, "--batch_size", "8", "--device", "cpu"], capsys)
+    assert code == 0, err
+    mov = out / f"output_custom_{ITERATION}iter_renders.mov"
+    summary = json.loads((out / "summary.json").read_text())
+    info = probe_media(mov)
+    expected = round(summary["audio_seconds"] * FPS)
+    assert summary["audio_seconds"] == pytest.approx(2.0, abs=0.05)
+    assert info.frames == expected == summary["frames"] == 8
+    assert info.fps == FPS and info.video_codec == "h264"
+    assert info.has_audio and info.audio_codec == "aac"
+    assert info.audio_seconds == pytest.approx(info.video_seconds, abs=0.05)
+    mp4 = probe_media(out / f"output_custom_{ITERATION}iter_renders.mp4")
+    assert (mp4.frames, mp4.has_audio) == (info.frames, True)
+    assert summary["camera_mode"] == mode and summary["device"] == "cpu"
+    assert summary["render_fps"] > 0 and summary["end_to_end_fps"] > 0
+    assert summary["video"] == str(mov)
+    assert sorted(p.name for p in out.parent.iterdir() if p.name.startswith(".")) == []
+
+
+def test_direct_writes_metrics(
+    trained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "direct"
+    code, err = run_predict(["--direct", *base_args(trained, out), "--batch_size", "8"], capsys)
+    assert code == 0, err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["frames"] == 8 and metrics["split"] == "val"
+    assert 5.0 < metrics["psnr"] < 60.0 and 0.0 < metrics["ssim"] <= 1.0
+    assert np.isfinite(metrics["face_psnr"]) and 0.0 < metrics["face_ssim"] <= 1.0
+    assert {"lmd_mouth", "lmd_face", "landmark_frames"} <= set(metrics)
+    info = probe_media(out / f"output_custom_{ITERATION}iter_renders.mov")
+    assert info.frames == 8 and info.has_audio
+    assert info.audio_seconds == pytest.approx(1.0, abs=0.05)
+
+
+def bad_audio(tmp_path: Path, kind: str) -> Path:
+    """Write an audio input that predict must refuse: silent, too short or not audio at all."""
+    path = tmp_path / f"{kind}.wav"
+    rng = np.random.default_rng(0)
+    if kind == "silent":
+        write_wav(path, np.zeros(16000, np.float32), 16000)
+    elif kind == "short":
+        write_wav(path, 0.3 * rng.standard_normal(800).astype(np.float32), 16000)
+    else:
+        path.write_text("not audio")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("no_model", "model"),
+        ("no_dataset", "dataset"),
+        ("silent", "is silent"),
+        ("short", "shorter than one frame"),
+        ("unreadable", "cannot decode audio"),
+        ("no_audio_flag", "--audio_path"),
+        ("bad_iteration", "iteration 99"),
+    ],
+)
+def test_bad_inputs_exit_2_with_one_line(
+    case: str,
+    message: str,
+    trained: tuple[Path, Path],
+    speech_wav: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    model, data = trained
+    out = tmp_path / "results"
+    audio = bad_audio(tmp_path, case) if case in ("silent", "short", "unreadable") else speech_wav
+    args = ["--model_path", str(model), "--reference_path", str(data), "--output_dir", str(out)]
+    args += ["--audio_path", str(audio), "--fps", str(FPS)]
+    if case == "no_model":
+        args[1] = str(tmp_path / "missing_model")
+    elif case == "no_dataset":
+        args[3] = str(tmp_path / "missing_data")
+    elif case == "no_audio_flag":
+        args = args[:6]
+    elif case == "bad_iteration":
+        args += ["--iteration", "99"]
+    code, err = run_predict(args, capsys)
+    assert code == 2
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_existing_output_needs_force(
+    trained: tuple[Path, Path], speech_wav: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    code, err = run_predict([*base_args(trained, out), "--audio_path", str(speech_wav)], capsys)
+    assert code == 2 and "--force" in err and err.count("\n") == 1
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_video_writer_discards_partial_output_on_error(tmp_path: Path) -> None:
+    path = tmp_path / "clip.mov"
+    with pytest.raises(ValueError, match="expected uint8 frames"), VideoWriter(path, 25, 16, 16) as writer:
+        writer.write(np.zeros((2, 16, 16, 3), np.uint8))
+        writer.write(np.zeros((8, 8, 3), np.uint8))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_video_writer_without_audio(tmp_path: Path) -> None:
+    path = tmp_path / "clip.mov"
+    with VideoWriter(path, 10, 18, 12) as writer:
+        for i in range(5):
+            writer.write(np.full((12, 18, 3), 40 * i, np.uint8))
+    info = probe_media(path)
+    assert (info.frames, info.has_audio, info.fps) == (5, False, 10.0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mov", "clip.mp4"]

@@ -1,0 +1,207 @@
+"""Training end to end on a tiny synthetic subject (CPU): outputs, quality gain, resume, reload,
+densification, losses and PLY export."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+import train
+from gaussian_renderer import RenderOutput
+from scene.checkpoint import latest_checkpoint, load_avatar, load_checkpoint
+from scene.dataset import TalkingHeadDataset
+from scene.densify import DensifyStrategy
+from scene.gaussians import PARAM_NAMES, GaussianParams
+from tests.dataset_factory import make_dataset
+from utils.cli import UserError
+from utils.losses import dssim, l1, psnr, ssim, weighted_l1
+from utils.ply import load_ply, save_ply
+
+SMALL_NET = json.dumps(
+    {"triplane_resolutions": [16, 32], "triplane_channels": 8, "token_dim": 16, "kan_hidden": [8], "heads": 2}
+)
+
+
+def _args(data: Path, out: Path, *extra: str) -> list[str]:
+    """Command line of a tiny CPU run."""
+    return [
+        "-s",
+        str(data),
+        "-m",
+        str(out),
+        "--init_points",
+        "600",
+        "--deform",
+        SMALL_NET,
+        "--log_every",
+        "4",
+        *extra,
+    ]
+
+
+def _records(model_path: Path) -> list[dict]:
+    """metrics.jsonl lines."""
+    return [json.loads(line) for line in (model_path / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A synthetic subject (24 frames at 32x32; 20 train, 4 val)."""
+    return make_dataset(tmp_path_factory.mktemp("data") / "subject", frames=24, size=32, fps=4)
+
+
+@pytest.fixture(scope="module")
+def trained(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model trained for 100 iterations (60 coarse)."""
+    out = tmp_path_factory.mktemp("models") / "run"
+    argv = _args(data_root, out, "--iterations", "100", "--coarse_iterations", "60", "--eval_every", "100")
+    assert train.main([*argv, "--save_every", "50", "--refine_start", "20", "--refine_every", "20"]) == 0
+    return out
+
+
+def test_training_improves_and_writes_outputs(trained: Path) -> None:
+    records = _records(trained)
+    val = [r for r in records if "val_psnr" in r]
+    assert val[0]["iteration"] == 0 and val[-1]["iteration"] == 100
+    assert val[-1]["val_psnr"] >= val[0]["val_psnr"] + 3.0
+    assert {"loss", "psnr", "num_gaussians", "it_per_s", "stage"} <= set(records[1])
+    assert {r["stage"] for r in records[1:]} == {"coarse", "fine"}
+    assert {"val_ssim", "val_psnr_face", "val_ssim_face"} <= set(val[-1])
+    for name in ("cfg_args", "chkpnt50.pth", "chkpnt100.pth", "previews/iter_100.jpg", "train_summary.json"):
+        assert (trained / name).is_file(), name
+    summary = json.loads((trained / "train_summary.json").read_text())
+    assert summary["iterations"] == 100 and summary["model_size_mb"] > 0
+    assert json.loads((trained / "cfg_args").read_text())["train"]["iterations"] == 100
+
+
+def test_ply_matches_checkpoint(trained: Path) -> None:
+    ply = load_ply(trained / "point_cloud" / "iteration_100" / "point_cloud.ply")
+    state = load_checkpoint(trained / "chkpnt100.pth")["model"]
+    for name in ("means", "log_scales", "quats", "opacity_logits"):
+        assert torch.allclose(ply[name], state[f"gaussians.params.{name}"], atol=1e-6)
+    assert torch.allclose(ply["colors_rgb"], torch.sigmoid(state["gaussians.params.color_logits"]), atol=1e-5)
+
+
+def test_load_avatar_needs_no_flags_and_renders_the_same(trained: Path, data_root: Path) -> None:
+    loaded = load_avatar(trained)
+    assert loaded.iteration == 100 and loaded.audio_extractor["name"] == "logmel"
+    assert loaded.avatar.gaussians.num_gaussians == loaded.config["num_gaussians"]
+    val = TalkingHeadDataset(data_root, "val", audio_norm=loaded.audio_norm)
+    cfg = train.TrainConfig(**loaded.config["train"])
+    metrics, _, _ = train.evaluate(loaded.avatar, val, "fine", cfg)
+    assert metrics["val_psnr"] == pytest.approx(_records(trained)[-1]["val_psnr"], abs=1e-3)
+
+
+def test_refuses_existing_model_without_force_or_resume(trained: Path, data_root: Path) -> None:
+    with pytest.raises(UserError, match="--resume"):
+        train.main(_args(data_root, trained, "--iterations", "5"))
+
+
+def test_resume_equals_uninterrupted_run(data_root: Path, tmp_path: Path) -> None:
+    common = [
+        "--iterations",
+        "12",
+        "--coarse_iterations",
+        "6",
+        "--eval_every",
+        "100",
+        "--grow_grad2d",
+        "1e-7",
+    ]
+    common += ["--refine_start", "2", "--refine_every", "4"]
+    straight, pieces = tmp_path / "straight", tmp_path / "pieces"
+    assert train.main(_args(data_root, straight, *common)) == 0
+    assert train.main(_args(data_root, pieces, *common, "--stop_at", "6")) == 0
+    assert latest_checkpoint(pieces).name == "chkpnt6.pth"
+    assert train.main(["-s", str(data_root), "-m", str(pieces), "--resume"]) == 0
+    a, b = load_checkpoint(straight / "chkpnt12.pth"), load_checkpoint(pieces / "chkpnt12.pth")
+    assert a["config"]["num_gaussians"] == b["config"]["num_gaussians"] > 600
+    for key, value in a["model"].items():
+        assert torch.allclose(value, b["model"][key], atol=1e-5), key
+
+
+def test_ctrl_c_saves_and_exits_130(data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    step = train.Trainer.train_step
+
+    def interrupt_at_3(self: train.Trainer, i: int) -> tuple:
+        if i == 3:
+            raise KeyboardInterrupt
+        return step(self, i)
+
+    monkeypatch.setattr(train.Trainer, "train_step", interrupt_at_3)
+    out = tmp_path / "run"
+    assert train.main(_args(data_root, out, "--iterations", "10", "--eval_every", "100")) == 130
+    assert latest_checkpoint(out).name == "chkpnt2.pth"
+
+
+def _fake_render(n: int, grad: torch.Tensor) -> RenderOutput:
+    """A RenderOutput of one 32x32 view with means2d.grad = grad [1,n,2] and every Gaussian visible."""
+    means2d = torch.zeros(1, n, 2, requires_grad=True)
+    means2d.grad = grad
+    return RenderOutput(torch.zeros(1, 32, 32, 3), torch.zeros(1, 32, 32, 1), means2d, torch.ones(1, n))
+
+
+def test_densification_grows_prunes_and_keeps_adam_state_consistent() -> None:
+    torch.manual_seed(0)
+    g = GaussianParams(0)
+    g.set_from_points(torch.rand(100, 3), torch.full((100, 3), 0.5), init_opacity=0.5)
+    with torch.no_grad():
+        g.params["log_scales"][:50] = math.log(0.001)  # small -> cloned
+        g.params["log_scales"][50:] = math.log(0.05)  # large -> split
+        g.params["opacity_logits"][90:] = -10.0  # transparent -> pruned
+    optimizers = {k: torch.optim.Adam([g.params[k]], lr=1e-3) for k in PARAM_NAMES}
+    sum(p.sum() for p in g.params.values()).backward()
+    for o in optimizers.values():
+        o.step()
+    strategy = DensifyStrategy(scene_scale=1.0, refine_start=0, refine_every=1, reset_every=1000)
+    state = strategy.initialize_state(100, "cpu")
+    grad = torch.zeros(1, 100, 2)
+    grad[0, 40:60] = 1.0  # 10 small + 10 large Gaussians with high gradients
+    strategy.step_post_backward(g.params, optimizers, state, 1, _fake_render(100, grad))
+    assert g.num_gaussians == 100 + 10 + 10 - 10  # clone 10, split 10 into 20, prune 10
+    for name in PARAM_NAMES:
+        param = g.params[name]
+        assert optimizers[name].param_groups[0]["params"][0] is param
+        moments = optimizers[name].state[param]
+        assert moments["exp_avg"].shape == moments["exp_avg_sq"].shape == param.shape
+    assert state["grad2d"].shape == (g.num_gaussians,)
+
+    capped = DensifyStrategy(scene_scale=1.0, refine_start=0, refine_every=1, max_gaussians=115)
+    state = capped.initialize_state(g.num_gaussians, "cpu")
+    grad = torch.ones(1, g.num_gaussians, 2)
+    capped.step_post_backward(g.params, optimizers, state, 1, _fake_render(g.num_gaussians, grad))
+    assert g.num_gaussians == 115  # 110 + the 5 highest-gradient candidates
+
+
+def test_losses() -> None:
+    torch.manual_seed(0)
+    a, b = torch.rand(2, 24, 24, 3), torch.rand(2, 24, 24, 3)
+    assert float(ssim(a, a)) == pytest.approx(1.0, abs=1e-5) and float(ssim(a, b)) < 0.2
+    assert float(dssim(a, a)) == pytest.approx(0.0, abs=1e-5)
+    assert math.isinf(float(psnr(a, a)))
+    assert float(psnr(a, torch.clamp(a + 0.1, max=2))) == pytest.approx(20.0, abs=1e-3)
+    assert float(l1(a, b)) == pytest.approx(float((a - b).abs().mean()))
+    mask = torch.zeros(2, 24, 24, 1)
+    assert float(weighted_l1(a, b, mask)) == 0.0
+
+
+def test_ply_round_trip(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    n = 50
+    values = {
+        "means": torch.randn(n, 3),
+        "log_scales": torch.randn(n, 3),
+        "quats": torch.randn(n, 4),
+        "opacity_logits": torch.randn(n),
+        "colors_rgb": torch.rand(n, 3),
+    }
+    save_ply(tmp_path / "pc.ply", *values.values())
+    header = (tmp_path / "pc.ply").read_bytes()[:400].decode("ascii", "ignore")
+    assert "format binary_little_endian 1.0" in header and "property float f_dc_0" in header
+    loaded = load_ply(tmp_path / "pc.ply")
+    for name, value in values.items():
+        assert torch.allclose(loaded[name], value, atol=1e-5), name

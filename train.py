@@ -1,0 +1,596 @@
+"""Train an audio-driven Gaussian avatar: ./train.sh -s data/<subject> --model_path OUT [--iterations N]."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import json
+import math
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from tqdm import tqdm
+
+from scene.avatar import Avatar
+from scene.checkpoint import (
+    avatar_from_checkpoint,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
+from scene.dataset import FrameBatch, TalkingHeadDataset
+from scene.deformation import DeformConfig, Deltas
+from scene.densify import DensifyStrategy
+from scene.gaussians import PARAM_NAMES, init_from_track
+from utils.atomic import atomic_write_bytes, atomic_write_json
+from utils.cli import UserError, run_cli
+from utils.losses import dssim, l1, psnr, ssim, weighted_l1
+
+RUN_CONTROL = ("iterations", "stop_at", "eval_every", "preview_every", "save_every", "log_every")
+
+
+@dataclass
+class TrainConfig:
+    """Every training setting (saved with the model; run-control fields may change on --resume)."""
+
+    source_path: str = ""
+    model_path: str = ""
+    iterations: int = 10_000
+    batch_size: int = 1
+    resolution: int | None = None
+    coarse_iterations: int | None = None
+    init_points: int = 30_000
+    max_gaussians: int = 200_000
+    init_opacity: float = 0.1
+    seed: int = 0
+    eval_every: int = 1000
+    preview_every: int = 1000
+    save_every: int = 5000
+    log_every: int = 50
+    stop_at: int | None = None
+    num_eval_frames: int = 8
+    lr_means: float = 1.6e-4
+    lr_scales: float = 5e-3
+    lr_quats: float = 1e-3
+    lr_opacity: float = 5e-2
+    lr_colors: float = 2.5e-3
+    lr_deform: float = 1e-3
+    lr_final_ratio: float = 0.01
+    lambda_dssim: float = 0.2
+    lambda_mouth: float = 1.0
+    lambda_tv: float = 1e-4
+    lambda_dxyz: float = 1e-2
+    refine_start: int = 500
+    refine_stop: int | None = None
+    refine_every: int = 100
+    reset_every: int = 3000
+    grow_grad2d: float = 2e-4
+    backend: str = "auto"
+    bf16: bool = False
+    deform: dict[str, Any] = field(default_factory=dict)
+
+    def coarse_steps(self) -> int:
+        """Iterations of the static (coarse) stage: the setting, else min(1000, 20 % of iterations)."""
+        if self.coarse_iterations is not None:
+            return min(self.coarse_iterations, self.iterations)
+        return min(1000, self.iterations // 5)
+
+    def refine_until(self) -> int:
+        """Last densification step: the setting, else 60 % of iterations."""
+        return self.refine_stop if self.refine_stop is not None else int(0.6 * self.iterations)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The train.sh command line (defaults from TrainConfig)."""
+    d = TrainConfig()
+    p = argparse.ArgumentParser(
+        prog="train.sh",
+        description="Train an audio-driven 3D Gaussian talking-head avatar on data from ./preprocess.sh.",
+        epilog="example: ./train.sh -s data/obama -m output/obama --iterations 10000 --batch_size 2",
+        argument_default=argparse.SUPPRESS,
+    )
+    io_group = p.add_argument_group("data and output")
+    io_group.add_argument(
+        "-s", "--source_path", required=True, help="preprocessed subject folder data/<subject>"
+    )
+    io_group.add_argument(
+        "-m", "--model_path", required=True, help="output folder for checkpoints and previews"
+    )
+    io_group.add_argument(
+        "--resume", action="store_true", help="continue from the latest checkpoint in model_path"
+    )
+    io_group.add_argument("--force", action="store_true", help="overwrite an existing model_path")
+    run = p.add_argument_group("schedule")
+    run.add_argument("--iterations", type=int, help=f"total training iterations (default {d.iterations})")
+    run.add_argument("--batch_size", type=int, help=f"frames per iteration (default {d.batch_size})")
+    run.add_argument(
+        "--resolution", type=int, help="train at this square size in pixels (default: data size)"
+    )
+    run.add_argument(
+        "--coarse_iterations",
+        type=int,
+        help="static-stage iterations (default min(1000, 20%% of iterations))",
+    )
+    run.add_argument("--stop_at", type=int, help="stop after this iteration with a checkpoint (resume later)")
+    run.add_argument("--seed", type=int, help=f"random seed (default {d.seed})")
+    run.add_argument("--backend", choices=["auto", "gsplat", "torch"], help="rasterizer (default auto)")
+    run.add_argument("--bf16", action="store_true", help="bf16 autocast for the deformation network on CUDA")
+    run.add_argument(
+        "--deform",
+        type=_json_object,
+        metavar="JSON",
+        help="deformation network sizes, e.g. '{\"token_dim\": 32}'",
+    )
+    logs = p.add_argument_group("logging and checkpoints")
+    logs.add_argument("--eval_every", type=int, help=f"validate every K iterations (default {d.eval_every})")
+    logs.add_argument(
+        "--preview_every", type=int, help=f"preview JPEG every K iterations ({d.preview_every})"
+    )
+    logs.add_argument(
+        "--save_every", type=int, help=f"checkpoint every K iterations (default {d.save_every})"
+    )
+    logs.add_argument(
+        "--log_every", type=int, help=f"metrics line every K iterations (default {d.log_every})"
+    )
+    logs.add_argument("--num_eval_frames", type=int, help=f"validation frames (default {d.num_eval_frames})")
+    model = p.add_argument_group("Gaussians and densification")
+    model.add_argument(
+        "--init_points", type=int, help=f"initial Gaussians on the face (default {d.init_points})"
+    )
+    model.add_argument(
+        "--max_gaussians", type=int, help=f"cap on the Gaussian count (default {d.max_gaussians})"
+    )
+    model.add_argument(
+        "--refine_start", type=int, help=f"first densification step (default {d.refine_start})"
+    )
+    model.add_argument("--refine_stop", type=int, help="last densification step (default 60%% of iterations)")
+    model.add_argument("--refine_every", type=int, help=f"densify every K steps (default {d.refine_every})")
+    model.add_argument("--reset_every", type=int, help=f"opacity reset period (default {d.reset_every})")
+    model.add_argument(
+        "--grow_grad2d", type=float, help=f"gradient threshold to grow (default {d.grow_grad2d})"
+    )
+    opt = p.add_argument_group("learning rates and loss weights")
+    for name in ("means", "scales", "quats", "opacity", "colors", "deform"):
+        opt.add_argument(
+            f"--lr_{name}", type=float, help=f"Adam lr of {name} (default {getattr(d, 'lr_' + name)})"
+        )
+    opt.add_argument(
+        "--lr_final_ratio", type=float, help=f"final/initial lr of means, deform ({d.lr_final_ratio})"
+    )
+    for name in ("dssim", "mouth", "tv", "dxyz"):
+        opt.add_argument(
+            f"--lambda_{name}", type=float, help=f"loss weight (default {getattr(d, 'lambda_' + name)})"
+        )
+    return p
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    """argparse type: a JSON object whose keys are DeformConfig fields."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {err}") from err
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object")
+    known = {f.name for f in dataclasses.fields(DeformConfig)} - {"audio_channels", "audio_window"}
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown keys {unknown}; known: {sorted(known)}")
+    return value
+
+
+def parse_config(argv: list[str] | None) -> tuple[TrainConfig, dict[str, Any], bool, bool]:
+    """(config, the explicitly given settings, resume, force) from the command line."""
+    given = vars(build_parser().parse_args(argv))
+    resume, force = given.pop("resume", False), given.pop("force", False)
+    return dataclasses.replace(TrainConfig(), **given), given, resume, force
+
+
+def make_optimizers(avatar: Avatar, cfg: TrainConfig, scene_scale: float) -> dict[str, torch.optim.Adam]:
+    """One Adam per Gaussian tensor (gsplat style, lr scaled by sqrt(batch)) plus one for the network."""
+    lrs = {
+        "means": cfg.lr_means * scene_scale,
+        "log_scales": cfg.lr_scales,
+        "quats": cfg.lr_quats,
+        "opacity_logits": cfg.lr_opacity,
+        "color_logits": cfg.lr_colors,
+    }
+    bs = math.sqrt(cfg.batch_size)
+    params = avatar.gaussians.params
+    optimizers = {
+        name: torch.optim.Adam([params[name]], lr=lrs[name] * bs, eps=1e-15 / bs) for name in PARAM_NAMES
+    }
+    optimizers["deform"] = torch.optim.Adam(avatar.deform.parameters(), lr=cfg.lr_deform)
+    return optimizers
+
+
+def make_schedulers(
+    optimizers: dict[str, torch.optim.Adam], cfg: TrainConfig
+) -> dict[str, torch.optim.lr_scheduler.ExponentialLR]:
+    """Exponential decay to lr_final_ratio: means over all iterations, the network over the fine stage."""
+    fine = max(cfg.iterations - cfg.coarse_steps(), 1)
+    return {
+        "means": torch.optim.lr_scheduler.ExponentialLR(
+            optimizers["means"], cfg.lr_final_ratio ** (1 / max(cfg.iterations, 1))
+        ),
+        "deform": torch.optim.lr_scheduler.ExponentialLR(
+            optimizers["deform"], cfg.lr_final_ratio ** (1 / fine)
+        ),
+    }
+
+
+def compute_loss(
+    image: Tensor, batch: FrameBatch, deltas: Deltas | None, avatar: Avatar, cfg: TrainConfig
+) -> Tensor:
+    """L1 + lambda_dssim * D-SSIM + lambda_mouth * mouth L1 (+ tri-plane TV and |d_xyz|^2 when deformed)."""
+    gt = batch.image
+    loss = l1(image, gt) + cfg.lambda_dssim * dssim(image, gt)
+    loss = loss + cfg.lambda_mouth * weighted_l1(image, gt, batch.mouth_mask)
+    if deltas is not None:
+        loss = loss + cfg.lambda_tv * avatar.deform.regularization()
+        loss = loss + cfg.lambda_dxyz * deltas.d_xyz.float().square().mean()
+    return loss
+
+
+def _crop(image: Tensor, rect: Tensor) -> Tensor:
+    """image [H,W,3] cropped to rect [4] (x0,y0,x1,y1 px, clamped, at least 1 px) -> [1,h,w,3]."""
+    h, w = image.shape[:2]
+    x0, y0, x1, y1 = rect.round().long().tolist()
+    x0, y0 = min(max(x0, 0), w - 1), min(max(y0, 0), h - 1)
+    x1, y1 = max(min(x1, w), x0 + 1), max(min(y1, h), y0 + 1)
+    return image[None, y0:y1, x0:x1]
+
+
+@torch.no_grad()
+def evaluate(
+    avatar: Avatar, dataset: TalkingHeadDataset, stage: str, cfg: TrainConfig
+) -> tuple[dict[str, float], Tensor, Tensor]:
+    """Validation PSNR/SSIM (full frame and face box, per-frame means) on <= num_eval_frames evenly spaced
+    frames -> (metrics, renders [K,H,W,3], ground truth [K,H,W,3])."""
+    indices = dataset.evenly_spaced(cfg.num_eval_frames)
+    renders, gts, rects = [], [], []
+    for chunk in indices.split(max(cfg.batch_size, 1)):
+        batch = dataset.get(chunk)
+        renders.append(avatar.render(batch, stage, cfg.backend).image.clamp(0, 1))
+        gts.append(batch.image)
+        rects.append(batch.face_rect)
+    pred, gt, rect = torch.cat(renders), torch.cat(gts), torch.cat(rects)
+    scores: dict[str, list[float]] = {
+        "val_psnr": [],
+        "val_ssim": [],
+        "val_psnr_face": [],
+        "val_ssim_face": [],
+    }
+    for k in range(pred.shape[0]):
+        scores["val_psnr"].append(psnr(pred[k], gt[k]).item())
+        scores["val_ssim"].append(ssim(pred[k : k + 1], gt[k : k + 1]).item())
+        face_pred, face_gt = _crop(pred[k], rect[k]), _crop(gt[k], rect[k])
+        scores["val_psnr_face"].append(psnr(face_pred, face_gt).item())
+        scores["val_ssim_face"].append(ssim(face_pred, face_gt).item())
+    return {k: float(np.mean(v)) for k, v in scores.items()}, pred, gt
+
+
+def write_preview(path: Path, renders: Tensor, gts: Tensor) -> None:
+    """JPEG of renders [K,H,W,3] (top row) above ground truth [K,H,W,3] (bottom row)."""
+    grid = torch.cat([torch.cat(list(renders), dim=1), torch.cat(list(gts), dim=1)], dim=0)
+    buffer = io.BytesIO()
+    Image.fromarray((grid.clamp(0, 1) * 255).round().byte().cpu().numpy()).save(
+        buffer, format="JPEG", quality=90
+    )
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _rng_state(generator: torch.Generator) -> dict[str, Any]:
+    """Every random state the loop draws from."""
+    state = {"torch": torch.get_rng_state(), "sampler": generator.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
+    """Restore what _rng_state saved."""
+    torch.set_rng_state(state["torch"].cpu())
+    generator.set_state(state["sampler"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+@dataclass
+class Trainer:
+    """The training state: model, data, optimizers, densification and where outputs go."""
+
+    cfg: TrainConfig
+    avatar: Avatar
+    train_set: TalkingHeadDataset
+    val_set: TalkingHeadDataset
+    optimizers: dict[str, torch.optim.Adam]
+    schedulers: dict[str, torch.optim.lr_scheduler.ExponentialLR]
+    strategy: DensifyStrategy
+    strategy_state: dict[str, Any]
+    generator: torch.Generator
+    config: dict[str, Any]
+    step: int = 0
+    elapsed: float = 0.0
+
+    @property
+    def model_path(self) -> Path:
+        """The output folder."""
+        return Path(self.cfg.model_path)
+
+    def stage(self, step: int) -> str:
+        """'coarse' for the first coarse_steps() iterations, then 'fine'."""
+        return "coarse" if step <= self.cfg.coarse_steps() else "fine"
+
+    def save(self) -> Path:
+        """Checkpoint of the current step (model, optimizers, schedulers, strategy, RNG states)."""
+        state = {
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
+            "strategy": self.strategy_state,
+            "rng": _rng_state(self.generator),
+            "elapsed": self.elapsed,
+        }
+        return save_checkpoint(self.model_path, self.step, self.avatar, self.config, state)
+
+    def train_step(self, step: int) -> tuple[Tensor, Tensor, Tensor]:
+        """One optimisation step -> (loss, rendered image, ground truth), tensors left on the device."""
+        stage = self.stage(step)
+        batch = self.train_set.sample(self.cfg.batch_size, self.generator)
+        out, deltas = self.avatar.render_with_deltas(batch, stage, self.cfg.backend, amp=self.cfg.bf16)
+        loss = compute_loss(out.image, batch, deltas, self.avatar, self.cfg)
+        self.strategy.step_pre_backward(out)
+        loss.backward()
+        for optimizer in self.optimizers.values():
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        for name, scheduler in self.schedulers.items():
+            if name != "deform" or stage == "fine":
+                scheduler.step()
+        gaussian_opts = {k: self.optimizers[k] for k in PARAM_NAMES}
+        self.strategy.step_post_backward(
+            self.avatar.gaussians.params, gaussian_opts, self.strategy_state, step, out
+        )
+        return loss.detach(), out.image.detach(), batch.image
+
+    def validate(self, record: dict[str, Any], preview: bool) -> None:
+        """Add validation metrics to record; write previews/iter_<N>.jpg when asked."""
+        metrics, renders, gts = evaluate(self.avatar, self.val_set, self.stage(self.step), self.cfg)
+        record.update(metrics)
+        if preview:
+            write_preview(self.model_path / "previews" / f"iter_{self.step}.jpg", renders, gts)
+
+
+def _prepare_output(model_path: Path, resume: bool, force: bool) -> None:
+    """Refuse to overwrite a trained model unless --force (which deletes its outputs) or --resume."""
+    if resume:
+        if latest_checkpoint(model_path) is None:
+            raise UserError(f"'{model_path}' has no checkpoint to resume from; drop --resume to start afresh")
+        return
+    if list_checkpoints(model_path) and not force:
+        raise UserError(f"'{model_path}' already holds a trained model; pass --resume to continue or --force")
+    if force:
+        for _, path in list_checkpoints(model_path):
+            path.unlink()
+        for name in ("point_cloud", "previews"):
+            shutil.rmtree(model_path / name, ignore_errors=True)
+        for name in ("cfg_args", "metrics.jsonl", "train_summary.json"):
+            (model_path / name).unlink(missing_ok=True)
+    model_path.mkdir(parents=True, exist_ok=True)
+
+
+def _load_data(
+    cfg: TrainConfig, device: torch.device, audio_norm: dict | None
+) -> tuple[TalkingHeadDataset, TalkingHeadDataset]:
+    """Train and val splits at cfg.resolution on device (val normalised with the train statistics)."""
+    train_set = TalkingHeadDataset(cfg.source_path, "train", cfg.resolution, device, audio_norm=audio_norm)
+    val_set = TalkingHeadDataset(
+        cfg.source_path, "val", cfg.resolution, device, audio_norm=train_set.audio_norm
+    )
+    return train_set, val_set
+
+
+def _new_avatar(cfg: TrainConfig, train_set: TalkingHeadDataset, device: torch.device) -> Avatar:
+    """Dense Gaussians on the tracked face (coloured from the first frame) + a zero-initialised network."""
+    track_path = Path(cfg.source_path) / "track_params.pt"
+    if not track_path.is_file():
+        raise UserError(f"dataset '{cfg.source_path}' has no track_params.pt; run ./preprocess.sh first")
+    track = torch.load(track_path, map_location="cpu", weights_only=False)
+    if "shape" not in track or "R" not in track or "t" not in track:
+        raise UserError(f"'{track_path}' lacks 'shape', 'R' or 't'; rerun ./preprocess.sh")
+    gaussians = init_from_track(track, cfg.init_points, cfg.seed, init_opacity=cfg.init_opacity)
+    first = train_set.get(torch.zeros(1, dtype=torch.long))
+    gaussians.set_colors(
+        gaussians.colors_from_image(
+            first.image[0].cpu(), first.viewmat[0].cpu(), first.K[0].cpu(), first.head_mask[0, ..., 0].cpu()
+        )
+    )
+    bounds = gaussians.bounds()
+    pad = 0.1 * (bounds[1] - bounds[0])
+    channels, window = train_set.audio_shape
+    deform_cfg = DeformConfig.from_dict({**cfg.deform, "audio_channels": channels, "audio_window": window})
+    return Avatar(gaussians, deform_cfg, torch.stack([bounds[0] - pad, bounds[1] + pad])).to(device)
+
+
+def setup(cfg: TrainConfig, given: dict[str, Any], resume: bool, device: torch.device) -> Trainer:
+    """Build a Trainer: fresh from the dataset, or from the latest checkpoint with its saved settings."""
+    checkpoint = None
+    if resume:
+        checkpoint = load_checkpoint(latest_checkpoint(Path(cfg.model_path)), device)
+        saved = TrainConfig(**checkpoint["config"]["train"])
+        ignored = sorted(k for k in given if k not in RUN_CONTROL + ("source_path", "model_path"))
+        if ignored:
+            print(f"note: --resume keeps the saved settings; ignoring {', '.join(ignored)}", file=sys.stderr)
+        control = {"stop_at": None, **{k: v for k, v in given.items() if k in RUN_CONTROL}}
+        cfg = dataclasses.replace(saved, model_path=cfg.model_path, source_path=cfg.source_path, **control)
+    torch.manual_seed(cfg.seed)
+    audio_norm = checkpoint["config"]["audio_norm"] if checkpoint else None
+    train_set, val_set = _load_data(cfg, device, audio_norm)
+    avatar = avatar_from_checkpoint(checkpoint, device) if checkpoint else _new_avatar(cfg, train_set, device)
+    bounds = avatar.bounds
+    scene_scale = float((bounds[1] - bounds[0]).norm() / 2)
+    optimizers = make_optimizers(avatar, cfg, scene_scale)
+    schedulers = make_schedulers(optimizers, cfg)
+    strategy = DensifyStrategy(
+        scene_scale=scene_scale,
+        grow_grad2d=cfg.grow_grad2d,
+        refine_start=cfg.refine_start,
+        refine_stop=cfg.refine_until(),
+        refine_every=cfg.refine_every,
+        reset_every=cfg.reset_every,
+        max_gaussians=cfg.max_gaussians,
+    )
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    config = {
+        "train": asdict(cfg),
+        "deform": avatar.deform_cfg.to_dict(),
+        "bounds": bounds.tolist(),
+        "audio_extractor": train_set.audio_extractor,
+        "audio_norm": train_set.audio_norm,
+        "dataset": train_set.meta(),
+    }
+    trainer = Trainer(
+        cfg, avatar, train_set, val_set, optimizers, schedulers, strategy,
+        strategy.initialize_state(avatar.gaussians.num_gaussians, device), generator, config,
+    )  # fmt: skip
+    if checkpoint:
+        for k, o in optimizers.items():
+            o.load_state_dict(checkpoint["optimizers"][k])
+        for k, s in schedulers.items():
+            s.load_state_dict(checkpoint["schedulers"][k])
+        trainer.strategy_state = checkpoint["strategy"]
+        _set_rng_state(checkpoint["rng"], generator)
+        trainer.step, trainer.elapsed = int(checkpoint["iteration"]), float(checkpoint["elapsed"])
+    return trainer
+
+
+def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    """Append one JSON line to path."""
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def run(trainer: Trainer) -> dict[str, Any]:
+    """The training loop from trainer.step to cfg.iterations (or stop_at) -> the last validation record."""
+    cfg = trainer.cfg
+    metrics_path = trainer.model_path / "metrics.jsonl"
+    last_val: dict[str, Any] = {}
+    if trainer.step == 0:
+        last_val = {
+            "iteration": 0,
+            "stage": "coarse",
+            "num_gaussians": trainer.avatar.gaussians.num_gaussians,
+        }
+        trainer.validate(last_val, preview=False)
+        _append_jsonl(metrics_path, last_val)
+    end = min(cfg.iterations, cfg.stop_at) if cfg.stop_at is not None else cfg.iterations
+    bar = tqdm(
+        range(trainer.step + 1, end + 1), initial=trainer.step, total=cfg.iterations,
+        file=sys.stderr, dynamic_ncols=True, desc="train",
+    )  # fmt: skip
+    tick, tick_step = time.perf_counter(), trainer.step
+    for step in bar:
+        loss, image, gt = trainer.train_step(step)
+        trainer.step = step
+        evaluate_now = step % cfg.eval_every == 0 or step == end
+        if step % cfg.log_every == 0 or evaluate_now:
+            now = time.perf_counter()
+            rate = (step - tick_step) / max(now - tick, 1e-9)
+            trainer.elapsed += now - tick
+            record = {
+                "iteration": step,
+                "stage": trainer.stage(step),
+                "loss": loss.item(),
+                "psnr": psnr(image.clamp(0, 1), gt).item(),
+                "num_gaussians": trainer.avatar.gaussians.num_gaussians,
+                "it_per_s": rate,
+            }
+            if evaluate_now:
+                trainer.validate(record, preview=step % cfg.preview_every == 0 or step == end)
+                last_val = record
+            _append_jsonl(metrics_path, record)
+            postfix = {"loss": f"{record['loss']:.4f}", "psnr": f"{record['psnr']:.2f}"}
+            postfix.update(N=record["num_gaussians"], its=f"{rate:.1f}")
+            bar.set_postfix(postfix, refresh=False)
+            tick, tick_step = time.perf_counter(), step
+        if step % cfg.save_every == 0 and step != end:
+            trainer.save()
+    bar.close()
+    trainer.elapsed += time.perf_counter() - tick
+    return last_val
+
+
+def summarize(
+    trainer: Trainer, last_val: dict[str, Any], checkpoint: Path, started_at: int
+) -> dict[str, Any]:
+    """Write train_summary.json and print the summary lines; return the summary."""
+    steps = trainer.step - started_at
+    summary = {
+        "iterations": trainer.step,
+        "seconds": round(trainer.elapsed, 2),
+        "it_per_s": round(trainer.step / max(trainer.elapsed, 1e-9), 2),
+        "iterations_this_run": steps,
+        "num_gaussians": trainer.avatar.gaussians.num_gaussians,
+        "model_size_mb": round(checkpoint.stat().st_size / 2**20, 2),
+        "checkpoint": str(checkpoint),
+        "point_cloud": str(
+            trainer.model_path / "point_cloud" / f"iteration_{trainer.step}" / "point_cloud.ply"
+        ),
+        "model_path": str(trainer.model_path),
+        **{k: round(v, 4) for k, v in last_val.items() if k.startswith("val_")},
+    }
+    atomic_write_json(trainer.model_path / "train_summary.json", summary)
+    print(
+        f"trained {summary['iterations']} iterations in {summary['seconds']:.1f} s "
+        f"({summary['it_per_s']:.1f} it/s); "
+        f"{summary['num_gaussians']} Gaussians, {summary['model_size_mb']} MB"
+    )
+    if "val_psnr" in summary:
+        print(
+            f"validation: PSNR {summary['val_psnr']:.2f} dB, SSIM {summary['val_ssim']:.4f}; "
+            f"face PSNR {summary['val_psnr_face']:.2f} dB, SSIM {summary['val_ssim_face']:.4f}"
+        )
+    print(f"model: {summary['checkpoint']}\npoint cloud: {summary['point_cloud']}")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of train.sh: parse flags, train, save, summarise -> exit code."""
+    cfg, given, resume, force = parse_config(argv)
+    model_path = Path(cfg.model_path)
+    _prepare_output(model_path, resume, force)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        trainer = setup(cfg, given, resume, device)
+        started_at = trainer.step
+        try:
+            last_val = run(trainer)
+        except KeyboardInterrupt:
+            path = trainer.save()
+            print(
+                f"\ninterrupted at iteration {trainer.step}; saved {path}; continue with --resume",
+                file=sys.stderr,
+            )
+            return 130
+        checkpoint = trainer.save()
+    except torch.OutOfMemoryError as err:
+        raise UserError(
+            f"out of GPU memory (batch_size {cfg.batch_size}, resolution {cfg.resolution or 'full'}); "
+            "try a smaller --batch_size or --resolution"
+        ) from err
+    summarize(trainer, last_val, checkpoint, started_at)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
