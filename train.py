@@ -520,7 +520,7 @@ def run(trainer: Trainer) -> dict[str, Any]:
                 last_val = record
             _append_jsonl(metrics_path, record)
             postfix = {"loss": f"{record['loss']:.4f}", "psnr": f"{record['psnr']:.2f}"}
-            postfix.update(N=record["num_gaussians"], its=f"{rate:.1f}")
+            postfix.update(N=str(record["num_gaussians"]), its=f"{rate:.1f}")
             bar.set_postfix(postfix, refresh=False)
             tick, tick_step = time.perf_counter(), step
         if step % cfg.save_every == 0 and step != end:

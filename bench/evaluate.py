@@ -50,6 +50,9 @@ from utils.plots import plot_mouth_opening, plot_training_curves, read_jsonl
 REPO = Path(__file__).resolve().parents[1]
 EXTRAPOLATE_ITERATIONS = 10_000
 MAX_LAG_SECONDS = 0.3
+RENDER_BATCH = 32
+CPU_RENDER_BATCH = 4
+CPU_RENDER_VARIANTS = ("fp32", "cache")
 MOUTH_LANDMARKS = np.concatenate([li.LIPS_OUTER, li.LIPS_INNER])
 SAMPLE_RATE = 16000
 PLOTS = {
@@ -152,7 +155,8 @@ def run_stage(name: str, cmd: list[str]) -> StageRun:
     proc.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
-        raise UserError(f"{name} failed (exit {proc.returncode}); see its output above")
+        how = f"exit {proc.returncode}" if proc.returncode > 0 else f"killed by signal {-proc.returncode}"
+        raise UserError(f"{name} failed ({how}); see its output above")
     return StageRun(seconds, usage.ru_maxrss / 1024.0, gpu.peak_mb)
 
 
@@ -271,16 +275,20 @@ def training_speed(model: Path, run: StageRun, iterations: int) -> dict:
 
 
 def render_speed(model: Path, data: Path, resolution: int, out_json: Path) -> dict:
-    """Rendering fps at batch 1 and 32 from bench/render_speed.py on the trained model (short runs on CPU)."""
+    """fps at batch 1 and in batches from bench/render_speed.py (CPU: batch 4, one run, no torch.compile)."""
+    cuda = torch.cuda.is_available()
+    batch = RENDER_BATCH if cuda else CPU_RENDER_BATCH
     cmd = [sys.executable, str(REPO / "bench" / "render_speed.py"), "--model_path", str(model)]
     cmd += ["--reference_path", str(data), "--resolution", str(resolution), "--output", str(out_json)]
-    if not torch.cuda.is_available():
-        cmd += ["--warmup", "1", "--runs", "2"]
+    cmd += ["--batch_sizes", "1", str(batch)]
+    if not cuda:
+        cmd += ["--warmup", "0", "--runs", "1", "--variants", *CPU_RENDER_VARIANTS]
     run_stage("render speed", cmd)
     result = read_json(out_json)
     return {
         "batch_1_fps": result["best"]["single"],
-        "batch_32_fps": result["best"]["batch"],
+        "batched_fps": result["best"]["batch"],
+        "batched_size": batch,
         "resolution": result.get("resolution"),
         "device": result.get("device"),
         "num_gaussians": result.get("num_gaussians"),
@@ -303,8 +311,8 @@ def _gt_frames(data: Path, ids: list[int], size: tuple[int, int]) -> Iterator[np
         yield img if img.shape[1::-1] == size else cv2.resize(img, size, interpolation=cv2.INTER_AREA)
 
 
-def _lpips_status() -> tuple[Any, str]:
-    """(lpips module or None, reason) - usable only when the package and both weight files are on disk."""
+def _load_lpips() -> tuple[Any, str]:
+    """(LPIPS-alex net, "alex") if the lpips package and both weight files are on disk, else (None, why)."""
     spec = importlib.util.find_spec("lpips")
     if spec is None or spec.origin is None:
         return None, "not measured: lpips package not installed"
@@ -315,7 +323,7 @@ def _lpips_status() -> tuple[Any, str]:
         return None, f"not measured: weights missing ({', '.join(missing)}); not downloaded"
     import lpips
 
-    return lpips, "alex"
+    return lpips.LPIPS(net="alex", verbose=False).eval(), "alex"
 
 
 def _lpips_value(net: Any, a: np.ndarray, b: np.ndarray) -> float:
@@ -344,14 +352,13 @@ def image_quality(video: Path, data: Path, frames: list[dict], data_size: int) -
     width, height = _video_size(video)
     scale = np.array([width, height, width, height]) / data_size
     ids = [f["img_id"] for f in frames]
-    lpips_mod, lpips_note = _lpips_status()
-    net = lpips_mod.LPIPS(net="alex", verbose=False) if lpips_mod else None
+    net, lpips_note = _load_lpips()
     scores: dict[str, list[float]] = {"psnr": [], "ssim": [], "face_psnr": [], "face_ssim": [], "lpips": []}
     pairs = zip(read_video_frames(video), _gt_frames(data, ids, (width, height)), frames, strict=False)
-    for render, gt, meta in pairs:
+    for render, gt, frame in pairs:
         scores["psnr"].append(image_psnr(render, gt))
         scores["ssim"].append(image_ssim(render, gt))
-        box = np.asarray(meta["face_rect"], np.float64) * scale
+        box = np.asarray(frame["face_rect"], np.float64) * scale
         scores["face_psnr"].append(image_psnr(crop_box(render, box), crop_box(gt, box)))
         scores["face_ssim"].append(image_ssim(crop_box(render, box), crop_box(gt, box)))
         if net is not None:
@@ -398,7 +405,8 @@ def self_driven_quality(video: Path, data: Path, meta: dict, report_dir: Path) -
         mouth_opening_best_lag={"corr": best_corr, "lag_frames": best_lag},
         lipsync_render=_lipsync(envelope, render_open, fps),
         lipsync_gt=_lipsync(envelope, gt_open, fps),
-        note="images decoded from the rendered video (lossy codec); MediaPipe landmarks on render and GT",
+        note="images decoded from the rendered video (lossy codec); landmark distances in pixels of the "
+        "rendered size, MediaPipe on render and GT alike",
     )
     return result
 
@@ -540,7 +548,8 @@ def summary_lines(report: dict) -> list[str]:
     to_10k = train[f"seconds_to_{EXTRAPOLATE_ITERATIONS}_iterations"]
     lines.append(f"  -> {EXTRAPOLATE_ITERATIONS} iterations: {_fmt(to_10k and to_10k / 60, ' min', 1)}")
     lines.append(
-        f"render fps: batch 1 {_fmt(render.get('batch_1_fps'))}, batch 32 {_fmt(render.get('batch_32_fps'))}"
+        f"render fps: batch 1 {_fmt(render['batch_1_fps'])}, "
+        f"batch {render['batched_size']} {_fmt(render['batched_fps'])}"
         f", predict end-to-end {_fmt(render['predict']['end_to_end_fps'])}"
     )
     lines.append(

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from gaussian_renderer import render
+from predict import InferenceRenderer, Parser
 from scene.avatar import Avatar
 from scene.checkpoint import load_avatar
 from scene.dataset import FrameBatch, read_json
@@ -30,6 +30,8 @@ from utils.cli import UserError, run_cli
 
 TARGET_FPS = {"single": 120.0, "batch": 300.0}
 SYNTHETIC_DISTANCE = 4.0
+CUDA_VARIANTS = ("fp32", "cache", "bf16+cache", "cache+compile", "bf16+cache+compile")
+CPU_VARIANTS = ("fp32", "cache")
 
 
 @dataclass
@@ -88,45 +90,30 @@ def make_batch(setup: Setup, batch_size: int, resolution: int, device: torch.dev
     )
 
 
-class VariantRenderer:
-    """Renders FrameBatches with one variant of the avatar's forward pass.
+class AvatarRenderer:
+    """Renders FrameBatches with Avatar.render as training and validation do (no caching, fp32)."""
 
-    `variant` joins options with '+': fp32 (Avatar.render as predict.py runs it), bf16 (deformation network
-    under bf16 autocast), cache (tri-plane features of the fixed canonical Gaussians computed once),
-    compile (torch.compile of the deformation network).
-    """
-
-    def __init__(self, avatar: Avatar, variant: str) -> None:
+    def __init__(self, avatar: Avatar) -> None:
         self.avatar = avatar
-        self.options = set(variant.split("+"))
-        self.amp = "bf16" in self.options and next(avatar.parameters()).is_cuda
-        deform = avatar.deform
-        self.forward = torch.compile(deform.forward_with_features) if "compile" in self.options else None
-        self.features = self._spatial_features() if "cache" in self.options else None
-
-    def _spatial_features(self) -> torch.Tensor:
-        """Return the tri-plane features [N,D] of the canonical Gaussians."""
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
-            return self.avatar.deform.spatial_features(self.avatar.gaussians.params["means"])
 
     def deltas(self, batch: FrameBatch) -> Deltas:
-        """Return the per-frame offsets [B,N,...] (float32) of the batch."""
-        if self.options <= {"fp32", "bf16"}:
-            return self.avatar.deltas(batch, amp=self.amp)
-        feat = self.features if self.features is not None else self._spatial_features()
-        forward = self.forward or self.avatar.deform.forward_with_features
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
-            d = forward(feat, batch.audio, batch.eye, batch.cam)
-        return Deltas(*(t.float() for t in (d.d_xyz, d.d_rot, d.d_scale, d.d_opacity, d.d_color)))
+        """Return the per-frame offsets [B,N,...] of the batch."""
+        return self.avatar.deltas(batch)
 
     def __call__(self, batch: FrameBatch) -> torch.Tensor:
-        """Return the rendered images [B,H,W,3] of the batch (deformation network included)."""
-        if self.options <= {"fp32", "bf16"}:
-            return self.avatar.render(batch, amp=self.amp).image
-        g = self.avatar.apply_deltas(self.deltas(batch))
-        return render(
-            *g, batch.viewmat, batch.K, batch.width, batch.height, background=batch.background
-        ).image
+        """Return the rendered images [B,H,W,3] of the batch."""
+        return self.avatar.render(batch).image
+
+
+def make_renderer(avatar: Avatar, variant: str) -> AvatarRenderer | InferenceRenderer:
+    """Return a variant's renderer: 'fp32' is Avatar.render; else predict.py's InferenceRenderer with
+    the '+'-joined options bf16 (autocast), cache (tri-plane features once) and compile (torch.compile)."""
+    options = set(variant.split("+"))
+    if options == {"fp32"}:
+        return AvatarRenderer(avatar)
+    return InferenceRenderer(
+        avatar, bf16="bf16" in options, cache="cache" in options, compile="compile" in options
+    )
 
 
 def time_fps(fn: Callable[[], object], frames: int, warmup: int, runs: int, cuda: bool) -> dict:
@@ -148,7 +135,7 @@ def time_fps(fn: Callable[[], object], frames: int, warmup: int, runs: int, cuda
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the command-line parser."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model_path", type=Path, help="trained model folder (needs --reference_path)")
     src.add_argument(
@@ -156,16 +143,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--reference_path", type=Path, help="the model's dataset (for a camera)")
     p.add_argument("--iteration", type=int, help="checkpoint iteration (default: the latest)")
-    p.add_argument("--resolution", type=int, default=512, help="square image size in pixels")
-    p.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 32], help="batch sizes to time")
-    p.add_argument("--warmup", type=int, default=5, help="untimed runs first")
-    p.add_argument("--runs", type=int, default=20, help="timed runs (median reported)")
+    p.add_argument("--resolution", type=int, default=512, help="square image size in pixels (default: 512)")
+    p.add_argument(
+        "--batch_sizes", type=int, nargs="+", default=[1, 32], help="batch sizes to time (default: 1 32)"
+    )
+    p.add_argument("--warmup", type=int, default=5, help="untimed runs first (default: 5)")
+    p.add_argument("--runs", type=int, default=20, help="timed runs, median reported (default: 20)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument(
         "--variants",
         nargs="+",
-        default=["fp32", "bf16", "bf16+cache"],
-        help="options joined by '+': fp32 | bf16 (autocast, CUDA only), cache (tri-plane features), compile",
+        help="options joined by '+': fp32 | bf16 (autocast, CUDA only), cache (tri-plane features), compile "
+        f"(default: {' '.join(CUDA_VARIANTS)} on CUDA, {' '.join(CPU_VARIANTS)} on the CPU)",
     )
     p.add_argument(
         "--breakdown", action="store_true", help="also time the deformation network and rasterizer"
@@ -190,14 +179,16 @@ def main(argv: list[str] | None = None) -> int:
     else:
         setup = trained_avatar(args.model_path, args.reference_path, args.iteration, device)
     setup.avatar.eval()
-    variants = [v for v in args.variants if cuda or "bf16" not in v]
+    variants = [
+        v for v in args.variants or (CUDA_VARIANTS if cuda else CPU_VARIANTS) if cuda or "bf16" not in v
+    ]
     unknown = sorted({o for v in variants for o in v.split("+")} - {"fp32", "bf16", "cache", "compile"})
     if unknown:
         raise UserError(f"unknown variant option(s) {', '.join(unknown)}; use fp32, bf16, cache, compile")
     rows = []
     with torch.inference_mode():
         for variant in variants:
-            renderer = VariantRenderer(setup.avatar, variant)
+            renderer = make_renderer(setup.avatar, variant)
             for bs in args.batch_sizes:
                 batch = make_batch(setup, bs, args.resolution, device)
                 timing = time_fps(lambda b=batch, r=renderer: r(b), bs, args.warmup, args.runs, cuda)

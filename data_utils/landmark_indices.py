@@ -35,6 +35,8 @@ RIGHT_IRIS = np.arange(468, 473)
 LEFT_IRIS = np.arange(473, 478)
 
 NOSE_TIP = 1
+RIGHT_CHEEK = 234  # outermost face-oval point at eye height, subject's right (image left)
+LEFT_CHEEK = 454
 FOREHEAD_TOP = 10
 CHIN = 152
 

@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from data_utils import landmark_indices as li
-from data_utils.audio_features import AudioFeatureExtractor, get_extractor
+from data_utils.audio_features import AudioFeatureExtractor, available_extractors, get_extractor
 from data_utils.audio_io import load_audio, write_wav
 from data_utils.background import estimate_background, sample_indices
 from data_utils.crop import FACE_CENTER_FROM_TOP, stable_square_crop, to_crop_coords
@@ -55,31 +55,45 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         epilog="example: ./preprocess.sh my_video.mp4 data/me --fps 25 --size 512",
     )
     p.add_argument(
-        "video", type=Path, help="input video (any format ffmpeg reads), 2-30 s of one speaking face"
+        "video", type=Path, metavar="VIDEO", help="input video (any ffmpeg format), 2-30 s, one face"
     )
-    p.add_argument("out_dir", type=Path, help="dataset folder to create, e.g. data/<subject>")
+    p.add_argument(
+        "out_dir", type=Path, metavar="OUT_DIR", help="dataset folder to create, e.g. data/<subject>"
+    )
     p.add_argument("--fps", type=float, default=25.0, help="frame rate of the dataset (default 25)")
     p.add_argument("--size", type=int, default=512, help="side of the square frames in pixels (default 512)")
     p.add_argument(
         "--tracker",
         default="mediapipe",
-        help="head tracker: mediapipe (default) or bfm (needs download_bfm.sh)",
+        metavar="NAME",
+        help="head tracker: mediapipe (default, landmark fit) or bfm (after ./download_bfm.sh)",
     )
-    p.add_argument("--audio", type=Path, help="audio file to use instead of the video's own audio track")
-    p.add_argument("--audio_extractor", default="logmel", help="audio feature extractor (default logmel)")
-    p.add_argument("--extractor_model", type=Path, help="model file for extractors that need one")
+    p.add_argument("--audio", type=Path, metavar="FILE", help="audio to use instead of the video's own track")
+    p.add_argument(
+        "--audio_extractor",
+        default="logmel",
+        metavar="NAME",
+        help=f"audio features: {', '.join(available_extractors())} (default logmel, needs no model)",
+    )
+    p.add_argument(
+        "--extractor_model",
+        type=Path,
+        metavar="PATH",
+        help="model folder (hubert, wav2vec2) or file (deepspeech) for extractors that need one",
+    )
     p.add_argument(
         "--max_gap_frames",
         type=int,
         default=10,
-        help="longest run of frames without a face that is interpolated (default 10)",
+        metavar="N",
+        help="interpolate runs of up to N frames without a face (default 10)",
     )
-    p.add_argument("--force", action="store_true", help="replace OUT_DIR if it exists")
+    p.add_argument("--force", action="store_true", help="replace OUT_DIR if it already exists")
     p.add_argument(
         "--preview",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="write preview.jpg (landmarks, masks, crop side by side; default on)",
+        help="write preview.jpg: frame, landmarks, masks and crop side by side (default on)",
     )
     args = p.parse_args(argv)
     if args.fps <= 0 or args.size < 64 or args.max_gap_frames < 0:

@@ -112,7 +112,7 @@ def _ellipsoid_depth(xy: np.ndarray) -> np.ndarray:
 
 def _frontal_frame(pts: np.ndarray) -> int:
     """Index of the most frontal frame of landmarks [T,478,2+]: nose tip closest to the cheeks' midpoint."""
-    left, right, nose = pts[:, 234, 0], pts[:, 454, 0], pts[:, li.NOSE_TIP, 0]
+    left, right, nose = pts[:, li.RIGHT_CHEEK, 0], pts[:, li.LEFT_CHEEK, 0], pts[:, li.NOSE_TIP, 0]
     asym = np.abs(nose - 0.5 * (left + right)) / np.maximum(np.abs(right - left), 1e-6)
     return int(np.argmin(asym))
 

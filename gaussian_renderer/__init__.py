@@ -19,7 +19,8 @@ BACKENDS = ("auto", "gsplat", "torch")
 
 @dataclass
 class RenderOutput:
-    """Rendered batch; `means2d.grad` (pixels, after backward) is what densification reads."""
+    """Rendered batch. After backward, `means2d.grad` is d(loss)/d(centre) in pixels, unscaled like gsplat's
+    `info["means2d"].grad`; gsplat-style densification multiplies it by (W/2, H/2) and the camera count."""
 
     image: Tensor  # [B,H,W,3] composited over the background
     alpha: Tensor  # [B,H,W,1]

@@ -1,10 +1,12 @@
 """Pure-PyTorch differentiable rasterizer of projected Gaussians (CPU path), gsplat 1.5.3 compositing rules.
 
-Each Gaussian is evaluated only on the pixels inside its box (`Projection.extents`). Without autograd we
-enumerate the (pixel, Gaussian) pairs, drop those with alpha < 1/255, order them by pixel then depth and drop
-those at or after the point where the pixel's transmittance would fall to 1e-4. The kept pairs are then
-composited with autograd: alpha_i * T_i with T_i = exp(segmented exclusive cumsum of log(1 - alpha)) in
-float64, scatter-added into the pixels.
+Each Gaussian is evaluated only where it can matter. Without autograd, one band of image rows at a time, we
+walk each visible Gaussian row by row over its box and enumerate only the pixels of that row inside the
+ellipse where alpha >= 1/255 (solved analytically, then checked exactly), sort the (pixel, Gaussian) pairs
+by pixel (pairs were made in depth order and the sort is stable) and drop those at or after the point where
+the pixel's transmittance would fall to 1e-4. The kept pairs are then composited with autograd:
+alpha_i * T_i with T_i = exp(segmented exclusive cumsum of log(1 - alpha)) in float64, scatter-added into
+the pixels. No Python loop runs over Gaussians or pixels.
 """
 
 import math
@@ -15,17 +17,7 @@ from torch import Tensor
 from gaussian_renderer.projection import ALPHA_THRESHOLD, MAX_ALPHA, TRANSMITTANCE_MIN, Projection
 
 _SPAN_MARGIN = 1e-3  # px added to each row's analytic span; the exact alpha test then drops any extra pixel
-_BAND_PIXELS = 16384  # pairs are built one band of image rows at a time: cache-sized arrays, int16 sort keys
-
-
-def _splat_alpha(feats: Tensor, pixel_xy: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-pair (sigma [P], alpha [P]) from features [P,>=6] (mean x, y, conic a, b, c, opacity) and pixel
-    centres [P,2]."""
-    dx = feats[:, 0] - pixel_xy[:, 0]
-    dy = feats[:, 1] - pixel_xy[:, 1]
-    sigma = 0.5 * (feats[:, 2] * dx * dx + feats[:, 4] * dy * dy) + feats[:, 3] * dx * dy
-    alpha = torch.clamp(feats[:, 5] * torch.exp(-sigma), max=MAX_ALPHA)
-    return sigma, alpha
+_BAND_PIXELS = 8192  # pairs are built one band of image rows at a time: cache-sized arrays, int16 sort keys
 
 
 def _exclusive_log_t(alpha: Tensor, starts: Tensor) -> Tensor:
@@ -74,7 +66,8 @@ def _band_pairs(
     row = lo.index_select(0, row_owner) + row_local
     mx, my, a, b, c, opac = feats.index_select(0, gauss).unbind(-1)
     dy = my - ((row % height).to(feats.dtype) + 0.5)
-    # alpha >= ALPHA_THRESHOLD  <=>  0.5 a dx^2 + b dy dx + 0.5 c dy^2 <= log(opacity / ALPHA_THRESHOLD)
+    # alpha >= 1/255  <=>  sigma = 0.5 a dx^2 + b dy dx + 0.5 c dy^2 <= log(opacity / ALPHA_THRESHOLD);
+    # the conic is positive definite, so gsplat's "sigma < 0" skip never applies
     lin, quad = b * dy, 0.5 * c * dy * dy
     disc = lin * lin - 2 * a * (quad - torch.log(opac / ALPHA_THRESHOLD))
     root = torch.sqrt(disc.clamp(min=0))
@@ -88,7 +81,7 @@ def _band_pairs(
     alpha = torch.clamp(row_floats[:, 4] * torch.exp(-sigma), max=MAX_ALPHA)
     key = row_ints[:, 1] + local
     key = key.short() if (end - first) * width <= 2**15 else key.int()  # int16 sorts several times faster
-    gauss, key, alpha = _select((sigma >= 0) & (alpha >= ALPHA_THRESHOLD), row_ints[:, 0], key, alpha)
+    gauss, key, alpha = _select(alpha >= ALPHA_THRESHOLD, row_ints[:, 0], key, alpha)
     key, perm = torch.sort(key, stable=True)
     gauss, alpha = gauss.index_select(0, perm), alpha.index_select(0, perm)
     starts = _segment_starts(key)
@@ -127,11 +120,14 @@ def rasterize_torch(
         [proj.means2d, proj.conics, opacities[..., None], colors.expand(num_cams, num_gauss, channels)], -1
     ).reshape(num_cams * num_gauss, 6 + channels)
     gauss, pixel_id = _contributing_pairs(proj, feats[:, :6].detach(), width, height)
-    pixel_xy = torch.stack([pixel_id % width, (pixel_id // width) % height], -1).to(feats.dtype) + 0.5
-    pair_feats = feats.index_select(0, gauss)
-    _, alpha = _splat_alpha(pair_feats, pixel_xy)
+    # unbind (not column slicing): its backward stacks the column gradients once instead of zero-filling
+    # a [P, 6 + C] tensor per column
+    mx, my, a, b, c, opac, *color = feats.index_select(0, gauss).unbind(-1)
+    dx = mx - ((pixel_id % width).to(feats.dtype) + 0.5)
+    dy = my - ((pixel_id // width % height).to(feats.dtype) + 0.5)
+    alpha = torch.clamp(opac * torch.exp(-(0.5 * (a * dx * dx + c * dy * dy) + b * dx * dy)), max=MAX_ALPHA)
     weight = alpha * torch.exp(_exclusive_log_t(alpha, _segment_starts(pixel_id))).to(alpha.dtype)
-    contrib = weight[:, None] * torch.cat([pair_feats[:, 6:], torch.ones_like(weight[:, None])], -1)
+    contrib = torch.stack([weight * ch for ch in color] + [weight], -1)
     out = torch.zeros(num_cams * height * width, channels + 1, dtype=contrib.dtype, device=contrib.device)
     out = out.index_add(0, pixel_id, contrib).reshape(num_cams, height, width, channels + 1)
     return out[..., :channels], out[..., channels:]

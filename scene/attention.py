@@ -36,4 +36,4 @@ class SpatialAudioAttention(nn.Module):
         out_values = torch.einsum("bkhe,dhe->bhkd", v, self.to_out.weight.view(dim, self.heads, head_dim))
         out = torch.einsum("bnhk,bhkd->bnd", weights.to(out_values.dtype), out_values)
         out = out + self.to_out.bias.to(out.dtype)
-        return feat + out, (weights.mean(dim=2) if return_weights else None)
+        return feat.to(out.dtype) + out, (weights.mean(dim=2) if return_weights else None)

@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from scene.attention import SpatialAudioAttention
 from scene.audio_encoder import AudioEncoder
-from scene.kan import KAN
+from scene.kan import KANHeads
 from scene.triplane import TriPlane
 
 DELTA_DIMS = {"xyz": 3, "rot": 4, "scale": 3, "opacity": 1, "color": 3}
@@ -83,14 +83,9 @@ class DeformationNetwork(nn.Module):
         self.cam_mlp = _token_mlp(cfg.camera_dim, dim)
         self.null_token = nn.Parameter(torch.randn(dim) * 0.02)
         self.attention = SpatialAudioAttention(dim, cfg.heads)
-        self.heads = nn.ModuleDict(
-            {
-                name: KAN([dim, *cfg.kan_hidden, out], cfg.kan_grids, tuple(cfg.kan_grid_range))
-                for name, out in DELTA_DIMS.items()
-            }
+        self.heads = KANHeads(
+            dim, tuple(cfg.kan_hidden), DELTA_DIMS, cfg.kan_grids, tuple(cfg.kan_grid_range)
         )
-        for head in self.heads.values():
-            head.zero_output_()
         self.out_scales = {name: float(getattr(cfg, f"scale_{name}")) for name in DELTA_DIMS}
 
     def spatial_features(self, xyz: Tensor) -> Tensor:
@@ -110,7 +105,7 @@ class DeformationNetwork(nn.Module):
         """Deltas for spatial features feat [N,D] under conditions of batch B -> Deltas of [B,N,*]."""
         tokens = self.condition_tokens(audio, eye, cam, use_audio)
         h, _ = self.attention(feat, tokens)
-        out = {name: head(h) * self.out_scales[name] for name, head in self.heads.items()}
+        out = {name: delta * self.out_scales[name] for name, delta in self.heads(h).items()}
         return Deltas(out["xyz"], out["rot"], out["scale"], out["opacity"], out["color"])
 
     def forward(self, xyz: Tensor, audio: Tensor, eye: Tensor, cam: Tensor, use_audio: bool = True) -> Deltas:

@@ -137,18 +137,18 @@ def sample_face_surface(
 def sample_head_shell(
     shape: np.ndarray, axes: tuple[np.ndarray, np.ndarray, np.ndarray], n: int, rng: np.random.Generator
 ) -> np.ndarray:
-    """Samples [n,3] on the back and top of an ellipsoid fitted to the landmarks (skull, hair, ears)."""
+    """Samples [n,3] on the back, sides and top of an ellipsoid around the landmarks (skull, hair, ears),
+    sized so that its silhouette seen from the camera reaches beyond the face oval."""
     right, up, forward = axes
     rel = shape - shape.mean(axis=0)
-    half = np.array([np.ptp(rel @ right), np.ptp(rel @ up), np.ptp(rel @ right)]) / 2
-    radii = half * np.array([1.1, 1.25, 1.2])
+    width, height = np.ptp(rel @ right), np.ptp(rel @ up)
+    radii = np.array([0.7 * width, 0.75 * height, 0.6 * width])
     front = (rel @ forward).max()
-    centre = shape.mean(axis=0) + up * 0.15 * half[1] + forward * (front - 1.3 * radii[2])
+    centre = shape.mean(axis=0) + up * 0.2 * height + forward * (front - 0.55 * width)
     d = rng.normal(size=(4 * n, 3))
     d /= np.linalg.norm(d, axis=1, keepdims=True)
-    local = d * radii
-    keep = (d[:, 2] < 0.35) | (d[:, 1] > 0.55)  # back half, plus the top above the forehead
-    local = local[keep][:n]
+    keep = (d[:, 2] < 0.35) | (d[:, 1] > 0.55)  # drop the part in front of the face, keep the top
+    local = d[keep][:n] * radii
     return centre + local[:, :1] * right + local[:, 1:2] * up + local[:, 2:3] * forward
 
 

@@ -5,6 +5,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def rbf_expand(x: Tensor, norm_weight: Tensor, norm_bias: Tensor, centres: Tensor, scale: float) -> Tensor:
+    """Layer-normalise x [..., F] and expand each value by Gaussian RBFs at centres [G] -> [..., F*G]."""
+    h = F.layer_norm(x, x.shape[-1:], norm_weight, norm_bias).to(x.dtype)
+    return torch.exp(-((h.unsqueeze(-1) - centres.to(x.dtype)) * scale).square()).flatten(-2)
+
+
+# On CUDA the expansion runs as one fused kernel (eager PyTorch would make five passes over [..., F*G]).
+rbf_expand_fused = torch.compile(rbf_expand, dynamic=True)
+
+
 class KANLinear(nn.Module):
     """KAN layer: layer norm, then linear over RBF expansions of each input plus linear over SiLU(input)."""
 
@@ -29,9 +39,9 @@ class KANLinear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Apply the layer to x [..., in_features] -> [..., out_features]."""
-        h = self.norm(x)
-        basis = torch.exp(-((h.unsqueeze(-1) - self.grid) * self.inv_width).square())
-        return self.spline(basis.flatten(-2)) + self.base(F.silu(x))
+        expand = rbf_expand_fused if x.is_cuda else rbf_expand
+        basis = expand(x, self.norm.weight, self.norm.bias, self.grid, self.inv_width)
+        return self.spline(basis) + self.base(F.silu(x))
 
     def zero_(self) -> None:
         """Set all weights and biases to zero so the layer outputs zeros."""
@@ -63,3 +73,39 @@ class KAN(nn.Module):
     def zero_output_(self) -> None:
         """Zero the last layer so the network outputs exactly zero."""
         self.layers[-1].zero_()
+
+
+class KANHeads(nn.Module):
+    """Separate KAN heads [in, *hidden, out_i], one per output; their first layers share the input layer norm
+    and run as one matmul (the RBF expansion of the shared input is computed once)."""
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden: tuple[int, ...],
+        out_dims: dict[str, int],
+        num_grids: int = 8,
+        grid_range: tuple[float, float] = (-2.0, 2.0),
+    ) -> None:
+        """Build one head per name in out_dims; every head starts with zero output."""
+        super().__init__()
+        self.names = list(out_dims)
+        self.split_sizes = [hidden[0] if hidden else out_dims[n] for n in self.names]
+        self.first = KANLinear(in_features, sum(self.split_sizes), num_grids, grid_range)
+        self.rest = nn.ModuleDict(
+            {n: KAN([hidden[0], *hidden[1:], out_dims[n]], num_grids, grid_range) for n in self.names}
+            if hidden
+            else {}
+        )
+        if hidden:
+            for head in self.rest.values():
+                head.zero_output_()
+        else:
+            self.first.zero_()
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        """Map x [..., in_features] -> {name: [..., out_dims[name]]}."""
+        parts = self.first(x).split(self.split_sizes, dim=-1)
+        if not self.rest:
+            return dict(zip(self.names, parts, strict=True))
+        return {n: self.rest[n](p) for n, p in zip(self.names, parts, strict=True)}

@@ -1,9 +1,9 @@
 """A tiny synthetic Basel Face Model in the real file formats, for the BFM installer and tracker tests.
 
-Written files: 01_MorphableModel.mat (shapeMU/shapePC/shapeEV/texMU/texPC/texEV/tl, micrometres, y up, z to the
-viewer), Exp_Pca.bin (int32 D, float32 expMU [3n], float32 expPC [D,3n]), BFM_exp_idx.mat (trimIndex, 1-based),
-std_exp.txt, and the landmarks either as Deep3DFaceRecon's facemodel_info.mat (keypoints, 1-based on the front
-mesh) + BFM_front_idx.mat (idx, 1-based on the trimmed mesh) or as a 0-based keypoints.txt on the trimmed mesh.
+Written files: 01_MorphableModel.mat (shapeMU/shapePC/shapeEV/texMU/texPC/texEV/tl, micrometres, y up, z to
+the viewer), Exp_Pca.bin (int32 D, float32 expMU [3n], float32 expPC [D,3n]), BFM_exp_idx.mat (trimIndex,
+1-based), std_exp.txt, and the landmarks either as Deep3DFaceRecon's facemodel_info.mat (keypoints, 1-based on
+the front mesh) + BFM_front_idx.mat (idx, 1-based on the trimmed mesh) or as a 0-based keypoints.txt.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from data_utils import landmark_indices as li
 GRID_X, GRID_Y = 32, 36
 NUM_SHAPE_PC = 199
 NUM_EXP_PC = 79
+SEMANTIC_POINTS = {li.NOSE_TIP: (0.0, 5000.0), 234: (-60000.0, 0.0), 454: (60000.0, 0.0)}  # BFM x, y (um)
 
 
 @dataclass
@@ -46,8 +47,8 @@ def _smooth_basis(
 ) -> np.ndarray:
     """`count` orthonormal smooth displacement fields [3N,count] (xyz interleaved) weighted by mask [N].
 
-    The fields hold no rigid motion of the anchor vertices (the landmarks), so that the head pose of a deformed
-    face is well defined (the real BFM is Procrustes-aligned for the same reason).
+    The fields hold no rigid motion of the anchor vertices (the landmarks), so that the head pose of a
+    deformed face is well defined (the real BFM is Procrustes-aligned for the same reason).
     """
     xy = verts[:, :2]
     centres = xy[rng.choice(len(xy), 90, replace=False)]
@@ -70,7 +71,9 @@ def _grid_mesh() -> tuple[np.ndarray, np.ndarray]:
     verts = np.stack([x.ravel(), y.ravel(), z.ravel()], axis=1)
     i = np.arange(GRID_Y - 1)[:, None] * GRID_X + np.arange(GRID_X - 1)[None]
     i = i.ravel()
-    tris = np.concatenate([np.stack([i, i + 1, i + GRID_X], 1), np.stack([i + 1, i + GRID_X + 1, i + GRID_X], 1)])
+    tris = np.concatenate(
+        [np.stack([i, i + 1, i + GRID_X], 1), np.stack([i + 1, i + GRID_X + 1, i + GRID_X], 1)]
+    )
     return verts, tris
 
 
@@ -84,15 +87,15 @@ def make_tiny_bfm(folder: Path, seed: int = 0, deep3d_keypoints: bool = True) ->
     n = len(trim)
     tv = verts[trim]
     interior = np.flatnonzero((np.abs(tv[:, 0]) < 62000) & (np.abs(tv[:, 1]) < 80000))
-    picks = rng.choice(interior, li.NUM_LANDMARKS, replace=False)
-    mp_vertices = np.empty(li.NUM_LANDMARKS, dtype=np.int64)
-    mp_vertices[li.MP_TO_IBUG68] = picks[:68]
-    rest = np.setdiff1d(np.arange(li.NUM_LANDMARKS), li.MP_TO_IBUG68)
-    mp_vertices[rest] = picks[68:]
+    mp_vertices = np.full(li.NUM_LANDMARKS, -1, dtype=np.int64)
+    for mp_index, (x, y) in SEMANTIC_POINTS.items():  # the points the default tracker's heuristics use
+        mp_vertices[mp_index] = interior[np.argmin(np.hypot(tv[interior, 0] - x, tv[interior, 1] - y))]
+    free = np.setdiff1d(interior, mp_vertices)
+    mp_vertices[mp_vertices < 0] = rng.choice(free, int((mp_vertices < 0).sum()), replace=False)
     keypoints = mp_vertices[li.MP_TO_IBUG68]
 
     shape_pc = _smooth_basis(verts, NUM_SHAPE_PC, np.ones(n_full), trim[keypoints], rng)
-    shape_ev = 3000.0 * np.sqrt(3 * n_full) * 0.97 ** np.arange(NUM_SHAPE_PC)
+    shape_ev = 3000.0 * np.sqrt(3 * n_full) * 0.93 ** np.arange(NUM_SHAPE_PC)
     tex_pc = _smooth_basis(verts, NUM_SHAPE_PC, np.ones(n_full), trim[keypoints], rng)
     scipy.io.savemat(
         folder / "01_MorphableModel.mat",
@@ -113,13 +116,15 @@ def make_tiny_bfm(folder: Path, seed: int = 0, deep3d_keypoints: bool = True) ->
         np.array([NUM_EXP_PC], dtype="<i4").tofile(f)
         np.zeros(3 * n, dtype="<f4").tofile(f)
         exp_pc.T.astype("<f4").tofile(f)
-    np.savetxt(folder / "std_exp.txt", 2000.0 * np.sqrt(3 * n) * 0.96 ** np.arange(NUM_EXP_PC))
+    np.savetxt(folder / "std_exp.txt", 2000.0 * np.sqrt(3 * n) * 0.9 ** np.arange(NUM_EXP_PC))
     keypoints_txt = None
     if deep3d_keypoints:
         front = np.sort(interior)
         scipy.io.savemat(folder / "BFM_front_idx.mat", {"idx": (front + 1)[:, None].astype(np.float64)})
         front_kp = np.searchsorted(front, keypoints)
-        scipy.io.savemat(folder / "facemodel_info.mat", {"keypoints": (front_kp + 1)[None].astype(np.float64)})
+        scipy.io.savemat(
+            folder / "facemodel_info.mat", {"keypoints": (front_kp + 1)[None].astype(np.float64)}
+        )
     else:
         keypoints_txt = folder.parent / f"{folder.name}_keypoints.txt"
         np.savetxt(keypoints_txt, keypoints, fmt="%d")

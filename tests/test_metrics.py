@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 
 from data_utils import landmark_indices as li
+from data_utils.audio_io import load_audio
+from data_utils.sample import generate_sample
 from utils.metrics import (
     best_lag_correlation,
     crop_box,
@@ -22,6 +24,7 @@ from utils.metrics import (
     mouth_opening,
     read_video_frames,
     speech_envelope,
+    video_landmarks,
 )
 from utils.plots import plot_mouth_opening, plot_training_curves
 
@@ -134,6 +137,18 @@ def test_read_video_frames_round_trip(tmp_path: Path) -> None:
     decoded = list(read_video_frames(path))
     assert len(decoded) == 4 and decoded[0].shape == (32, 48, 3)
     assert abs(float(decoded[3].mean()) - 120.0) < 4.0
+
+
+def test_lip_sync_score_of_generated_talking_face(tmp_path: Path) -> None:
+    clip = generate_sample(tmp_path / "face.mp4", seconds=2.0, fps=25, size=256)
+    lms = video_landmarks(read_video_frames(clip))
+    assert lms.shape == (50, li.NUM_LANDMARKS, 2) and np.isfinite(lms).all()
+    opening = mouth_opening(lms)
+    envelope = speech_envelope(load_audio(clip), 16000, 25.0, len(opening))
+    corr, lag = best_lag_correlation(envelope, opening, max_lag=5)
+    assert corr > 0.5 and abs(lag) <= 2
+    blank = np.isnan(video_landmarks([np.zeros((64, 64, 3), np.uint8)] * 2))
+    assert blank.all()
 
 
 def test_plots_write_png_files(tmp_path: Path) -> None:

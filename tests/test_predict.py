@@ -13,7 +13,7 @@ import torch
 import predict
 from data_utils.audio_io import write_wav
 from scene.avatar import Avatar
-from scene.checkpoint import save_checkpoint
+from scene.checkpoint import load_avatar, save_checkpoint
 from scene.dataset import TalkingHeadDataset
 from scene.deformation import DeformConfig
 from scene.gaussians import init_from_track
@@ -204,3 +204,51 @@ def test_video_writer_without_audio(tmp_path: Path) -> None:
     info = probe_media(path)
     assert (info.frames, info.has_audio, info.fps) == (5, False, 10.0)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mov", "clip.mp4"]
+
+
+def test_inference_renderer_matches_avatar_render(trained: tuple[Path, Path]) -> None:
+    loaded = load_avatar(trained[0])
+    with torch.no_grad():
+        for param in loaded.avatar.deform.parameters():
+            param.add_(0.05 * torch.randn_like(param))
+    ds = TalkingHeadDataset(trained[1], "val", audio_norm=loaded.audio_norm)
+    batch = ds.get(torch.arange(3))
+    with torch.inference_mode():
+        expected = loaded.avatar.render(batch).image
+        renderer = predict.InferenceRenderer(loaded.avatar)
+        assert loaded.avatar.deltas(batch).d_xyz.abs().max() > 1e-4
+        torch.testing.assert_close(renderer(batch), expected, atol=1e-5, rtol=1e-5)
+        padded = predict.pad_batch(ds.get(torch.arange(2)), 5)
+    assert padded.viewmat.shape[0] == padded.audio.shape[0] == padded.image.shape[0] == 5
+    torch.testing.assert_close(padded.audio[4], padded.audio[1])
+
+
+def test_render_speed_bench_writes_report(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from bench import render_speed
+
+    out = tmp_path / "speed.json"
+    args = [
+        "--synthetic",
+        "300",
+        "--resolution",
+        "24",
+        "--batch_sizes",
+        "1",
+        "2",
+        "--warmup",
+        "0",
+        "--runs",
+        "1",
+    ]
+    assert render_speed.main([*args, "--variants", "fp32", "cache", "--breakdown", "--output", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["num_gaussians"] == 300 and report["device"] == "cpu" and not report["meets_targets"]
+    assert [(r["variant"], r["batch_size"]) for r in report["results"]] == [
+        ("fp32", 1),
+        ("fp32", 2),
+        ("cache", 1),
+        ("cache", 2),
+    ]
+    assert all(r["fps"] > 0 and r["deform_ms_per_frame"] > 0 for r in report["results"])
+    assert report["best"]["single"] > 0 and report["best"]["batch"] > 0
+    assert "best: batch 1" in capsys.readouterr().out

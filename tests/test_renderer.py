@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from gaussian_renderer import render
+from gaussian_renderer import render, torch_rasterizer
 from gaussian_renderer.projection import ALPHA_THRESHOLD, MAX_ALPHA, TRANSMITTANCE_MIN, project_gaussians
 
 
@@ -173,8 +173,11 @@ def test_gaussians_behind_the_camera_contribute_nothing() -> None:
     assert torch.equal(extra.radii[0, -3:], torch.zeros(3, dtype=torch.int32))
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_box_rasterizer_matches_dense_reference(seed: int) -> None:
+@pytest.mark.parametrize(("seed", "band_pixels"), [(0, 8192), (1, 8192), (2, 120)])
+def test_box_rasterizer_matches_dense_reference(
+    seed: int, band_pixels: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(torch_rasterizer, "_BAND_PIXELS", band_pixels)  # 120: bands of 3 rows
     width, height = 40, 32
     gaussians = _random_scene(150, seed=seed)
     gaussians[2] = gaussians[2] * (1 + 3 * (torch.arange(150) % 7 == 0).float())[:, None]

@@ -26,7 +26,7 @@ def _face_shape(rng: np.random.Generator) -> np.ndarray:
     r2 = np.clip((x / 0.75) ** 2 + (y / 0.95) ** 2, 0.0, 0.95)
     z = -0.6 * np.sqrt(1.0 - r2)
     shape = np.stack([x, y, z], axis=1)
-    shape[234], shape[454] = (-0.75, 0.0, -0.05), (0.75, 0.0, -0.05)
+    shape[li.RIGHT_CHEEK], shape[li.LEFT_CHEEK] = (-0.75, 0.0, -0.05), (0.75, 0.0, -0.05)
     shape[li.NOSE_TIP] = (0.0, 0.15, -0.85)
     shape[li.FOREHEAD_TOP], shape[li.CHIN] = (0.0, -0.9, -0.3), (0.0, 0.9, -0.3)
     ring = np.stack([np.cos(np.linspace(0, 2 * np.pi, 16)), np.sin(np.linspace(0, 2 * np.pi, 16))], axis=1)

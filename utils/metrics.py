@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -137,8 +139,21 @@ def read_video_frames(path: str | Path) -> Iterator[np.ndarray]:
     return read_frames(path, probe_video(path).fps)
 
 
-def video_landmarks(frames: Iterable[np.ndarray]) -> np.ndarray:
-    """Track MediaPipe face-mesh landmarks over RGB frames [H,W,3] -> [T,478,2] pixels (NaN where no face)."""
+def video_landmarks(frames: Iterable[np.ndarray], min_side: int = 256) -> np.ndarray:
+    """Track MediaPipe face-mesh landmarks over RGB frames [H,W,3] -> [T,478,2] pixels (NaN where no face).
+
+    Frames whose shorter side is below `min_side` are upscaled by an integer factor for detection (MediaPipe
+    misses small faces); the landmarks are returned in the original frame's pixels.
+    """
     from data_utils.face_mesh import detect_sequence
 
-    return detect_sequence(frames, progress=False)[0][..., :2]
+    factors: list[int] = []
+
+    def upscaled() -> Iterator[np.ndarray]:
+        for frame in frames:
+            factors.append(max(1, math.ceil(min_side / min(frame.shape[:2]))))
+            k = factors[-1]
+            yield frame if k == 1 else cv2.resize(frame, None, fx=k, fy=k, interpolation=cv2.INTER_CUBIC)
+
+    lms = detect_sequence(upscaled(), progress=False)[0][..., :2]
+    return lms / np.asarray(factors, np.float64).reshape(-1, 1, 1)

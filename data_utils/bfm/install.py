@@ -5,16 +5,17 @@ Inputs (found by name, case-insensitively, anywhere under the source folder):
   Exp_Pca.bin            Guo et al.'s expression basis: int32 D, float32 expMU [3n], float32 expPC [D,3n].
   BFM_exp_idx.mat        trimIndex [n] (1-based): the BFM vertices the expression basis is defined on.
   std_exp.txt            optional: D standard deviations of the expression components (Deep3DFaceRecon).
-  68 landmark indices    --keypoints FILE, else a `keypoints` variable in any .mat of the folder (Deep3DFaceRecon's
-                         facemodel_info.mat holds them on its 35709-vertex front mesh; BFM_front_idx.mat maps
-                         that mesh to the trimmed one).
-Output: $EGSTALKER_CACHE/bfm/{bfm_compact.npz, metadata.json}, written atomically (see data_utils/bfm/model.py).
+  68 landmark indices    --keypoints FILE, else a `keypoints` variable in any .mat of the folder
+                         (Deep3DFaceRecon's facemodel_info.mat holds them on its 35709-vertex front mesh;
+                         BFM_front_idx.mat maps that mesh to the trimmed one).
+Output: $EGSTALKER_CACHE/bfm/{bfm_compact.npz, metadata.json}, written atomically (format: bfm/model.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import shutil
 import sys
 import tarfile
@@ -31,7 +32,7 @@ import numpy as np
 import scipy.io
 from tqdm import tqdm
 
-from data_utils.bfm.model import (
+from data_utils.bfm import (
     COMPACT_KEYS,
     COMPACT_NAME,
     FORMAT_VERSION,
@@ -40,7 +41,6 @@ from data_utils.bfm.model import (
     NUM_EXP,
     NUM_ID,
     NUM_KEYPOINTS,
-    BFMModel,
     default_cache_dir,
 )
 from utils.atomic import atomic_dir, atomic_write_json, check_output_dir
@@ -52,6 +52,7 @@ BFM09_VERTICES = 53490
 BFM09_EXP_VERTICES = 53215
 FALLBACK_EXP_RMS = 0.01  # decimetres (1 mm) of RMS vertex motion per unit coefficient without std_exp.txt
 KEYPOINT_FILES_IN_FRONT_SPACE = ("facemodel_info.mat", "bfm_model_front.mat")
+NO_KEYPOINTS = "none given: the bfm tracker picks them for each clip (ICP of the MediaPipe landmark shape)"
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 
 
@@ -71,11 +72,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Parse the command line of download_bfm.sh."""
     p = argparse.ArgumentParser(
         prog="download_bfm.sh",
-        description="Install the Basel Face Model 2009 (which you must obtain yourself under its licence) for "
-        "'preprocess.sh --tracker bfm'. The files are verified and converted into one compact file under "
-        "$EGSTALKER_CACHE/bfm (default ~/.cache/egstalker/bfm). Needed: 01_MorphableModel.mat (University of "
-        "Basel), Exp_Pca.bin and BFM_exp_idx.mat (as shipped with Deep3DFaceRecon / ER-NeRF), optionally "
-        "std_exp.txt, and the 68 landmark vertex indices (facemodel_info.mat + BFM_front_idx.mat, or --keypoints).",
+        description="Install the Basel Face Model 2009 (which you must obtain yourself under its licence) "
+        "for 'preprocess.sh --tracker bfm'. The files are verified and converted into one compact file under "
+        "$EGSTALKER_CACHE/bfm (default ~/.cache/egstalker/bfm). Needed: 01_MorphableModel.mat (University "
+        "of Basel), Exp_Pca.bin and BFM_exp_idx.mat (as shipped with Deep3DFaceRecon / ER-NeRF), optionally "
+        "std_exp.txt, and the 68 landmark vertex indices (facemodel_info.mat + BFM_front_idx.mat, or "
+        "--keypoints).",
     )
     src = p.add_mutually_exclusive_group()
     src.add_argument("--from", dest="source", type=Path, metavar="DIR", help="folder holding the files")
@@ -97,9 +99,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--keypoints-space",
         choices=["auto", "trimmed", "front", "full"],
         default="auto",
-        help="mesh the keypoint indices refer to: the 53215-vertex expression mesh (trimmed), Deep3DFaceRecon's "
-        "35709-vertex front mesh (front, needs BFM_front_idx.mat) or the 53490-vertex BFM (full); auto = front "
-        "for facemodel_info.mat / BFM_model_front.mat, else trimmed",
+        help="mesh the keypoint indices refer to: the 53215-vertex expression mesh (trimmed), "
+        "Deep3DFaceRecon's 35709-vertex front mesh (front, needs BFM_front_idx.mat) or the 53490-vertex BFM "
+        "(full); auto = front for facemodel_info.mat / BFM_model_front.mat, else trimmed",
     )
     p.add_argument(
         "--sha256",
@@ -129,7 +131,9 @@ def _find(folder: Path, name: str) -> Path | None:
 
 def _mat_with_keypoints(folder: Path) -> Path | None:
     """A .mat file under `folder` declaring a `keypoints` variable, preferring Deep3DFaceRecon's names."""
-    candidates = sorted(folder.rglob("*.mat"), key=lambda p: (p.name.lower() not in KEYPOINT_FILES_IN_FRONT_SPACE, p))
+    candidates = sorted(
+        folder.rglob("*.mat"), key=lambda p: (p.name.lower() not in KEYPOINT_FILES_IN_FRONT_SPACE, p)
+    )
     for path in candidates:
         try:
             if any(name == "keypoints" for name, _, _ in scipy.io.whosmat(path)):
@@ -172,7 +176,7 @@ def _loadmat(path: Path, keys: tuple[str, ...], optional: tuple[str, ...] = ()) 
 
 
 def read_morphable_model(path: Path) -> dict[str, np.ndarray]:
-    """Verified BFM arrays: shapeMU [N,3], shapePC [N,3,K], shapeEV [K], tl [F,3] 0-based, texMU [N,3]|None."""
+    """Verified BFM arrays: shapeMU [N,3], shapePC [N,3,80], shapeEV [K], tl [F,3] 0-based, texMU [N,3]?"""
     data = _loadmat(path, ("shapeMU", "shapePC", "shapeEV", "tl"), optional=("texMU",))
     mu, pc, ev, tl = data["shapeMU"], data["shapePC"], data["shapeEV"].ravel(), data["tl"]
     n3 = mu.size
@@ -203,7 +207,7 @@ def read_index(path: Path, key: str, upper: int) -> np.ndarray:
 
 
 def read_exp_basis(path: Path, n: int) -> np.ndarray:
-    """Expression components [D,n,3] from Exp_Pca.bin defined on `n` vertices; UserError if the size is off."""
+    """Expression components [D,n,3] from Exp_Pca.bin on `n` vertices; UserError if the size is off."""
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = np.fromfile(f, dtype="<i4", count=1)
@@ -211,8 +215,8 @@ def read_exp_basis(path: Path, n: int) -> np.ndarray:
         expected = 4 + 4 * 3 * n * (1 + dim)
         if dim < NUM_EXP or size != expected:
             raise UserError(
-                f"'{path}' is truncated or corrupt ({size} bytes, expected {expected} for {dim} components on "
-                f"{n} vertices); download Exp_Pca.bin again"
+                f"'{path}' is truncated or corrupt ({size} bytes, expected {expected} for {dim} components "
+                f"on {n} vertices); download Exp_Pca.bin again"
             )
         np.fromfile(f, dtype="<f4", count=3 * n)  # expMU: the mean expression, unused like Deep3DFaceRecon
         pc = np.fromfile(f, dtype="<f4", count=3 * n * dim)
@@ -228,23 +232,26 @@ def read_std_exp(path: Path, dim: int) -> np.ndarray:
     except ValueError as err:
         raise UserError(f"'{path}' is not a list of numbers ({err}); download std_exp.txt again") from err
     if std.size != dim or not (std > 0).all():
-        raise UserError(f"'{path}' must hold {dim} positive numbers, not {std.size}; download std_exp.txt again")
+        raise UserError(
+            f"'{path}' must hold {dim} positive numbers, not {std.size}; download std_exp.txt again"
+        )
     return std
 
 
 def read_keypoints(src: Sources, space: str, trim: np.ndarray, n_full: int) -> tuple[np.ndarray, str]:
-    """The 68 landmark indices on the trimmed mesh [68] and a description of where they came from."""
+    """The 68 landmark indices on the trimmed mesh [68] ([0] if none given) and where they came from."""
     if src.keypoints is None:
-        raise UserError(
-            "no 68 landmark indices found: put Deep3DFaceRecon's facemodel_info.mat and BFM_front_idx.mat in "
-            "the folder or pass --keypoints FILE (indices on the trimmed 53215-vertex mesh)"
-        )
+        return np.zeros(0, dtype=np.int64), NO_KEYPOINTS
     path = src.keypoints
     if path.suffix.lower() == ".mat":
         kp = _loadmat(path, ("keypoints",))["keypoints"].ravel().astype(np.int64) - 1
     else:
         try:
-            kp = (np.load(path) if path.suffix.lower() == ".npy" else np.loadtxt(path)).ravel().astype(np.int64)
+            kp = (
+                (np.load(path) if path.suffix.lower() == ".npy" else np.loadtxt(path))
+                .ravel()
+                .astype(np.int64)
+            )
         except ValueError as err:
             raise UserError(f"'{path}' is not a list of indices ({err}); check --keypoints") from err
     if space == "auto":
@@ -253,7 +260,9 @@ def read_keypoints(src: Sources, space: str, trim: np.ndarray, n_full: int) -> t
         raise UserError(f"'{path}' must hold {NUM_KEYPOINTS} non-negative landmark indices, not {kp.size}")
     if space == "front":
         if src.front_idx is None:
-            raise UserError(f"'{path}' indexes the front mesh; add BFM_front_idx.mat or set --keypoints-space")
+            raise UserError(
+                f"'{path}' indexes the front mesh; add BFM_front_idx.mat or set --keypoints-space"
+            )
         front = read_index(src.front_idx, "idx", trim.size)
         kp = front[_checked(kp, front.size, path, space)]
     elif space == "full":
@@ -374,21 +383,32 @@ def install(
 
 def check(dest: Path) -> dict:
     """Verify an installed model (hash, arrays, shapes); return its metadata or raise UserError."""
-    model = BFMModel.load(dest)
-    meta = model.metadata
-    digest = sha256_of(dest / COMPACT_NAME)
-    if digest != meta.get("compact_sha256"):
-        raise UserError(f"'{dest / COMPACT_NAME}' was modified or damaged; reinstall with --force --from DIR")
-    v = model.num_vertices
-    ok = (
-        model.id_basis.shape == (NUM_ID, v, 3)
-        and model.exp_basis.shape == (NUM_EXP, v, 3)
-        and model.keypoint_idx.shape == (NUM_KEYPOINTS,)
-        and int(model.triangles.max()) < v
-        and int(model.keypoint_idx.max()) < v
+    path, meta_path = dest / COMPACT_NAME, dest / METADATA_NAME
+    if not path.is_file() or not meta_path.is_file():
+        raise UserError(f"{HOW_TO_GET} (looked in '{dest}')")
+    redo = "reinstall with ./download_bfm.sh --force --from DIR"
+    try:
+        meta = json.loads(meta_path.read_text())
+        if sha256_of(path) != meta.get("compact_sha256"):
+            raise UserError(f"'{path}' was modified or damaged; {redo}")
+        with np.load(path) as data:
+            shapes = {k: data[k].shape for k in COMPACT_KEYS}
+            limits = (int(data["triangles"].max()), int(data["keypoints"].max(initial=0)))
+    except (OSError, ValueError, KeyError) as err:
+        raise UserError(f"'{dest}' is unreadable ({err}); {redo}") from err
+    v = shapes["mean_shape"][0]
+    expected = {
+        "mean_shape": (v, 3),
+        "id_basis": (NUM_ID, v, 3),
+        "exp_basis": (NUM_EXP, v, 3),
+        "tex_mean": (v, 3),
+    }
+    bad = any(shapes[k] != s for k, s in expected.items()) or shapes["keypoints"] not in (
+        (NUM_KEYPOINTS,),
+        (0,),
     )
-    if not ok:
-        raise UserError(f"'{dest}' holds arrays of unexpected shapes; reinstall with --force --from DIR")
+    if bad or max(limits) >= v or meta.get("num_vertices") != v:
+        raise UserError(f"'{dest}' holds arrays of unexpected shapes; {redo}")
     return meta
 
 
@@ -430,7 +450,9 @@ def main(argv: list[str] | None = None) -> int:
     dest = args.dest or default_cache_dir()
     if args.check:
         meta = check(dest)
-        print(f"ok: Basel Face Model in '{dest}' ({meta['num_vertices']} vertices, {meta['keypoints_source']})")
+        print(
+            f"ok: Basel Face Model in '{dest}' ({meta['num_vertices']} vertices, {meta['keypoints_source']})"
+        )
         return 0
     if args.source is None and not args.url:
         raise UserError(HOW_TO_GET)
@@ -447,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
         meta = install(args.source, dest, args.force, args.keypoints, args.keypoints_space, expected)
     print(
         f"installed the Basel Face Model in '{dest}': {meta['num_vertices']} vertices, "
-        f"{meta['num_triangles']} triangles, landmarks from {meta['keypoints_source']}"
+        f"{meta['num_triangles']} triangles, landmarks: {meta['keypoints_source']}"
     )
     return 0
 

@@ -1,49 +1,29 @@
 """The installed Basel Face Model 2009 (compact form written by `download_bfm.sh`) as a torch morphable model.
 
-Head space of the compact model: decimetres (BFM micrometres x 1e-5, the head is ~1.6 wide), centred on the mean
-of the trimmed mesh, axes turned to the OpenCV-like convention of the default tracker (x to the image right,
-y down, z away from the viewer: the nose tip has the smallest z).
+Head space of the compact model: decimetres (BFM micrometres x 1e-5, the head is ~1.6 wide), centred on the
+mean of the trimmed mesh, axes turned to the OpenCV-like convention of the default tracker (x to the image
+right, y down, z away from the viewer: the nose tip has the smallest z).
 """
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from data_utils.bfm import COMPACT_KEYS, COMPACT_NAME, HOW_TO_GET, METADATA_NAME, default_cache_dir
 from utils.cli import UserError
-
-COMPACT_NAME = "bfm_compact.npz"
-METADATA_NAME = "metadata.json"
-FORMAT_VERSION = 1
-NUM_ID = 80
-NUM_EXP = 64
-NUM_KEYPOINTS = 68
-COMPACT_KEYS = ("mean_shape", "id_basis", "exp_basis", "triangles", "keypoints", "tex_mean")
-
-HOW_TO_GET = (
-    "the Basel Face Model is not installed: download the Basel Face Model 2009 (01_MorphableModel.mat) from "
-    "the University of Basel (https://faces.dmi.unibas.ch/bfm/main.php?nav=1-2&id=downloads) after accepting "
-    "its licence, and get Exp_Pca.bin (Guo et al.'s expression basis) and BFM_exp_idx.mat, plus std_exp.txt "
-    "and facemodel_info.mat with BFM_front_idx.mat for the 68 landmarks, as distributed with Deep3DFaceRecon "
-    "(its BFM/ folder) or ER-NeRF/AD-NeRF (data_utils/face_tracking/3DMM/); put them in one folder and run "
-    "./download_bfm.sh --from FOLDER (or ./download_bfm.sh --url URL for each file or an archive of them)"
-)
-
-
-def default_cache_dir() -> Path:
-    """Return the install folder of the compact model: $EGSTALKER_CACHE/bfm (default ~/.cache/egstalker/bfm)."""
-    root = os.environ.get("EGSTALKER_CACHE") or "~/.cache/egstalker"
-    return Path(root).expanduser() / "bfm"
 
 
 @dataclass
 class BFMModel:
-    """Mean shape [V,3], identity basis [80,V,3], expression basis [64,V,3], triangles [F,3], keypoints [68]."""
+    """Mean shape [V,3], id basis [80,V,3], expression basis [64,V,3], triangles [F,3], keypoints [68].
+
+    `keypoint_idx` is empty when the install had no landmark indices; the tracker then picks them per clip.
+    """
 
     mean_shape: torch.Tensor
     id_basis: torch.Tensor

@@ -1,6 +1,10 @@
 """The "bfm" tracker: fit the Basel Face Model to the 68 iBUG landmarks of a clip (shared identity and focal,
 per-frame expression and pose), then give each of the 478 MediaPipe points a BFM vertex.
 
+The 68 landmark vertices come from the install (Deep3DFaceRecon's list); when it had none, they are picked for
+each clip: the default tracker's 478-point shape is aligned to the mean mesh by a similarity ICP (multi-start,
+see `icp_keypoints`) and each iBUG point takes its nearest vertex.
+
 The 478-point head-space shape: for each MediaPipe point, the vertex of the fitted mesh whose projections over
 (up to 48) frames lie closest to that point's observed track, penalising frames where the vertex faces away
 from the camera; the shape is that vertex on the neutral (zero-expression) fitted identity mesh.
@@ -14,15 +18,18 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import torch
+from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 from tqdm import tqdm
 
 from data_utils import landmark_indices as li
-from data_utils.bfm.model import NUM_EXP, NUM_ID, BFMModel
+from data_utils.bfm import NUM_EXP, NUM_ID
+from data_utils.bfm.model import BFMModel
 from data_utils.smoothing import fill_gaps
-from data_utils.tracking import TrackResult, _Adam, _pose, _scatter
+from data_utils.tracking import LandmarkFitTracker, TrackResult, _Adam, _pose, _scatter, umeyama
 from utils.cli import UserError
 
+MESH_POINTS = 468  # MediaPipe's face-surface points; 468..477 are the irises
 MATCH_FRAMES = 48
 MATCH_CHUNK = 8192
 BACKFACE_PENALTY = 0.05  # x image size, squared: px^2 added per frame a vertex faces away from the camera
@@ -30,21 +37,23 @@ BACKFACE_PENALTY = 0.05  # x image size, squared: px^2 added per frame a vertex 
 
 @dataclass
 class BFMTrackResult(TrackResult):
-    """TrackResult plus the BFM coefficients, neutral mesh [V,3] and the vertex of each MediaPipe point [478]."""
+    """TrackResult plus BFM coefficients, neutral mesh [V,3] and the vertex of each MediaPipe point [478]."""
 
     id_coeff: np.ndarray  # [80]
     exp_coeff: np.ndarray  # [T,64]
     vertex_idx: np.ndarray  # [478] BFM vertex per MediaPipe point
     vertices: np.ndarray  # [V,3] neutral fitted mesh in head space
+    keypoint_idx: np.ndarray  # [68] BFM vertex per iBUG landmark
 
     def to_dict(self) -> dict:
-        """`track_params.pt` dict with extra keys bfm_id_coeff, bfm_exp_coeff, bfm_vertex_idx, bfm_vertices."""
+        """`track_params.pt` dict plus bfm_id_coeff, bfm_exp_coeff, bfm_vertex_idx/vertices/keypoint_idx."""
         out = super().to_dict()
         out.update(
             bfm_id_coeff=torch.as_tensor(self.id_coeff, dtype=torch.float32),
             bfm_exp_coeff=torch.as_tensor(self.exp_coeff, dtype=torch.float32),
             bfm_vertex_idx=torch.as_tensor(self.vertex_idx, dtype=torch.long),
             bfm_vertices=torch.as_tensor(self.vertices, dtype=torch.float32),
+            bfm_keypoint_idx=torch.as_tensor(self.keypoint_idx, dtype=torch.long),
         )
         return out
 
@@ -68,7 +77,7 @@ class BFMTracker:
         device: str | None = None,
         cache_dir: str | None = None,
     ) -> None:
-        """Load the installed BFM (UserError if absent); set steps, focal init (x image size), loss weights."""
+        """Load the installed BFM (UserError if absent); set steps, focal init (x image size), weights."""
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = BFMModel.load(cache_dir, self.device)
         self.steps = steps
@@ -85,22 +94,29 @@ class BFMTracker:
         fps: float,
         progress: bool = True,
     ) -> BFMTrackResult:
-        """Fit landmarks [T,478,2] (pixels of the square image; NaN = missing) of a clip; `lms_z` is unused."""
+        """Fit landmarks [T,478,2] (pixels of the square image; NaN = missing); `lms_z` is unused."""
         obs_all = np.asarray(lms2d, dtype=np.float64)
         obs = obs_all[:, li.MP_TO_IBUG68]
         valid = ~np.isnan(obs).any(axis=(1, 2))
         if not valid.any():
             raise UserError("no face landmarks to track; use a clip where the face is visible")
         half = image_size / 2.0
-        params = self._init_params(obs, valid, half)
-        self._optimise(params, obs, valid, half, progress)
-        return self._result(params, obs_all, valid, half)
+        kp_idx = self.model.keypoint_idx
+        if kp_idx.numel() == 0:
+            shape = LandmarkFitTracker().fit(lms2d, lms_z, image_size, fps, progress=progress).shape
+            mesh = self.model.mean_shape.cpu().double().numpy()
+            kp_idx = torch.as_tensor(icp_keypoints(shape, mesh), device=self.device)
+        params = self._init_params(obs, valid, half, kp_idx)
+        self._optimise(params, obs, valid, half, kp_idx, progress)
+        return self._result(params, obs_all, valid, half, kp_idx)
 
-    def _init_params(self, obs: np.ndarray, valid: np.ndarray, half: float) -> dict[str, torch.Tensor]:
+    def _init_params(
+        self, obs: np.ndarray, valid: np.ndarray, half: float, kp_idx: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         """Initial parameters: per-frame PnP poses of the mean face, zero coefficients, focal_init."""
         T = obs.shape[0]
         focal = self.focal_init * 2 * half
-        kp0 = self.model.mean_shape[self.model.keypoint_idx].cpu().double().numpy()
+        kp0 = self.model.mean_shape[kp_idx].cpu().double().numpy()
         K = np.array([[focal, 0, half], [0, focal, half], [0, 0, 1.0]])
         poses = []
         for frame in obs[valid]:
@@ -122,13 +138,17 @@ class BFMTracker:
             p.requires_grad_(True)
         return params
 
-    def _keypoints_2d(self, params: dict[str, torch.Tensor], half: float) -> torch.Tensor:
-        """Projected 68 keypoints [T,68,2] under the current coefficients, poses and focal."""
+    def _keypoints_2d(
+        self, params: dict[str, torch.Tensor], half: float, kp_idx: torch.Tensor
+    ) -> torch.Tensor:
+        """Projected keypoints [T,68,2] (vertices `kp_idx`) under the current coefficients/poses/focal."""
         T = params["exp"].shape[0]
-        pts = self.model.keypoints(params["id"].expand(T, -1), params["exp"])
+        pts = self.model.vertices(params["id"].expand(T, -1), params["exp"], kp_idx)
         return _project_points(params, pts, half)
 
-    def _optimise(self, params, obs: np.ndarray, valid: np.ndarray, half: float, progress: bool) -> None:
+    def _optimise(
+        self, params, obs: np.ndarray, valid: np.ndarray, half: float, kp_idx, progress: bool
+    ) -> None:
         """Adam: a rigid stage (pose + focal) then all parameters, with priors and temporal smoothness."""
         dt, dev = torch.float32, self.device
         target = torch.tensor(np.nan_to_num(obs), dtype=dt, device=dev)
@@ -141,10 +161,14 @@ class BFMTracker:
             return ((x[2:] - 2 * x[1:-1] + x[:-2]) ** 2).reshape(T - 2, -1).sum(-1).mean()
 
         def loss_fn() -> torch.Tensor:
-            dist2 = ((self._keypoints_2d(params, half) - target) ** 2).sum(-1)
+            dist2 = ((self._keypoints_2d(params, half, kp_idx) - target) ** 2).sum(-1)
             robust = self.huber_px**2 * (torch.sqrt(1 + dist2 / self.huber_px**2) - 1)
             loss = (robust.mean(-1) * weight).sum() / weight.sum()
-            loss = loss + self.w_id * (params["id"] ** 2).sum() + self.w_exp * (params["exp"] ** 2).sum(-1).mean()
+            loss = (
+                loss
+                + self.w_id * (params["id"] ** 2).sum()
+                + self.w_exp * (params["exp"] ** 2).sum(-1).mean()
+            )
             loss = loss + self.w_focal * (params["log_f"] - log_f0) ** 2
             if T >= 3:
                 rigid = px_per_unit**2 * (second_diff_sq(params["aa"]) + second_diff_sq(params["log_d"]))
@@ -168,9 +192,9 @@ class BFMTracker:
         bar.close()
 
     @torch.no_grad()
-    def _result(self, params, obs_all: np.ndarray, valid: np.ndarray, half: float) -> BFMTrackResult:
+    def _result(self, params, obs_all: np.ndarray, valid: np.ndarray, half: float, kp_idx) -> BFMTrackResult:
         """TrackResult from the optimised parameters, with the 478-point shape from vertex matching."""
-        pred = self._keypoints_2d(params, half).cpu().double().numpy()
+        pred = self._keypoints_2d(params, half, kp_idx).cpu().double().numpy()
         err = np.linalg.norm(pred - obs_all[:, li.MP_TO_IBUG68], axis=-1).mean(axis=1)
         err[~valid] = np.nan
         rot, trans, focal = (x.cpu().double() for x in _pose(params))
@@ -192,12 +216,17 @@ class BFMTracker:
             exp_coeff=params["exp"].cpu().numpy(),
             vertex_idx=vertex_idx.cpu().numpy(),
             vertices=neutral.cpu().numpy(),
+            keypoint_idx=kp_idx.cpu().numpy(),
         )
 
-    def _match_vertices(self, params, obs_all: np.ndarray, half: float, neutral: torch.Tensor) -> torch.Tensor:
+    def _match_vertices(
+        self, params, obs_all: np.ndarray, half: float, neutral: torch.Tensor
+    ) -> torch.Tensor:
         """Vertex index [478] whose projections best follow each MediaPipe point's 2D track."""
         complete = np.flatnonzero(~np.isnan(obs_all).any(axis=(1, 2)))
-        frames = complete[np.linspace(0, len(complete) - 1, min(MATCH_FRAMES, len(complete))).round().astype(int)]
+        frames = complete[
+            np.linspace(0, len(complete) - 1, min(MATCH_FRAMES, len(complete))).round().astype(int)
+        ]
         sel = torch.as_tensor(frames, device=self.device)
         sub = {k: (v[sel] if v.dim() > 0 and k not in ("id", "log_f") else v) for k, v in params.items()}
         rot, trans, _ = _pose(sub)
@@ -224,8 +253,32 @@ class BFMTracker:
         return best_idx
 
 
+def icp_keypoints(shape: np.ndarray, mesh: np.ndarray, iterations: int = 30) -> np.ndarray:
+    """Vertices [68] of `mesh` [V,3] nearest the iBUG points of a MediaPipe shape [478,3] after ICP.
+
+    The shape's frame need not match the mesh's: ICP starts from the 24 axis-aligned rotations (centroids
+    together, scale from the spread) and keeps the alignment with the smallest trimmed residual.
+    """
+    tree = cKDTree(mesh)
+    src = shape[:MESH_POINTS]  # the iris points float in front of the eyes
+    best = (np.inf, 1.0, np.eye(3), np.zeros(3))
+    for start in Rotation.create_group("O").as_matrix():
+        scale = float(np.sqrt(mesh.var(0).sum() / src.var(0).sum()))
+        rot, shift = start, mesh.mean(0) - scale * start @ src.mean(0)
+        for _ in range(iterations):
+            dist, idx = tree.query(scale * src @ rot.T + shift)
+            keep = dist <= np.quantile(dist, 0.9)
+            scale, rot, shift = umeyama(src[keep], mesh[idx[keep]])
+        dist = tree.query(scale * src @ rot.T + shift)[0]
+        residual = float(np.mean(np.sort(dist)[: int(0.9 * len(dist))] ** 2)) / scale**2
+        if residual < best[0]:
+            best = (residual, scale, rot, shift)
+    _, scale, rot, shift = best
+    return tree.query(scale * shape[li.MP_TO_IBUG68] @ rot.T + shift)[1]
+
+
 def _project_points(params: dict[str, torch.Tensor], pts: torch.Tensor, half: float) -> torch.Tensor:
-    """Pixel projections [T,N,2] of per-frame head-space points [T,N,3] under the poses and focal of `params`."""
+    """Pixel projections [T,N,2] of per-frame head-space points [T,N,3] under the poses/focal of `params`."""
     rot, trans, focal = _pose(params)
     cam = torch.einsum("tij,tnj->tni", rot, pts) + trans[:, None, :]
     return focal * cam[..., :2] / cam[..., 2:3] + half
