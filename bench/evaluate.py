@@ -49,7 +49,7 @@ from utils.plots import plot_mouth_opening, plot_training_curves, read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 EXTRAPOLATE_ITERATIONS = 10_000
-MAX_LAG_SECONDS = 0.3
+MAX_LAG_SECONDS = 0.2
 RENDER_BATCH = 32
 CPU_RENDER_BATCH = 4
 CPU_RENDER_VARIANTS = ("fp32", "cache")
@@ -257,8 +257,11 @@ def training_speed(model: Path, run: StageRun, iterations: int) -> dict:
     it_per_s = float(np.median(steady)) if steady else iterations / run.seconds
     summary_path = model / "train_summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    gpu_keys = [k for k in summary if "gpu" in k.lower() and ("mem" in k.lower() or "alloc" in k.lower())]
-    gpu_source = f"train_summary.{gpu_keys[0]}" if gpu_keys else "nvidia-smi (whole GPU)"
+    gpu_key = next((k for k in summary if "gpu" in k.lower() and "mem" in k.lower()), None)
+    if gpu_key is not None:
+        peak_gpu, gpu_source = summary[gpu_key], f"train_summary.{gpu_key}"
+    else:
+        peak_gpu, gpu_source = run.peak_gpu_mb, "nvidia-smi (whole GPU)" if run.peak_gpu_mb else None
     last_val = next((r for r in reversed(rows) if "val_psnr" in r), {})
     return {
         "wall_seconds": run.seconds,
@@ -267,7 +270,7 @@ def training_speed(model: Path, run: StageRun, iterations: int) -> dict:
         "it_per_s_wall": iterations / run.seconds,
         f"seconds_to_{EXTRAPOLATE_ITERATIONS}_iterations": EXTRAPOLATE_ITERATIONS / it_per_s,
         "peak_rss_mb": run.peak_rss_mb,
-        "peak_gpu_mb": summary[gpu_keys[0]] if gpu_keys else run.peak_gpu_mb,
+        "peak_gpu_mb": peak_gpu,
         "peak_gpu_mb_source": gpu_source,
         "last_val": {k: v for k, v in last_val.items() if k.startswith("val_") or k == "iteration"},
         "summary": summary,
@@ -283,7 +286,7 @@ def render_speed(model: Path, data: Path, resolution: int, out_json: Path) -> di
     cmd += ["--batch_sizes", "1", str(batch)]
     if not cuda:
         cmd += ["--warmup", "0", "--runs", "1", "--variants", *CPU_RENDER_VARIANTS]
-    run_stage("render speed", cmd)
+    run = run_stage("render speed", cmd)
     result = read_json(out_json)
     return {
         "batch_1_fps": result["best"]["single"],
@@ -293,6 +296,7 @@ def render_speed(model: Path, data: Path, resolution: int, out_json: Path) -> di
         "device": result.get("device"),
         "num_gaussians": result.get("num_gaussians"),
         "results": result.get("results"),
+        "peak_gpu_mb_nvidia_smi": run.peak_gpu_mb,
     }
 
 
@@ -369,9 +373,14 @@ def image_quality(video: Path, data: Path, frames: list[dict], data_size: int) -
     return result
 
 
+def _max_lag(fps: float) -> int:
+    """Largest lag searched, in frames: MAX_LAG_SECONDS at `fps`."""
+    return int(MAX_LAG_SECONDS * fps)
+
+
 def _lipsync(envelope: np.ndarray, opening: np.ndarray, fps: float) -> dict:
     """Best-lag correlation of mouth opening with the speech envelope (positive lag: mouth lags audio)."""
-    corr, lag = best_lag_correlation(envelope, opening, max_lag=round(MAX_LAG_SECONDS * fps))
+    corr, lag = best_lag_correlation(envelope, opening, _max_lag(fps))
     return {"corr": corr, "lag_frames": lag, "lag_seconds": lag / fps, "frames": int(opening.size)}
 
 
@@ -384,7 +393,6 @@ def self_driven_quality(video: Path, data: Path, meta: dict, report_dir: Path) -
     """Quality of render_direct on the validation frames: images, landmarks, mouth motion vs GT and audio."""
     frames = json.loads((data / "transforms_val.json").read_text())["frames"]
     fps = float(meta.get("fps", 25))
-    max_lag = round(MAX_LAG_SECONDS * fps)
     result = image_quality(video, data, frames, int(meta["size"]))
     render_lms = video_landmarks(read_video_frames(video))
     gt_lms = video_landmarks(_gt_frames(data, [f["img_id"] for f in frames], tuple(result["size"])))
@@ -395,7 +403,7 @@ def self_driven_quality(video: Path, data: Path, meta: dict, report_dir: Path) -
     envelope = envelope_all[np.clip([f["aud_id"] for f in frames[:n]], 0, envelope_all.size - 1)]
     series = {"render": render_open, "ground truth": gt_open}
     plot_mouth_opening(series, fps, report_dir / PLOTS["mouth_val"])
-    best_corr, best_lag = best_lag_correlation(gt_open, render_open, max_lag)
+    best_corr, best_lag = best_lag_correlation(gt_open, render_open, _max_lag(fps))
     result.update(
         lmd_mouth_px=landmark_distance(render_lms[:, MOUTH_LANDMARKS], gt_lms[:, MOUTH_LANDMARKS]),
         lmd_face_px=landmark_distance(render_lms, gt_lms),
@@ -425,7 +433,7 @@ def cross_driven_lipsync(video: Path, audio: Path, data: Path, meta: dict, repor
     return {
         "render": {**_lipsync(envelope, opening, fps), "frames_with_face": _face_ratio(lms)},
         "reference_real_clip": _lipsync(real_envelope, mouth_opening(real_lms), fps),
-        "max_lag_seconds": MAX_LAG_SECONDS,
+        "max_lag_frames": _max_lag(fps),
         "method": "Pearson correlation of mouth opening (inner-lip gap / eye-corner distance) with the "
         "log RMS speech envelope per frame, maximised over lags; positive lag = mouth lags audio",
     }
@@ -484,7 +492,7 @@ def run_benchmark(args: argparse.Namespace, video: Path, audio: Path, work: Path
     print("\n=== measuring quality (MediaPipe on renders and ground truth)", file=sys.stderr, flush=True)
     quality = self_driven_quality(_output_video(direct_summary, render_dir), data, meta, report_dir)
     direct_metrics = render_dir / "metrics.json"
-    quality["predict_metrics"] = read_json(direct_metrics) if direct_metrics.is_file() else None
+    quality["render_direct_metrics"] = read_json(direct_metrics) if direct_metrics.is_file() else None
     lipsync = cross_driven_lipsync(_output_video(pred_summary, predict_dir), audio, data, meta, report_dir)
     gpu_peaks = [r.peak_gpu_mb for r in (prep, train, direct, pred) if r.peak_gpu_mb is not None]
     return {
@@ -607,6 +615,7 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     with work_folder(args.workdir, args.keep) as work:
         report = _clean(run_benchmark(args, video, audio, work, out.parent))
+        report["workdir"] = str(work) if args.workdir or args.keep else None
     atomic_write_json(out, report)
     print("\n" + "\n".join(summary_lines(report)))
     print(f"report: {out}")

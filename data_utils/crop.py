@@ -15,8 +15,8 @@ def stable_square_crop(
     """Return one square (x0, y0, side) in source pixels covering the face of every frame with a margin.
 
     `lms2d` [T,K,2] are source-pixel landmarks (NaN rows = no face). The side is `scale` times the typical
-    face size plus the range of head motion; the face centre sits above the square's centre. The square may
-    extend beyond the `width` x `height` frame (the reader pads it).
+    face size plus the range of head motion, at most min(width, height); the face centre sits above the
+    square's centre, and the square is shifted (as little as possible) to lie inside the frame.
     """
     pts = np.asarray(lms2d, dtype=np.float64)
     valid = ~np.isnan(pts).any(axis=(1, 2))
@@ -28,10 +28,10 @@ def stable_square_crop(
     union_lo, union_hi = np.percentile(lo, 1, axis=0), np.percentile(hi, 99, axis=0)
     motion = float(((union_hi - union_lo) - np.median(hi - lo, axis=0)).max())
     side = int(round(scale * face_size + max(motion, 0.0)))
-    side = max(2, min(side, 4 * max(width, height)))
+    side = max(2, min(side, width, height))
     cx, cy = (union_lo + union_hi) / 2.0
-    x0 = int(round(cx - side / 2.0))
-    y0 = int(round(cy - FACE_CENTER_FROM_TOP * side))
+    x0 = int(np.clip(round(cx - side / 2.0), 0, width - side))
+    y0 = int(np.clip(round(cy - FACE_CENTER_FROM_TOP * side), 0, height - side))
     return x0, y0, side
 
 

@@ -23,7 +23,7 @@ from data_utils import landmark_indices as li
 from data_utils.audio_features import AudioFeatureExtractor, available_extractors, get_extractor
 from data_utils.audio_io import load_audio, write_wav
 from data_utils.background import estimate_background, sample_indices
-from data_utils.crop import FACE_CENTER_FROM_TOP, stable_square_crop, to_crop_coords
+from data_utils.crop import stable_square_crop, to_crop_coords
 from data_utils.eyes import eye_openness
 from data_utils.face_mesh import FaceMesh, detect_sequence
 from data_utils.parsing import PersonSegmenter, parse_frame, person_from_parsing
@@ -229,17 +229,8 @@ def run_pass1(args: argparse.Namespace, info: VideoInfo) -> Pass1:
             f"no face from frame {first} on for more than --max_gap_frames {args.max_gap_frames} frames; "
             "trim the video or raise --max_gap_frames"
         )
-    crop = fit_crop(stable_square_crop(filled_lms[..., :2], info.width, info.height), info.width, info.height)
+    crop = stable_square_crop(filled_lms[..., :2], info.width, info.height)
     return Pass1(filled_lms, counts, filled, crop, keep["frame"], scale)
-
-
-def fit_crop(crop: tuple[int, int, int], width: int, height: int) -> tuple[int, int, int]:
-    """Shrink and shift a square (x0, y0, side) to lie inside the width x height frame (no padded edges)."""
-    x0, y0, side = crop
-    fitted = min(side, width, height)
-    x0 = round(x0 + (side - fitted) / 2)
-    y0 = round(y0 + (side - fitted) * FACE_CENTER_FROM_TOP)
-    return int(np.clip(x0, 0, width - fitted)), int(np.clip(y0, 0, height - fitted)), int(fitted)
 
 
 def _nearest_face(faces: list[np.ndarray], expected: np.ndarray) -> np.ndarray | None:

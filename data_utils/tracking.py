@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -31,11 +31,15 @@ class TrackResult:
     reproj_err: np.ndarray  # [T] mean reprojection error per frame (px)
     tracker: str
     tracker_version: str
+    # Optional low-rank expression model: frame t's landmarks = shape + sum_k expr_coeffs[t,k] * expr_basis[k]
+    reproj_err_rigid: np.ndarray | None = field(default=None, kw_only=True)  # [T] px of `shape` alone
+    expr_basis: np.ndarray | None = field(default=None, kw_only=True)  # [K,478,3] head space
+    expr_coeffs: np.ndarray | None = field(default=None, kw_only=True)  # [T,K]
 
     def to_dict(self) -> dict:
-        """Return the `track_params.pt` dict (float32 tensors; `trans` duplicates `t`)."""
+        """Return the `track_params.pt` dict (float32 tensors, `trans` = `t`, expression fields if set)."""
         tensor = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)
-        return {
+        out = {
             "euler": tensor(self.euler),
             "trans": tensor(self.t),
             "R": tensor(self.R),
@@ -47,6 +51,16 @@ class TrackResult:
             "tracker": self.tracker,
             "tracker_version": self.tracker_version,
         }
+        out.update(
+            (key, tensor(value))
+            for key, value in (
+                ("reproj_err_rigid", self.reproj_err_rigid),
+                ("expr_basis", self.expr_basis),
+                ("expr_coeffs", self.expr_coeffs),
+            )
+            if value is not None
+        )
+        return out
 
 
 class Tracker(Protocol):
@@ -158,31 +172,43 @@ class _Adam:
 
 
 class LandmarkFitTracker:
-    """Batch fit over all frames at once: shared landmark shape + focal, per-frame rotation and translation.
+    """Batch fit over all frames at once: shared neutral shape + focal, per-frame rotation and translation,
+    and a low-rank expression model (K shared basis shapes, per-frame coefficients) for lips, jaw and lids.
 
     Translation is parametrised as the image position of the head origin and its depth over focal, so that
-    the focal length only controls perspective strength and stays well conditioned.
+    the focal length only controls perspective strength and stays well conditioned. The expression bases are
+    kept orthogonal to the rigid motions (and scaling) of the shape and at unit RMS norm, so head pose cannot
+    leak into them; coefficients are zero-mean over the clip, so the neutral shape is the clip's mean shape.
     """
 
     name = "mediapipe"
-    version = "1.0"
+    version = "1.1"
 
     def __init__(
         self,
-        steps: int = 200,
+        steps: int = 300,
+        num_expr: int = 12,
         focal_init: float = 1.2,
         huber_px: float = 2.0,
         w_shape: float = 0.003,
         w_smooth: float = 0.01,
         w_focal: float = 1.0,
+        w_expr: float = 0.01,
+        w_expr_smooth: float = 0.01,
+        w_expr_pose: float = 1.0,
     ) -> None:
-        """Set optimisation steps, focal init (x image size) and loss weights (in squared-pixel units)."""
+        """Set optimisation steps, expression rank K (0 = rigid), focal init (x image size) and loss weights
+        (in squared-pixel units; expression coefficients are pixels of RMS landmark motion)."""
         self.steps = steps
+        self.num_expr = num_expr
         self.focal_init = focal_init
         self.huber_px = huber_px
         self.w_shape = w_shape
         self.w_smooth = w_smooth
         self.w_focal = w_focal
+        self.w_expr = w_expr
+        self.w_expr_smooth = w_expr_smooth
+        self.w_expr_pose = w_expr_pose
 
     def fit(
         self,
@@ -216,6 +242,8 @@ class LandmarkFitTracker:
         pts_valid = np.concatenate([obs[valid], depth[..., None]], axis=-1)
         shape0, scales, rots, centres = _init_shape_and_poses(pts_valid)
         full = lambda a: fill_gaps(_scatter(a, valid, T), max_gap=T)[0]
+        px_per_unit = float(np.median(scales))
+        basis0, coeffs0 = _init_expressions(pts_valid, shape0, scales, rots, centres, self.num_expr)
         rots = Rotation.from_matrix(full(rots)).as_rotvec()
         uv0, inv_scale = full(centres[:, :2]) - half, full(1.0 / scales[:, None])[:, 0]
 
@@ -226,37 +254,47 @@ class LandmarkFitTracker:
             "log_d": torch.tensor(np.log(inv_scale), dtype=dt),
             "d_shape": torch.zeros(shape0.shape, dtype=dt),
             "log_f": torch.tensor(np.log(self.focal_init * image_size), dtype=dt),
+            "basis": torch.tensor(basis0, dtype=dt),
+            "coeffs": torch.tensor(full(coeffs0 * px_per_unit), dtype=dt),
         }
         for p in params.values():
             p.requires_grad_(True)
+        model = _ShapeModel(torch.tensor(shape0, dtype=dt), torch.tensor(valid, dtype=dt), px_per_unit)
         target = torch.tensor(np.nan_to_num(obs), dtype=dt)
-        weight = torch.tensor(valid, dtype=dt)
-        shape0_t = torch.tensor(shape0, dtype=dt)
-        px_per_unit = float(np.median(scales))
         accel_scale = (fps / 25.0) ** 2  # second differences per frame -> per (1/25 s)^2
         log_f0 = float(params["log_f"].detach())
 
         def loss_fn() -> torch.Tensor:
-            resid = _project(params, shape0_t, half) - target
+            resid = _project(params, model.shapes(params), half) - target
             dist2 = (resid**2).sum(-1)
             robust = self.huber_px**2 * (torch.sqrt(1 + dist2 / self.huber_px**2) - 1)
-            data = (robust.mean(-1) * weight).sum() / weight.sum()
+            data = (robust.mean(-1) * model.weight).sum() / model.weight.sum()
             shape_reg = ((params["d_shape"] * px_per_unit) ** 2).sum(-1).mean()
+            coeffs = model.coeffs(params)
+            expr_reg = (coeffs**2).sum(-1).mean()
+            expr_pose = (model.pose_correlated(coeffs, params["aa"].detach()) ** 2).sum(-1).mean()
             smooth = torch.zeros((), dtype=dt)
+            expr_smooth = torch.zeros((), dtype=dt)
             if T >= 3:
-                acc_rot = params["aa"][2:] - 2 * params["aa"][1:-1] + params["aa"][:-2]
-                acc_uv = params["uv"][2:] - 2 * params["uv"][1:-1] + params["uv"][:-2]
-                acc_d = params["log_d"][2:] - 2 * params["log_d"][1:-1] + params["log_d"][:-2]
                 smooth = (
-                    ((acc_rot * px_per_unit) ** 2).sum(-1).mean()
-                    + (acc_uv**2).sum(-1).mean()
-                    + ((acc_d * px_per_unit) ** 2).mean()
-                )
+                    ((_accel(params["aa"]) * px_per_unit) ** 2).sum(-1).mean()
+                    + (_accel(params["uv"]) ** 2).sum(-1).mean()
+                    + ((_accel(params["log_d"]) * px_per_unit) ** 2).mean()
+                ) * accel_scale**2
+                expr_smooth = (_accel(coeffs) ** 2).sum(-1).mean() * accel_scale**2
             focal_reg = (params["log_f"] - log_f0) ** 2
-            smooth = smooth * accel_scale**2
-            return data + self.w_shape * shape_reg + self.w_smooth * smooth + self.w_focal * focal_reg
+            return (
+                data
+                + self.w_shape * shape_reg
+                + self.w_smooth * smooth
+                + self.w_focal * focal_reg
+                + self.w_expr * expr_reg
+                + self.w_expr_smooth * expr_smooth
+                + self.w_expr_pose * expr_pose
+            )
 
-        lrs = {"aa": 0.01, "uv": 0.5, "log_d": 0.005, "d_shape": 0.003, "log_f": 0.02}
+        lrs = {"aa": 0.01, "uv": 0.5, "log_d": 0.005, "d_shape": 0.003, "log_f": 0.02, "basis": 0.01}
+        lrs["coeffs"] = 0.1
         adam = _Adam(params, lrs)
         bar = tqdm(
             range(self.steps),
@@ -273,22 +311,26 @@ class LandmarkFitTracker:
             if step % 20 == 0:
                 bar.set_postfix(loss=f"{loss.item():.3f}")
         bar.close()
-        return self._result(params, shape0_t, half, obs, valid)
+        return self._result(params, model, half, obs, valid)
 
-    def _result(self, params, shape0_t, half, obs, valid) -> TrackResult:
-        """Convert optimised parameters into a TrackResult with the shape re-centred at the origin."""
+    def _result(self, params, model: _ShapeModel, half: float, obs: np.ndarray, valid: np.ndarray):
+        """TrackResult from the optimised parameters, shape re-centred at the origin in upright head axes."""
         with torch.no_grad():
-            pred = _project(params, shape0_t, half).numpy()
+            pred = _project(params, model.shapes(params), half).numpy()
+            neutral = model.neutral(params)
+            pred_rigid = _project(params, neutral, half).numpy()
             rot, trans, focal = _pose(params)
-            shape = (shape0_t + params["d_shape"]).numpy()
-        rot, trans = rot.numpy(), trans.numpy()
+            basis = (model.basis(params) / model.px_per_unit).numpy()
+            coeffs = model.coeffs(params).numpy()
+        shape, rot, trans = neutral.numpy(), rot.numpy(), trans.numpy()
         centre = shape.mean(axis=0)
         trans = trans + rot @ centre
         axes = _upright_axes(shape - centre)
         shape = (shape - centre) @ axes
         rot = rot @ axes
-        err = np.linalg.norm(pred - obs, axis=-1).mean(axis=1)
+        err, err_rigid = (np.linalg.norm(p - obs, axis=-1).mean(axis=1) for p in (pred, pred_rigid))
         err[~valid] = np.nan
+        err_rigid[~valid] = np.nan
         euler = Rotation.from_matrix(rot).as_euler("xyz")
         return TrackResult(
             R=rot,
@@ -300,7 +342,94 @@ class LandmarkFitTracker:
             reproj_err=err,
             tracker=self.name,
             tracker_version=self.version,
+            reproj_err_rigid=err_rigid,
+            expr_basis=basis @ axes,
+            expr_coeffs=coeffs,
         )
+
+
+class _ShapeModel:
+    """Per-frame landmark shapes of the fit: neutral shape + zero-mean low-rank expression deformation."""
+
+    def __init__(self, shape0: torch.Tensor, weight: torch.Tensor, px_per_unit: float) -> None:
+        """Keep the initial shape [478,3], per-frame data weights [T] and image scale (px per head unit)."""
+        self.shape0, self.weight, self.px_per_unit = shape0, weight, px_per_unit
+        self.rigid = _pose_like_motions(shape0)
+
+    def neutral(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Neutral subject shape [478,3]."""
+        return self.shape0 + params["d_shape"]
+
+    def basis(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Expression bases [K,478,3] (head units x px_per_unit), orthogonal to pose-like motions, RMS 1."""
+        flat = params["basis"].flatten(1)
+        flat = flat - (flat @ self.rigid) @ self.rigid.T
+        rms = torch.sqrt((flat**2).mean(-1, keepdim=True) * 3 + 1e-12)
+        return (flat / rms).reshape(params["basis"].shape)
+
+    def coeffs(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Expression coefficients [T,K] (px of RMS landmark motion), zero mean over valid frames."""
+        mean = (params["coeffs"] * self.weight[:, None]).sum(0) / self.weight.sum()
+        return params["coeffs"] - mean
+
+    def pose_correlated(self, coeffs: torch.Tensor, aa: torch.Tensor) -> torch.Tensor:
+        """Part [T,K] of coefficients [T,K] linearly predicted by head rotations [T,3] over valid frames."""
+        rot = (aa - (aa * self.weight[:, None]).sum(0) / self.weight.sum()) * self.weight[:, None]
+        q, _ = torch.linalg.qr(rot)
+        return q @ (q.T @ (coeffs * self.weight[:, None]))
+
+    def shapes(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per-frame shapes [T,478,3] in head space."""
+        expr = torch.einsum("tk,knc->tnc", self.coeffs(params), self.basis(params)) / self.px_per_unit
+        return self.neutral(params) + expr
+
+
+def _pose_like_motions(shape: torch.Tensor) -> torch.Tensor:
+    """Orthonormal basis [N*3,10] of deformations of a shape [N,3] that look like a change of head pose.
+
+    Seen from near the front: x/y motion from translation, scaling and rotation (x/y shifts in proportion to
+    depth included, whatever the depths do), and depth motion that is an affine function of the position
+    (rotations, depth translation and scaling, seen only through perspective).
+    """
+    x, y, z = (shape - shape.mean(0)).unbind(-1)
+    one, zero = torch.ones_like(x), torch.zeros_like(x)
+    gens = (
+        (one, zero, zero),
+        (zero, one, zero),
+        (x, y, zero),
+        (-y, x, zero),
+        (zero, -z, zero),
+        (z, zero, zero),
+        (zero, zero, one),
+        (zero, zero, x),
+        (zero, zero, y),
+        (zero, zero, z),
+    )
+    q, _ = torch.linalg.qr(torch.stack([torch.stack(g, -1).reshape(-1) for g in gens], dim=1))
+    return q
+
+
+def _init_expressions(
+    pts3d: np.ndarray, shape: np.ndarray, scales: np.ndarray, rots: np.ndarray, centres: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Initial expression bases [K,478,3] (unit RMS norm) and coefficients [V,K] (head units) from a PCA of
+    the valid frames' 3D landmarks [V,478,3] brought back into head space by their similarities."""
+    back = np.einsum("vji,vnj->vni", rots, pts3d - centres[:, None]) / scales[:, None, None] - shape
+    flat = back.reshape(len(back), -1)
+    flat = flat - flat.mean(axis=0)
+    sub = flat[np.linspace(0, len(flat) - 1, min(len(flat), 256)).round().astype(int)]
+    _, _, vt = np.linalg.svd(sub, full_matrices=False)
+    vt = vt[:k]
+    if len(vt) < k:
+        vt = np.concatenate([vt, np.random.default_rng(0).normal(size=(k - len(vt), flat.shape[1]))])
+        vt /= np.linalg.norm(vt, axis=1, keepdims=True)
+    rms = np.sqrt(shape.shape[0])
+    return (vt * rms).reshape(k, *shape.shape), flat @ vt.T / rms
+
+
+def _accel(x: torch.Tensor) -> torch.Tensor:
+    """Second differences along the first (time) axis."""
+    return x[2:] - 2 * x[1:-1] + x[:-2]
 
 
 def _upright_axes(shape: np.ndarray) -> np.ndarray:
@@ -331,8 +460,8 @@ def _pose(params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, 
     return rodrigues(params["aa"]), trans, focal
 
 
-def _project(params: dict[str, torch.Tensor], shape0: torch.Tensor, half: float) -> torch.Tensor:
-    """Pixel projections [T,478,2] of the current shape under the current poses and focal."""
+def _project(params: dict[str, torch.Tensor], shapes: torch.Tensor, half: float) -> torch.Tensor:
+    """Pixel projections [T,478,2] of head-space shapes ([478,3] or per frame [T,478,3]) under the poses."""
     rot, trans, focal = _pose(params)
-    cam = (rot @ (shape0 + params["d_shape"]).T).transpose(1, 2) + trans[:, None, :]
+    cam = torch.einsum("tij,tnj->tni", rot, shapes.expand(rot.shape[0], -1, -1)) + trans[:, None, :]
     return focal * cam[..., :2] / cam[..., 2:3] + half

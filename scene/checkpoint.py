@@ -31,7 +31,6 @@ class LoadedAvatar:
     audio_extractor: dict  # {"name", "settings"}
     audio_norm: dict  # {"mean": [C], "std": [C]}
     dataset_meta: dict  # resolution, focal, fps, ...
-    checkpoint: dict  # the raw checkpoint (optimizer, strategy and RNG states for resuming)
 
 
 def checkpoint_path(model_path: Path, iteration: int) -> Path:
@@ -118,5 +117,4 @@ def load_avatar(
         audio_extractor=config["audio_extractor"],
         audio_norm=config["audio_norm"],
         dataset_meta=config["dataset"],
-        checkpoint=checkpoint,
     )

@@ -7,7 +7,7 @@ import json
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -47,15 +47,6 @@ class FrameBatch:
     def width(self) -> int:
         """Image width W."""
         return self.background.shape[2]
-
-    def to(self, device: torch.device | str) -> FrameBatch:
-        """Copy of the batch with every tensor on `device`."""
-        return FrameBatch(**{f.name: _to(getattr(self, f.name), device) for f in fields(self)})
-
-
-def _to(value: Tensor | None, device: torch.device | str) -> Tensor | None:
-    """Move a tensor (or None) to device."""
-    return None if value is None else value.to(device)
 
 
 def _missing(root: Path, name: str) -> UserError:

@@ -22,7 +22,7 @@ class DeformConfig:
     triplane_combine: str = "product"
     token_dim: int = 64
     heads: int = 4
-    kan_hidden: tuple[int, ...] = (64,)
+    kan_hidden: tuple[int, ...] = (32,)
     kan_grids: int = 8
     kan_grid_range: tuple[float, float] = (-2.0, 2.0)
     audio_channels: int = 80

@@ -19,7 +19,7 @@ from data_utils import landmark_indices as li
 GRID_X, GRID_Y = 32, 36
 NUM_SHAPE_PC = 199
 NUM_EXP_PC = 79
-SEMANTIC_POINTS = {li.NOSE_TIP: (0.0, 5000.0), 234: (-60000.0, 0.0), 454: (60000.0, 0.0)}  # BFM x, y (um)
+SEMANTIC_POINTS = {li.NOSE_TIP: (0.0, 0.0), 234: (-60000.0, 0.0), 454: (60000.0, 0.0)}  # BFM x, y (um)
 
 
 @dataclass
@@ -66,8 +66,15 @@ def _grid_mesh() -> tuple[np.ndarray, np.ndarray]:
     """Face-like mean shape [N,3] (micrometres, BFM axes) and 0-based grid triangles [F,3]."""
     x, y = np.meshgrid(np.linspace(-75000, 75000, GRID_X), np.linspace(-95000, 95000, GRID_Y))
     r2 = np.clip((x / 85000) ** 2 + (y / 110000) ** 2, 0.0, 0.97)
-    nose = 25000 * np.exp(-(x**2 + (y - 5000) ** 2) / (2 * 14000.0**2))
-    z = 70000 * np.sqrt(1 - r2) + nose
+    bump = lambda cx, cy, sx, sy: np.exp(-((x - cx) ** 2) / (2 * sx**2) - (y - cy) ** 2 / (2 * sy**2))
+    features = (
+        30000 * bump(0, 0, 9000, 20000)  # nose
+        - 12000 * (bump(-32000, 25000, 12000, 8000) + bump(32000, 25000, 12000, 8000))  # eye sockets
+        + 8000 * (bump(-30000, 42000, 16000, 5000) + bump(30000, 42000, 16000, 5000))  # brows
+        + 10000 * bump(0, -75000, 20000, 10000)  # chin
+        + 5000 * bump(0, -45000, 25000, 6000)  # lips
+    )
+    z = 70000 * np.sqrt(1 - r2) + features
     verts = np.stack([x.ravel(), y.ravel(), z.ravel()], axis=1)
     i = np.arange(GRID_Y - 1)[:, None] * GRID_X + np.arange(GRID_X - 1)[None]
     i = i.ravel()

@@ -84,13 +84,13 @@ def test_cli_check_and_reinstall_needs_force(tiny: TinyBFM, tmp_path: Path, monk
         main(["--check"])
 
 
-def test_keypoints_file_and_missing_keypoints(tmp_path: Path) -> None:
+def test_keypoints_file_option(tmp_path: Path) -> None:
     tiny = make_tiny_bfm(tmp_path / "src", seed=1, deep3d_keypoints=False)
-    with pytest.raises(UserError, match="--keypoints"):
-        install(tiny.folder, tmp_path / "none")
-    assert _leftovers(tmp_path / "none") == []
     install(tiny.folder, tmp_path / "bfm", keypoints=tiny.keypoints_txt)
     np.testing.assert_array_equal(BFMModel.load(tmp_path / "bfm").keypoint_idx.numpy(), tiny.keypoints)
+    with pytest.raises(UserError, match="front mesh"):
+        install(tiny.folder, tmp_path / "front", keypoints=tiny.keypoints_txt, keypoint_space="front")
+    assert _leftovers(tmp_path / "front") == []
 
 
 @pytest.mark.parametrize("name", ["Exp_Pca.bin", "01_MorphableModel.mat", "BFM_exp_idx.mat"])
@@ -195,3 +195,21 @@ def test_tracker_recovers_pose_expression_and_correspondence(tiny: TinyBFM, inst
     assert track["shape"].shape == (li.NUM_LANDMARKS, 3) and track["R"].shape == (FRAMES, 3, 3)
     assert track["tracker"] == "bfm" and track["bfm_exp_coeff"].shape == (FRAMES, 64)
     assert track["bfm_vertices"].shape == (tiny.num_trimmed, 3) and track["bfm_id_coeff"].shape == (80,)
+
+
+def test_tracker_picks_keypoints_when_install_has_none(tmp_path: Path) -> None:
+    tiny = make_tiny_bfm(tmp_path / "src", seed=1, deep3d_keypoints=False)
+    meta = install(tiny.folder, tmp_path / "bfm")
+    assert (
+        meta["keypoints_source"].startswith("none")
+        and main(["--check", "--dest", str(tmp_path / "bfm")]) == 0
+    )
+    tracker = BFMTracker(device="cpu", cache_dir=tmp_path / "bfm")
+    assert tracker.model.keypoint_idx.numel() == 0
+    clip = synthetic_clip(tracker.model, tiny.mp_vertices)
+    res = tracker.fit(clip["lms"], clip["z"], SIZE, 25.0, progress=False)
+    mean = tracker.model.mean_shape.numpy()
+    assert np.linalg.norm(mean[res.keypoint_idx] - mean[tiny.keypoints], axis=1).mean() < 0.25  # decimetres
+    rel = Rotation.from_matrix(np.einsum("tji,tjk->tik", clip["R"], res.R))
+    drift = np.degrees(np.linalg.norm((rel.mean().inv() * rel).as_rotvec(), axis=1))
+    assert np.median(drift) < 3.0 and np.nanmean(res.reproj_err) < 5.0

@@ -125,10 +125,10 @@ def test_learns_audio_dependent_offset() -> None:
 def test_large_forward_on_cpu() -> None:
     net = make_net(triplane_resolutions=(32, 64, 128), triplane_channels=16)
     xyz = torch.rand(50_000, 3) * 2 - 1
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time: robust to other processes sharing the machine
     with torch.no_grad():
         d = net(xyz, *conditions(8))
-    assert time.perf_counter() - start < 30.0
+    assert time.process_time() - start < 60.0
     assert d.d_xyz.shape == (8, 50_000, 3) and torch.isfinite(d.d_color).all()
 
 

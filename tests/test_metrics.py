@@ -166,6 +166,28 @@ def test_plots_write_png_files(tmp_path: Path) -> None:
         assert png.read_bytes()[:8] == PNG_SIGNATURE
 
 
+def test_evaluate_training_speed_and_model_size(tmp_path: Path) -> None:
+    from bench.evaluate import StageRun, model_files, training_speed
+
+    logged = [
+        {"iteration": 10 * k, "loss": 0.1, "it_per_s": rate} for k, rate in ((1, 1.0), (2, 4.0), (3, 6.0))
+    ]
+    rows = [{"iteration": 0, "val_psnr": 10.0}, *logged]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "train_summary.json").write_text(json.dumps({"peak_gpu_memory_mb": 123.0}))
+    for name, size in (("chkpnt10.pth", 100), ("chkpnt30.pth", 2**20)):
+        (tmp_path / name).write_bytes(b"x" * size)
+    (tmp_path / "point_cloud" / "iteration_30").mkdir(parents=True)
+    (tmp_path / "point_cloud" / "iteration_30" / "point_cloud.ply").write_bytes(b"x" * 2**19)
+    speed = training_speed(tmp_path, StageRun(seconds=15.0, peak_rss_mb=1.0), iterations=30)
+    assert speed["it_per_s"] == pytest.approx(5.0)  # median of the logs after the first (warm-up) one
+    assert speed["seconds_to_10000_iterations"] == pytest.approx(2000.0)
+    assert speed["it_per_s_wall"] == pytest.approx(2.0)
+    assert (speed["peak_gpu_mb"], speed["peak_gpu_mb_source"]) == (123.0, "train_summary.peak_gpu_memory_mb")
+    sizes = model_files(tmp_path)
+    assert sizes["checkpoint"] == "chkpnt30.pth" and sizes["total_mb"] == pytest.approx(1.5)
+
+
 def _evaluate(*args: str) -> subprocess.CompletedProcess:
     """Run bench/evaluate.py with `args` from the repository root."""
     return subprocess.run(

@@ -150,6 +150,7 @@ def video_landmarks(frames: Iterable[np.ndarray], min_side: int = 256) -> np.nda
     factors: list[int] = []
 
     def upscaled() -> Iterator[np.ndarray]:
+        """Yield the frames enlarged by their integer factor, recording each factor."""
         for frame in frames:
             factors.append(max(1, math.ceil(min_side / min(frame.shape[:2]))))
             k = factors[-1]

@@ -55,7 +55,8 @@ def plot_training_curves(metrics_jsonl: str | Path, out_png: str | Path) -> None
             its, values = _series(rows, key)
             if its.size:
                 ax.plot(its, values, marker="o" if its.size < 20 else None, label=label)
-        if log_y and ax.has_data() and all(line.get_ydata().min() > 0 for line in ax.get_lines()):
+        values = np.concatenate([line.get_ydata() for line in ax.get_lines()] or [np.zeros(0)])
+        if log_y and values.size and values.min() > 0 and values.max() > 10 * values.min():
             ax.set_yscale("log")
         ax.set_title(title)
         ax.set_xlabel("iteration")

@@ -82,14 +82,14 @@ class BFMModel:
         """The 68 iBUG landmark vertices [B,68,3] for identity [B,80] and expression [B,64] coefficients."""
         return self.vertices(id_coeff, exp_coeff, self.keypoint_idx)
 
-    def to(self, device: str | torch.device) -> BFMModel:
-        """Return a copy with every tensor on `device`."""
+    def select(self, index: torch.Tensor) -> BFMModel:
+        """The model restricted to vertices `index` [K] (no triangles; keypoints = all K) for fast fits."""
         return BFMModel(
-            self.mean_shape.to(device),
-            self.id_basis.to(device),
-            self.exp_basis.to(device),
-            self.triangles.to(device),
-            self.keypoint_idx.to(device),
-            self.tex_mean.to(device),
-            self.metadata,
+            mean_shape=self.mean_shape[index],
+            id_basis=self.id_basis[:, index].contiguous(),
+            exp_basis=self.exp_basis[:, index].contiguous(),
+            triangles=self.triangles[:0],
+            keypoint_idx=torch.arange(len(index), device=index.device),
+            tex_mean=self.tex_mean[index],
+            metadata=self.metadata,
         )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -66,7 +67,7 @@ class BFMTracker:
 
     def __init__(
         self,
-        steps: int = 400,
+        steps: int = 800,
         focal_init: float = 1.2,
         huber_px: float = 2.0,
         w_id: float = 0.01,
@@ -75,7 +76,7 @@ class BFMTracker:
         w_exp_smooth: float = 0.01,
         w_focal: float = 1.0,
         device: str | None = None,
-        cache_dir: str | None = None,
+        cache_dir: Path | str | None = None,
     ) -> None:
         """Load the installed BFM (UserError if absent); set steps, focal init (x image size), weights."""
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -94,7 +95,7 @@ class BFMTracker:
         fps: float,
         progress: bool = True,
     ) -> BFMTrackResult:
-        """Fit landmarks [T,478,2] (pixels of the square image; NaN = missing); `lms_z` is unused."""
+        """Fit landmarks [T,478,2] (pixels, NaN = missing); depths `lms_z` [T,478] only feed the ICP."""
         obs_all = np.asarray(lms2d, dtype=np.float64)
         obs = obs_all[:, li.MP_TO_IBUG68]
         valid = ~np.isnan(obs).any(axis=(1, 2))
@@ -106,17 +107,18 @@ class BFMTracker:
             shape = LandmarkFitTracker().fit(lms2d, lms_z, image_size, fps, progress=progress).shape
             mesh = self.model.mean_shape.cpu().double().numpy()
             kp_idx = torch.as_tensor(icp_keypoints(shape, mesh), device=self.device)
-        params = self._init_params(obs, valid, half, kp_idx)
-        self._optimise(params, obs, valid, half, kp_idx, progress)
-        return self._result(params, obs_all, valid, half, kp_idx)
+        kp_model = self.model.select(kp_idx)
+        params = self._init_params(obs, valid, half, kp_model)
+        self._optimise(params, obs, valid, half, kp_model, progress)
+        return self._result(params, obs_all, valid, half, kp_model, kp_idx)
 
     def _init_params(
-        self, obs: np.ndarray, valid: np.ndarray, half: float, kp_idx: torch.Tensor
+        self, obs: np.ndarray, valid: np.ndarray, half: float, kp_model: BFMModel
     ) -> dict[str, torch.Tensor]:
         """Initial parameters: per-frame PnP poses of the mean face, zero coefficients, focal_init."""
         T = obs.shape[0]
         focal = self.focal_init * 2 * half
-        kp0 = self.model.mean_shape[kp_idx].cpu().double().numpy()
+        kp0 = kp_model.mean_shape.cpu().double().numpy()
         K = np.array([[focal, 0, half], [0, focal, half], [0, 0, 1.0]])
         poses = []
         for frame in obs[valid]:
@@ -138,16 +140,8 @@ class BFMTracker:
             p.requires_grad_(True)
         return params
 
-    def _keypoints_2d(
-        self, params: dict[str, torch.Tensor], half: float, kp_idx: torch.Tensor
-    ) -> torch.Tensor:
-        """Projected keypoints [T,68,2] (vertices `kp_idx`) under the current coefficients/poses/focal."""
-        T = params["exp"].shape[0]
-        pts = self.model.vertices(params["id"].expand(T, -1), params["exp"], kp_idx)
-        return _project_points(params, pts, half)
-
     def _optimise(
-        self, params, obs: np.ndarray, valid: np.ndarray, half: float, kp_idx, progress: bool
+        self, params, obs: np.ndarray, valid: np.ndarray, half: float, kp_model: BFMModel, progress: bool
     ) -> None:
         """Adam: a rigid stage (pose + focal) then all parameters, with priors and temporal smoothness."""
         dt, dev = torch.float32, self.device
@@ -161,7 +155,7 @@ class BFMTracker:
             return ((x[2:] - 2 * x[1:-1] + x[:-2]) ** 2).reshape(T - 2, -1).sum(-1).mean()
 
         def loss_fn() -> torch.Tensor:
-            dist2 = ((self._keypoints_2d(params, half, kp_idx) - target) ** 2).sum(-1)
+            dist2 = ((_keypoints_2d(params, half, kp_model) - target) ** 2).sum(-1)
             robust = self.huber_px**2 * (torch.sqrt(1 + dist2 / self.huber_px**2) - 1)
             loss = (robust.mean(-1) * weight).sum() / weight.sum()
             loss = (
@@ -176,7 +170,7 @@ class BFMTracker:
                 loss = loss + self.w_smooth * rigid + self.w_exp_smooth * second_diff_sq(params["exp"])
             return loss
 
-        lrs = {"aa": 0.01, "uv": 0.5, "log_d": 0.005, "log_f": 0.02, "id": 0.05, "exp": 0.05}
+        lrs = {"aa": 0.01, "uv": 0.5, "log_d": 0.005, "log_f": 0.02, "id": 0.1, "exp": 0.1}
         rigid_keys = ("aa", "uv", "log_d", "log_f")
         stages = [(rigid_keys, self.steps // 4), (tuple(lrs), self.steps - self.steps // 4)]
         bar = tqdm(total=self.steps, desc="bfm tracking", unit="step", disable=not progress, file=sys.stderr)
@@ -192,9 +186,11 @@ class BFMTracker:
         bar.close()
 
     @torch.no_grad()
-    def _result(self, params, obs_all: np.ndarray, valid: np.ndarray, half: float, kp_idx) -> BFMTrackResult:
+    def _result(
+        self, params, obs_all: np.ndarray, valid: np.ndarray, half: float, kp_model: BFMModel, kp_idx
+    ) -> BFMTrackResult:
         """TrackResult from the optimised parameters, with the 478-point shape from vertex matching."""
-        pred = self._keypoints_2d(params, half, kp_idx).cpu().double().numpy()
+        pred = _keypoints_2d(params, half, kp_model).cpu().double().numpy()
         err = np.linalg.norm(pred - obs_all[:, li.MP_TO_IBUG68], axis=-1).mean(axis=1)
         err[~valid] = np.nan
         rot, trans, focal = (x.cpu().double() for x in _pose(params))
@@ -275,6 +271,12 @@ def icp_keypoints(shape: np.ndarray, mesh: np.ndarray, iterations: int = 30) -> 
             best = (residual, scale, rot, shift)
     _, scale, rot, shift = best
     return tree.query(scale * shape[li.MP_TO_IBUG68] @ rot.T + shift)[1]
+
+
+def _keypoints_2d(params: dict[str, torch.Tensor], half: float, kp_model: BFMModel) -> torch.Tensor:
+    """Projected keypoints [T,68,2] of the keypoint sub-model under the fit parameters `params`."""
+    T = params["exp"].shape[0]
+    return _project_points(params, kp_model.vertices(params["id"].expand(T, -1), params["exp"]), half)
 
 
 def _project_points(params: dict[str, torch.Tensor], pts: torch.Tensor, half: float) -> torch.Tensor:
