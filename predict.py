@@ -492,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
     load_s = time.perf_counter() - t0
     fps = float(args.fps or loaded.dataset_meta["fps"])
     wav = None if args.direct else load_speech(args.audio_path, fps)[0]
-    out = args.output_dir
+    out = args.output_dir.resolve()
     with atomic_dir(out, args.force) as tmp:
         if wav is None:
             summary = predict_direct(args, loaded, device, tmp)

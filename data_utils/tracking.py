@@ -176,9 +176,11 @@ class LandmarkFitTracker:
     and a low-rank expression model (K shared basis shapes, per-frame coefficients) for lips, jaw and lids.
 
     Translation is parametrised as the image position of the head origin and its depth over focal, so that
-    the focal length only controls perspective strength and stays well conditioned. The expression bases are
-    kept orthogonal to the rigid motions (and scaling) of the shape and at unit RMS norm, so head pose cannot
-    leak into them; coefficients are zero-mean over the clip, so the neutral shape is the clip's mean shape.
+    the focal length only controls perspective strength and stays well conditioned. Head pose is kept out of
+    the expressions: the bases are orthogonal to pose-like deformations (`_pose_like_motions`) at unit RMS
+    norm, and the part of the coefficients linearly predicted by the head rotation is penalised
+    (`w_expr_pose`), so pose-correlated landmark motion is left to the rigid model. Coefficients are
+    zero-mean over the clip: the neutral shape is the clip's mean shape.
     """
 
     name = "mediapipe"
@@ -293,8 +295,8 @@ class LandmarkFitTracker:
                 + self.w_expr_pose * expr_pose
             )
 
-        lrs = {"aa": 0.01, "uv": 0.5, "log_d": 0.005, "d_shape": 0.003, "log_f": 0.02, "basis": 0.01}
-        lrs["coeffs"] = 0.1
+        lrs = {"aa": 0.01, "uv": 0.5, "log_d": 0.005, "d_shape": 0.003, "log_f": 0.02}
+        lrs |= {"basis": 0.01, "coeffs": 0.1}
         adam = _Adam(params, lrs)
         bar = tqdm(
             range(self.steps),
@@ -313,7 +315,9 @@ class LandmarkFitTracker:
         bar.close()
         return self._result(params, model, half, obs, valid)
 
-    def _result(self, params, model: _ShapeModel, half: float, obs: np.ndarray, valid: np.ndarray):
+    def _result(
+        self, params, model: _ShapeModel, half: float, obs: np.ndarray, valid: np.ndarray
+    ) -> TrackResult:
         """TrackResult from the optimised parameters, shape re-centred at the origin in upright head axes."""
         with torch.no_grad():
             pred = _project(params, model.shapes(params), half).numpy()
@@ -354,16 +358,16 @@ class _ShapeModel:
     def __init__(self, shape0: torch.Tensor, weight: torch.Tensor, px_per_unit: float) -> None:
         """Keep the initial shape [478,3], per-frame data weights [T] and image scale (px per head unit)."""
         self.shape0, self.weight, self.px_per_unit = shape0, weight, px_per_unit
-        self.rigid = _pose_like_motions(shape0)
+        self.pose_like = _pose_like_motions(shape0)
 
     def neutral(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """Neutral subject shape [478,3]."""
         return self.shape0 + params["d_shape"]
 
     def basis(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Expression bases [K,478,3] (head units x px_per_unit), orthogonal to pose-like motions, RMS 1."""
+        """Expression bases [K,478,3] of unit RMS norm, orthogonal to pose-like motions."""
         flat = params["basis"].flatten(1)
-        flat = flat - (flat @ self.rigid) @ self.rigid.T
+        flat = flat - (flat @ self.pose_like) @ self.pose_like.T
         rms = torch.sqrt((flat**2).mean(-1, keepdim=True) * 3 + 1e-12)
         return (flat / rms).reshape(params["basis"].shape)
 
@@ -379,7 +383,7 @@ class _ShapeModel:
         return q @ (q.T @ (coeffs * self.weight[:, None]))
 
     def shapes(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Per-frame shapes [T,478,3] in head space."""
+        """Per-frame shapes [T,478,3] in head space (coefficients in px / px_per_unit = head units)."""
         expr = torch.einsum("tk,knc->tnc", self.coeffs(params), self.basis(params)) / self.px_per_unit
         return self.neutral(params) + expr
 

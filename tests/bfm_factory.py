@@ -30,6 +30,7 @@ class TinyBFM:
     keypoints_txt: Path | None
     num_full: int
     num_trimmed: int
+    trim: np.ndarray  # [n] full-mesh vertex of each trimmed-mesh vertex (0-based trimIndex)
     keypoints: np.ndarray  # [68] indices on the trimmed mesh
     mp_vertices: np.ndarray  # [478] trimmed-mesh vertex of each MediaPipe point
 
@@ -135,4 +136,4 @@ def make_tiny_bfm(folder: Path, seed: int = 0, deep3d_keypoints: bool = True) ->
     else:
         keypoints_txt = folder.parent / f"{folder.name}_keypoints.txt"
         np.savetxt(keypoints_txt, keypoints, fmt="%d")
-    return TinyBFM(folder, keypoints_txt, n_full, n, keypoints, mp_vertices)
+    return TinyBFM(folder, keypoints_txt, n_full, n, trim, keypoints, mp_vertices)

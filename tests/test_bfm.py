@@ -91,6 +91,24 @@ def test_keypoints_file_option(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="front mesh"):
         install(tiny.folder, tmp_path / "front", keypoints=tiny.keypoints_txt, keypoint_space="front")
     assert _leftovers(tmp_path / "front") == []
+    full = tmp_path / "full_mesh_keypoints.npy"
+    np.save(full, tiny.trim[tiny.keypoints])
+    assert (
+        main(
+            [
+                "--from",
+                str(tiny.folder),
+                "--dest",
+                str(tmp_path / "full"),
+                "--keypoints",
+                str(full),
+                "--keypoints-space",
+                "full",
+            ]
+        )
+        == 0
+    )
+    np.testing.assert_array_equal(BFMModel.load(tmp_path / "full").keypoint_idx.numpy(), tiny.keypoints)
 
 
 @pytest.mark.parametrize("name", ["Exp_Pca.bin", "01_MorphableModel.mat", "BFM_exp_idx.mat"])

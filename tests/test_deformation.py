@@ -8,7 +8,7 @@ import torch
 from scene.attention import SpatialAudioAttention
 from scene.audio_encoder import AudioEncoder
 from scene.deformation import DeformationNetwork, DeformConfig, Deltas
-from scene.kan import KAN
+from scene.kan import KAN, KANHeads
 from scene.triplane import TriPlane
 
 C, W = 6, 5
@@ -56,6 +56,13 @@ def test_shapes_and_zero_init(batch: int) -> None:
     assert [tuple(t.shape) for t in all_deltas(d)] == expected
     for t in all_deltas(d):
         assert torch.count_nonzero(t) == 0
+
+
+def test_attention_weights_for_visualisation() -> None:
+    net = make_net()
+    w = net.attention_weights(torch.rand(50, 3) * 2 - 1, *conditions(2))
+    assert w.shape == (2, 50, 4)
+    torch.testing.assert_close(w.sum(-1), torch.ones(2, 50))
 
 
 def test_cached_features_match_forward() -> None:
@@ -156,6 +163,11 @@ def test_triplane_clamps_and_tv() -> None:
 def test_building_blocks() -> None:
     kan = KAN([5, 7, 2])
     assert kan(torch.randn(4, 3, 5)).shape == (4, 3, 2)
+    for hidden in [(), (4, 4)]:
+        heads = KANHeads(8, hidden, {"a": 2, "b": 1})
+        out = heads(torch.randn(3, 8))
+        assert out["a"].shape == (3, 2) and out["b"].shape == (3, 1)
+        assert torch.count_nonzero(out["a"]) == 0 and torch.count_nonzero(out["b"]) == 0
     enc = AudioEncoder(in_channels=3, window=1, dim=16)
     assert enc(torch.randn(2, 3, 1)).shape == (2, 16)
     with pytest.raises(ValueError):

@@ -36,8 +36,9 @@ def _face_shape(rng: np.random.Generator) -> np.ndarray:
 
 
 def _project(shape: np.ndarray, rots: np.ndarray, trans: np.ndarray) -> np.ndarray:
-    """Pinhole projection [T,478,3] (x,y pixels, MediaPipe-like pixel-scaled relative depth)."""
-    cam = np.einsum("tij,nj->tni", rots, shape) + trans[:, None]
+    """Pinhole projection [T,478,3] of a shape [478,3] or shapes [T,478,3] (x,y pixels, relative depth)."""
+    shapes = np.broadcast_to(shape, (len(rots), *shape.shape[-2:]))
+    cam = np.einsum("tij,tnj->tni", rots, shapes) + trans[:, None]
     xy = FOCAL * cam[..., :2] / cam[..., 2:3] + SIZE / 2
     z = FOCAL * (cam[..., 2] - trans[:, None, 2]) / trans[:, None, 2]
     return np.concatenate([xy, z[..., None]], axis=-1)
@@ -51,8 +52,32 @@ def synthetic_track() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     t = np.arange(60) / 25.0
     angles = np.stack([0.15 * np.sin(2.1 * t), 0.35 * np.sin(1.3 * t + 0.5), 0.08 * np.sin(3.0 * t)], axis=1)
     rots = Rotation.from_euler("xyz", angles).as_matrix()
-    trans = np.stack([0.1 * np.sin(t), 0.05 * np.cos(t), 5.0 + 0.2 * np.sin(0.7 * t)], axis=1)
-    return _project(shape, rots, trans), rots, shape
+    return _project(shape, rots, _translations(60)), rots, shape
+
+
+def _translations(T: int) -> np.ndarray:
+    """Head translations [T,3] of the synthetic clip (about 5 units in front of the camera)."""
+    t = np.arange(T) / 25.0
+    return np.stack([0.1 * np.sin(t), 0.05 * np.cos(t), 5.0 + 0.2 * np.sin(0.7 * t)], axis=1)
+
+
+def _talking(shape: np.ndarray, T: int) -> np.ndarray:
+    """Shapes [T,478,3]: the lower face opens and closes (jaw drop) and widens, out of the pose rhythm."""
+    t = np.arange(T) / 25.0
+    lower = (shape[:, 1] > 0.25) & (np.abs(shape[:, 0]) < 0.45)
+    jaw = np.zeros_like(shape)
+    jaw[lower, 1] = 0.2 * (shape[lower, 1] - 0.25) / 0.65 + 0.02
+    widen = np.zeros_like(shape)
+    widen[lower, 0] = 0.1 * shape[lower, 0]
+    open_t, wide_t = 0.5 + 0.5 * np.sin(2 * np.pi * 2.3 * t), np.sin(2 * np.pi * 0.9 * t + 1.0)
+    return shape + open_t[:, None, None] * jaw + wide_t[:, None, None] * widen
+
+
+def _max_relative_angle_deg(fit: np.ndarray, true: np.ndarray) -> float:
+    """Largest angle (degrees) between fitted and true rotations [T,3,3], each relative to its first frame."""
+    rel_fit = fit @ fit[:1].transpose(0, 2, 1)
+    rel_true = true @ true[:1].transpose(0, 2, 1)
+    return float(np.degrees(Rotation.from_matrix(rel_fit @ rel_true.transpose(0, 2, 1)).magnitude()).max())
 
 
 def test_landmark_indices_match_mediapipe_connections() -> None:
@@ -125,6 +150,18 @@ def test_stable_square_crop_contains_every_face_box() -> None:
         stable_square_crop(np.full((3, li.NUM_LANDMARKS, 2), np.nan), 640, 480)
 
 
+def test_stable_square_crop_stays_inside_the_frame_for_a_big_face() -> None:
+    rng = np.random.default_rng(3)
+    face = rng.uniform(0, 1, (4, li.NUM_LANDMARKS, 2)) * 300.0 + np.array([150.0, 60.0])
+    x0, y0, side = stable_square_crop(face, 512, 512)
+    assert (x0, y0, side) == (0, 0, 512)
+    x0, y0, side = stable_square_crop(face + np.array([300.0, 0.0]), 1280, 512)
+    assert side == 512 and y0 == 0 and 0 <= x0 <= 1280 - 512
+    assert abs((x0 + side / 2) - (300 + 300)) <= 1  # horizontally centred on the face where room allows
+    x0, y0, side = stable_square_crop(face * 0.3, 640, 480)
+    assert side < 480 and x0 == 0 and y0 == 0  # face near the corner: shifted in, not padded
+
+
 def test_eye_openness_follows_a_blink() -> None:
     T = 40
     lms = np.zeros((T, li.NUM_LANDMARKS, 2))
@@ -152,10 +189,7 @@ def test_tracker_recovers_known_poses(synthetic_track) -> None:
     T = lms.shape[0]
     assert result.R.shape == (T, 3, 3) and result.t.shape == (T, 3) and result.shape.shape == (478, 3)
     assert result.reproj_err.mean() < 0.5
-    rel_fit = result.R @ result.R[:1].transpose(0, 2, 1)
-    rel_true = rots @ rots[:1].transpose(0, 2, 1)
-    angle_err = Rotation.from_matrix(rel_fit @ rel_true.transpose(0, 2, 1)).magnitude()
-    assert np.degrees(angle_err).max() < 2.0
+    assert _max_relative_angle_deg(result.R, rots) < 2.0
     assert abs(result.focal / FOCAL - 1.0) < 0.3
     assert np.abs(result.shape.mean(axis=0)).max() < 1e-3
     assert 1.3 < np.ptp(result.shape[:, 0]) < 1.7
@@ -173,10 +207,30 @@ def test_tracker_handles_missing_frames_and_missing_depth(synthetic_track) -> No
     result = LandmarkFitTracker(steps=150).fit(lms2d, None, SIZE, 25.0, progress=False)
     assert np.isnan(result.reproj_err[10:13]).all()
     assert np.nanmean(result.reproj_err) < 1.0
-    rel_fit = result.R @ result.R[:1].transpose(0, 2, 1)
-    rel_true = rots @ rots[:1].transpose(0, 2, 1)
-    angle_err = Rotation.from_matrix(rel_fit @ rel_true.transpose(0, 2, 1)).magnitude()
-    assert np.degrees(angle_err).max() < 4.0
+    assert _max_relative_angle_deg(result.R, rots) < 4.0
+
+
+def test_tracker_expressions_explain_a_talking_mouth_without_taking_the_pose(synthetic_track) -> None:
+    _, rots, shape = synthetic_track
+    T = len(rots)
+    lms = _project(_talking(shape, T), rots, _translations(T))
+    rigid = LandmarkFitTracker(num_expr=0).fit(lms[..., :2], lms[..., 2], SIZE, 25.0, progress=False)
+    full = LandmarkFitTracker().fit(lms[..., :2], lms[..., 2], SIZE, 25.0, progress=False)
+    assert rigid.reproj_err.mean() > 1.0
+    assert full.reproj_err.mean() < 0.3
+    assert full.reproj_err_rigid.mean() > full.reproj_err.mean()
+    assert _max_relative_angle_deg(full.R, rots) < 2.0
+    assert abs(full.focal / FOCAL - 1.0) < 0.3
+    K = full.expr_basis.shape[0]
+    assert full.expr_basis.shape == (K, 478, 3) and full.expr_coeffs.shape == (T, K) and K > 0
+    frames = full.shape + np.einsum("tk,knc->tnc", full.expr_coeffs, full.expr_basis)
+    cam = np.einsum("tij,tnj->tni", full.R, frames) + full.t[:, None]
+    reproj = full.focal * cam[..., :2] / cam[..., 2:3] + SIZE / 2
+    err = np.linalg.norm(reproj - lms[..., :2], axis=-1).mean(axis=1)
+    np.testing.assert_allclose(err, full.reproj_err, atol=0.05)
+    saved = full.to_dict()
+    assert saved["expr_basis"].shape == (K, 478, 3) and saved["expr_coeffs"].shape == (T, K)
+    assert saved["reproj_err_rigid"].shape == (T,) and saved["shape"].shape == (478, 3)
 
 
 def test_get_tracker_rejects_unknown_names() -> None:

@@ -14,6 +14,13 @@ from typing import Any
 from utils.cli import UserError
 
 
+def _umask() -> int:
+    """The process umask (read without changing it for longer than one call)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def check_output_dir(path: Path, force: bool) -> None:
     """Raise UserError if `path` exists (non-empty) and `force` is False."""
     if path.exists() and (not path.is_dir() or any(path.iterdir())) and not force:
@@ -27,6 +34,7 @@ def atomic_dir(final: Path, force: bool = False) -> Iterator[Path]:
     check_output_dir(final, force)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    tmp.chmod(0o777 & ~_umask())
     try:
         yield tmp
     except BaseException:
@@ -46,6 +54,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_umask())
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

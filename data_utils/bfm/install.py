@@ -7,7 +7,8 @@ Inputs (found by name, case-insensitively, anywhere under the source folder):
   std_exp.txt            optional: D standard deviations of the expression components (Deep3DFaceRecon).
   68 landmark indices    --keypoints FILE, else a `keypoints` variable in any .mat of the folder
                          (Deep3DFaceRecon's facemodel_info.mat holds them on its 35709-vertex front mesh;
-                         BFM_front_idx.mat maps that mesh to the trimmed one).
+                         BFM_front_idx.mat maps that mesh to the trimmed one); without them the bfm tracker
+                         picks the 68 vertices for each clip (see data_utils/bfm/tracker.py).
 Output: $EGSTALKER_CACHE/bfm/{bfm_compact.npz, metadata.json}, written atomically (format: bfm/model.py).
 """
 
@@ -77,7 +78,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "$EGSTALKER_CACHE/bfm (default ~/.cache/egstalker/bfm). Needed: 01_MorphableModel.mat (University "
         "of Basel), Exp_Pca.bin and BFM_exp_idx.mat (as shipped with Deep3DFaceRecon / ER-NeRF), optionally "
         "std_exp.txt, and the 68 landmark vertex indices (facemodel_info.mat + BFM_front_idx.mat, or "
-        "--keypoints).",
+        "--keypoints; without them the tracker matches them for each clip, less precisely).",
     )
     src = p.add_mutually_exclusive_group()
     src.add_argument("--from", dest="source", type=Path, metavar="DIR", help="folder holding the files")
@@ -266,13 +267,18 @@ def read_keypoints(src: Sources, space: str, trim: np.ndarray, n_full: int) -> t
         front = read_index(src.front_idx, "idx", trim.size)
         kp = front[_checked(kp, front.size, path, space)]
     elif space == "full":
-        inverse = np.full(n_full, -1)
-        inverse[trim] = np.arange(trim.size)
-        kp = inverse[_checked(kp, n_full, path, space)]
+        kp = _inverse_index(trim, n_full)[_checked(kp, n_full, path, space)]
         if (kp < 0).any():
             raise UserError(f"'{path}': some landmarks lie outside the trimmed mesh; check --keypoints-space")
     kp = _checked(kp, trim.size, path, space)
     return kp, f"{path.name} ({space} mesh)"
+
+
+def _inverse_index(trim: np.ndarray, n_full: int) -> np.ndarray:
+    """Map [n_full] from full-mesh vertex to trimmed-mesh vertex (-1 where trimmed away)."""
+    inverse = np.full(n_full, -1)
+    inverse[trim] = np.arange(trim.size)
+    return inverse
 
 
 def _checked(idx: np.ndarray, upper: int, path: Path, space: str) -> np.ndarray:
@@ -300,9 +306,7 @@ def convert(src: Sources, keypoint_space: str) -> tuple[dict[str, np.ndarray], d
     mean = bfm["shapeMU"][trim] * TO_DECIMETRES * AXES_FLIP
     centre = mean.mean(axis=0)
     id_basis = (bfm["shapePC"][trim] * bfm["shapeEV"][:NUM_ID]).transpose(2, 0, 1) * TO_DECIMETRES * AXES_FLIP
-    inverse = np.full(n_full, -1)
-    inverse[trim] = np.arange(trim.size)
-    tri = inverse[bfm["tl"]]
+    tri = _inverse_index(trim, n_full)[bfm["tl"]]
     tri = tri[(tri >= 0).all(axis=1)]
     tex = bfm["texMU"]
     tex_mean = np.full((trim.size, 3), 0.5) if tex is None else np.clip(tex[trim] / 255.0, 0.0, 1.0)
@@ -334,10 +338,14 @@ def convert(src: Sources, keypoint_space: str) -> tuple[dict[str, np.ndarray], d
 
 def _hash_sources(src: Sources, expected: dict[str, str]) -> dict[str, dict]:
     """Size and SHA-256 of each input file; UserError if one differs from an expected --sha256."""
+    paths = [
+        p for p in (src.morphable, src.exp_bin, src.exp_idx, src.std_exp, src.front_idx, src.keypoints) if p
+    ]
+    unknown = set(expected) - {p.name.lower() for p in paths}
+    if unknown:
+        raise UserError(f"--sha256 names {', '.join(sorted(unknown))}, which is not among the input files")
     out = {}
-    for path in (src.morphable, src.exp_bin, src.exp_idx, src.std_exp, src.front_idx, src.keypoints):
-        if path is None:
-            continue
+    for path in paths:
         digest = sha256_of(path)
         want = expected.get(path.name.lower())
         if want is not None and want != digest:

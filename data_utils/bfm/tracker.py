@@ -31,6 +31,7 @@ from data_utils.tracking import LandmarkFitTracker, TrackResult, _Adam, _pose, _
 from utils.cli import UserError
 
 MESH_POINTS = 468  # MediaPipe's face-surface points; 468..477 are the irises
+PER_FRAME = ("aa", "uv", "log_d", "exp")  # fit parameters with one row per frame
 MATCH_FRAMES = 48
 MATCH_CHUNK = 8192
 BACKFACE_PENALTY = 0.05  # x image size, squared: px^2 added per frame a vertex faces away from the camera
@@ -75,11 +76,11 @@ class BFMTracker:
         w_smooth: float = 0.01,
         w_exp_smooth: float = 0.01,
         w_focal: float = 1.0,
-        device: str | None = None,
+        device: str = "cpu",
         cache_dir: Path | str | None = None,
     ) -> None:
-        """Load the installed BFM (UserError if absent); set steps, focal init (x image size), weights."""
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        """Load the installed BFM (UserError if absent) onto `device`; set steps, focal init, weights."""
+        self.device = torch.device(device)
         self.model = BFMModel.load(cache_dir, self.device)
         self.steps = steps
         self.focal_init = focal_init
@@ -96,6 +97,18 @@ class BFMTracker:
         progress: bool = True,
     ) -> BFMTrackResult:
         """Fit landmarks [T,478,2] (pixels, NaN = missing); depths `lms_z` [T,478] only feed the ICP."""
+        threads = torch.get_num_threads()
+        if self.device.type == "cpu":
+            torch.set_num_threads(1)  # small tensors: extra threads only add contention
+        try:
+            return self._fit(lms2d, lms_z, image_size, fps, progress)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _fit(
+        self, lms2d: np.ndarray, lms_z: np.ndarray | None, image_size: int, fps: float, progress: bool
+    ) -> BFMTrackResult:
+        """Body of `fit`."""
         obs_all = np.asarray(lms2d, dtype=np.float64)
         obs = obs_all[:, li.MP_TO_IBUG68]
         valid = ~np.isnan(obs).any(axis=(1, 2))
@@ -224,7 +237,7 @@ class BFMTracker:
             np.linspace(0, len(complete) - 1, min(MATCH_FRAMES, len(complete))).round().astype(int)
         ]
         sel = torch.as_tensor(frames, device=self.device)
-        sub = {k: (v[sel] if v.dim() > 0 and k not in ("id", "log_f") else v) for k, v in params.items()}
+        sub = {k: (v[sel] if k in PER_FRAME else v) for k, v in params.items()}
         rot, trans, _ = _pose(sub)
         normals = _vertex_normals(neutral, self.model.triangles)
         obs = torch.as_tensor(obs_all[frames], dtype=torch.float32, device=self.device)  # [S,478,2]
