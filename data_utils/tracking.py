@@ -112,7 +112,7 @@ def rodrigues(aa: torch.Tensor) -> torch.Tensor:
     kx, ky, kz = k.unbind(-1)
     zero = torch.zeros_like(kx)
     kmat = torch.stack([zero, -kz, ky, kz, zero, -kx, -ky, kx, zero], -1).reshape(*aa.shape[:-1], 3, 3)
-    eye = torch.eye(3, dtype=aa.dtype).expand_as(kmat)
+    eye = torch.eye(3, dtype=aa.dtype, device=aa.device).expand_as(kmat)
     st, ct = torch.sin(theta)[..., None], torch.cos(theta)[..., None]
     return eye + st * kmat + (1 - ct) * kmat @ kmat
 
@@ -149,7 +149,7 @@ def _init_shape_and_poses(pts3d: np.ndarray, iterations: int = 2):
     return shape, scales, rots, centres
 
 
-class _Adam:
+class Adam:
     """Minimal Adam over a dict of tensors (torch.optim would pull in torch._dynamo: seconds of import)."""
 
     def __init__(self, params: dict[str, torch.Tensor], lrs: dict[str, float], betas=(0.9, 0.999)) -> None:
@@ -243,7 +243,7 @@ class LandmarkFitTracker:
             depth = np.asarray(lms_z, dtype=np.float64)[valid]
         pts_valid = np.concatenate([obs[valid], depth[..., None]], axis=-1)
         shape0, scales, rots, centres = _init_shape_and_poses(pts_valid)
-        full = lambda a: fill_gaps(_scatter(a, valid, T), max_gap=T)[0]
+        full = lambda a: fill_gaps(scatter(a, valid, T), max_gap=T)[0]
         px_per_unit = float(np.median(scales))
         basis0, coeffs0 = _init_expressions(pts_valid, shape0, scales, rots, centres, self.num_expr)
         rots = Rotation.from_matrix(full(rots)).as_rotvec()
@@ -297,7 +297,7 @@ class LandmarkFitTracker:
 
         lrs = {"aa": 0.01, "uv": 0.5, "log_d": 0.005, "d_shape": 0.003, "log_f": 0.02}
         lrs |= {"basis": 0.01, "coeffs": 0.1}
-        adam = _Adam(params, lrs)
+        adam = Adam(params, lrs)
         bar = tqdm(
             range(self.steps),
             desc="tracking",
@@ -323,7 +323,7 @@ class LandmarkFitTracker:
             pred = _project(params, model.shapes(params), half).numpy()
             neutral = model.neutral(params)
             pred_rigid = _project(params, neutral, half).numpy()
-            rot, trans, focal = _pose(params)
+            rot, trans, focal = pose(params)
             basis = (model.basis(params) / model.px_per_unit).numpy()
             coeffs = model.coeffs(params).numpy()
         shape, rot, trans = neutral.numpy(), rot.numpy(), trans.numpy()
@@ -449,14 +449,14 @@ def _upright_axes(shape: np.ndarray) -> np.ndarray:
     return np.stack([x, y, np.cross(x, y)], axis=1)
 
 
-def _scatter(values: np.ndarray, valid: np.ndarray, T: int) -> np.ndarray:
+def scatter(values: np.ndarray, valid: np.ndarray, T: int) -> np.ndarray:
     """Place per-valid-frame values [V,...] into a NaN-filled [T,...] array."""
     out = np.full((T,) + values.shape[1:], np.nan)
     out[valid] = values
     return out
 
 
-def _pose(params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def pose(params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Rotation [T,3,3], translation [T,3] and focal from the fit parameters (see LandmarkFitTracker)."""
     focal = torch.exp(params["log_f"])
     depth = focal * torch.exp(params["log_d"])
@@ -466,6 +466,6 @@ def _pose(params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, 
 
 def _project(params: dict[str, torch.Tensor], shapes: torch.Tensor, half: float) -> torch.Tensor:
     """Pixel projections [T,478,2] of head-space shapes ([478,3] or per frame [T,478,3]) under the poses."""
-    rot, trans, focal = _pose(params)
+    rot, trans, focal = pose(params)
     cam = torch.einsum("tij,tnj->tni", rot, shapes.expand(rot.shape[0], -1, -1)) + trans[:, None, :]
     return focal * cam[..., :2] / cam[..., 2:3] + half

@@ -27,7 +27,7 @@ from data_utils import landmark_indices as li
 from data_utils.bfm import NUM_EXP, NUM_ID
 from data_utils.bfm.model import BFMModel
 from data_utils.smoothing import fill_gaps
-from data_utils.tracking import LandmarkFitTracker, TrackResult, _Adam, _pose, _scatter, umeyama
+from data_utils.tracking import Adam, LandmarkFitTracker, TrackResult, pose, scatter, umeyama
 from utils.cli import UserError
 
 MESH_POINTS = 468  # MediaPipe's face-surface points; 468..477 are the irises
@@ -138,7 +138,7 @@ class BFMTracker:
             _, rvec, tvec = cv2.solvePnP(kp0, frame, K, None, flags=cv2.SOLVEPNP_EPNP)
             rvec, tvec = cv2.solvePnPRefineLM(kp0, frame, K, None, rvec, tvec)
             poses.append(np.concatenate([rvec.ravel(), tvec.ravel()]))
-        poses = fill_gaps(_scatter(np.stack(poses), valid, T), max_gap=T)[0]
+        poses = fill_gaps(scatter(np.stack(poses), valid, T), max_gap=T)[0]
         depth = np.maximum(poses[:, 5], 1e-3)
         dt, dev = torch.float32, self.device
         params = {
@@ -188,7 +188,7 @@ class BFMTracker:
         stages = [(rigid_keys, self.steps // 4), (tuple(lrs), self.steps - self.steps // 4)]
         bar = tqdm(total=self.steps, desc="bfm tracking", unit="step", disable=not progress, file=sys.stderr)
         for keys, steps in stages:
-            adam = _Adam({k: params[k] for k in keys}, {k: lrs[k] for k in keys})
+            adam = Adam({k: params[k] for k in keys}, {k: lrs[k] for k in keys})
             for step in range(steps):
                 loss = loss_fn()
                 grads = torch.autograd.grad(loss, [params[k] for k in keys])
@@ -206,7 +206,7 @@ class BFMTracker:
         pred = _keypoints_2d(params, half, kp_model).cpu().double().numpy()
         err = np.linalg.norm(pred - obs_all[:, li.MP_TO_IBUG68], axis=-1).mean(axis=1)
         err[~valid] = np.nan
-        rot, trans, focal = (x.cpu().double() for x in _pose(params))
+        rot, trans, focal = (x.cpu().double() for x in pose(params))
         neutral = self.model.vertices(params["id"][None], torch.zeros(1, NUM_EXP, device=self.device))[0]
         vertex_idx = self._match_vertices(params, obs_all, half, neutral)
         shape = neutral[vertex_idx].cpu().double().numpy()
@@ -238,7 +238,7 @@ class BFMTracker:
         ]
         sel = torch.as_tensor(frames, device=self.device)
         sub = {k: (v[sel] if k in PER_FRAME else v) for k, v in params.items()}
-        rot, trans, _ = _pose(sub)
+        rot, trans, _ = pose(sub)
         normals = _vertex_normals(neutral, self.model.triangles)
         obs = torch.as_tensor(obs_all[frames], dtype=torch.float32, device=self.device)  # [S,478,2]
         obs_flat = obs.permute(1, 0, 2).reshape(obs.shape[1], -1)  # [478, S*2]
@@ -294,7 +294,7 @@ def _keypoints_2d(params: dict[str, torch.Tensor], half: float, kp_model: BFMMod
 
 def _project_points(params: dict[str, torch.Tensor], pts: torch.Tensor, half: float) -> torch.Tensor:
     """Pixel projections [T,N,2] of per-frame head-space points [T,N,3] under the poses/focal of `params`."""
-    rot, trans, focal = _pose(params)
+    rot, trans, focal = pose(params)
     cam = torch.einsum("tij,tnj->tni", rot, pts) + trans[:, None, :]
     return focal * cam[..., :2] / cam[..., 2:3] + half
 
