@@ -50,7 +50,7 @@ class TrainConfig:
     resolution: int | None = None
     coarse_iterations: int | None = None
     init_points: int = 30_000
-    max_gaussians: int = 200_000
+    max_gaussians: int = 80_000
     init_opacity: float = 0.1
     seed: int = 0
     eval_every: int = 1000
