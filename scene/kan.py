@@ -17,7 +17,7 @@ def rbf_expand(x: Tensor, norm_weight: Tensor, norm_bias: Tensor, centres: Tenso
 
 @functools.cache
 def fused_rbf_expand() -> Callable[..., Tensor]:
-    """rbf_expand compiled into one fused kernel (eager makes three passes); built on first CUDA use."""
+    """rbf_expand compiled into one fused kernel (eager makes three passes); built on first CUDA inference."""
     return torch.compile(rbf_expand, dynamic=True)
 
 
@@ -45,7 +45,9 @@ class KANLinear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Apply the layer to x [..., in_features] -> [..., out_features]."""
-        fuse = x.is_cuda and not torch.compiler.is_compiling()  # inside an outer compile it fuses anyway
+        # Fused only for inference: in training the node count changes with densification and the recompiles
+        # cost about a minute, while a step is bound by kernel launches, not by this expansion.
+        fuse = x.is_cuda and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
         expand = fused_rbf_expand() if fuse else rbf_expand
         rows = x.reshape(-1, x.shape[-1])  # 2-D input keeps the compiled kernel from specialising on B=1
         basis = expand(rows, self.norm.weight, self.norm.bias, self.grid, self.inv_width)

@@ -173,7 +173,7 @@ def make_dataset(root: Path, frames: int = 40, size: int = 64, fps: int = 8, see
         "frames": frames,
         "fps": fps,
         "size": size,
-        "audio_extractor": {"name": "logmel", "settings": {"channels": 8, "window": window}},
+        "audio_extractor": {"name": "logmel", "settings": {"n_mels": 8, "window": window}},
         "timings": {},
         "quality": {"frames_with_face": 1.0, "landmark_jitter_px": 0.0, "reproj_err_px": 0.0, "warnings": []},
     }
