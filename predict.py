@@ -26,7 +26,7 @@ from scene.deformation import Deltas
 from utils.atomic import atomic_dir, atomic_write_json, check_output_dir
 from utils.blink import synth_eye_track
 from utils.camera_path import CAMERA_MODES, camera_path
-from utils.cli import UserError, run_cli
+from utils.cli import ArgumentParser, UserError, run_cli
 from utils.metrics import (
     crop_box,
     image_psnr,
@@ -42,17 +42,9 @@ SILENCE_DBFS = -60.0
 MOUTH_LANDMARKS = np.concatenate([li.LIPS_OUTER, li.LIPS_INNER])
 
 
-class Parser(argparse.ArgumentParser):
-    """ArgumentParser whose usage errors are one-line UserErrors (exit 2)."""
-
-    def error(self, message: str) -> None:
-        """Raise the argparse error as a UserError."""
-        raise UserError(f"{message}; see --help")
-
-
 def build_parser(prog: str = "predict.sh") -> argparse.ArgumentParser:
     """Return the command-line parser of predict.sh / render_direct.sh."""
-    p = Parser(
+    p = ArgumentParser(
         prog=prog,
         description="Make a trained avatar speak an audio file (predict.sh), or re-render its validation "
         "frames and score them against the ground truth (render_direct.sh = predict.py --direct). "

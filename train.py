@@ -33,7 +33,7 @@ from scene.deformation import DeformConfig, Deltas
 from scene.densify import DensifyStrategy
 from scene.gaussians import PARAM_NAMES, init_from_track
 from utils.atomic import atomic_write_bytes, atomic_write_json
-from utils.cli import UserError, run_cli
+from utils.cli import ArgumentParser, UserError, run_cli
 from utils.losses import dssim, l1, psnr, ssim, weighted_l1
 
 RUN_CONTROL = ("iterations", "stop_at", "eval_every", "preview_every", "save_every", "log_every")
@@ -93,7 +93,7 @@ class TrainConfig:
 def build_parser() -> argparse.ArgumentParser:
     """The train.sh command line (defaults from TrainConfig)."""
     d = TrainConfig()
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="train.sh",
         description="Train an audio-driven 3D Gaussian talking-head avatar on data from ./preprocess.sh.",
         epilog="example: ./train.sh -s data/obama -m output/obama --iterations 10000 --batch_size 2",

@@ -33,7 +33,7 @@ import torch
 from data_utils import landmark_indices as li
 from data_utils.audio_io import load_audio
 from utils.atomic import atomic_write_json
-from utils.cli import UserError, run_cli
+from utils.cli import ArgumentParser, UserError, run_cli
 from utils.metrics import (
     best_lag_correlation,
     crop_box,
@@ -65,7 +65,7 @@ PACKAGES = ("numpy", "mediapipe", "opencv-contrib-python", "gsplat", "imageio-ff
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Parse the command line of the benchmark."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description="Run preprocess, train, render_direct and predict on one clip; write a JSON report "
         "of speed and quality, plots next to it, and print a summary table.",
     )

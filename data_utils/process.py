@@ -33,7 +33,7 @@ from data_utils.torso import torso_rgba
 from data_utils.tracking import Tracker, get_tracker
 from data_utils.video_io import VideoInfo, probe_video, read_frames
 from utils.atomic import atomic_dir, atomic_write_json, check_output_dir
-from utils.cli import UserError, run_cli
+from utils.cli import ArgumentParser, UserError, run_cli
 
 SAMPLE_RATE = 16000
 MIN_SECONDS = 2.0
@@ -47,7 +47,7 @@ MOUTH_PAD = 0.15  # mouth_rect margin, fraction of the mouth width on each side
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Parse the command line of preprocess.sh."""
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="preprocess.sh",
         description="Turn a talking-head video into a training dataset: square face crops at a constant "
         "frame rate, landmarks, parsing masks, background, torso images, head poses, audio features and a "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import shutil
@@ -18,7 +17,7 @@ import numpy as np
 from scipy import signal
 
 from data_utils.audio_io import load_audio, write_wav
-from utils.cli import UserError, run_cli
+from utils.cli import ArgumentParser, UserError, run_cli
 
 log = logging.getLogger(__name__)
 
@@ -286,7 +285,7 @@ def generate_sample(
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: write the built-in sample talking-head clip to an MP4 file."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m data_utils.sample",
         description="Generate the built-in sample clip: a photo of a real face speaking generated speech.",
     )

@@ -28,6 +28,7 @@ class DeformConfig:
     audio_channels: int = 80
     audio_window: int = 16
     camera_dim: int = 12
+    use_camera: bool = True
     scale_xyz: float = 0.1
     scale_rot: float = 0.1
     scale_scale: float = 0.1
@@ -97,7 +98,8 @@ class DeformationNetwork(nn.Module):
         batch = eye.shape[0]
         null = self.null_token.expand(batch, -1)
         audio_token = self.audio_encoder(audio) if use_audio else null
-        return torch.stack([audio_token, self.eye_mlp(eye), self.cam_mlp(cam), null], dim=1)
+        cam_token = self.cam_mlp(cam) if self.cfg.use_camera else null
+        return torch.stack([audio_token, self.eye_mlp(eye), cam_token, null], dim=1)
 
     def forward_with_features(
         self, feat: Tensor, audio: Tensor, eye: Tensor, cam: Tensor, use_audio: bool = True

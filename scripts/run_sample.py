@@ -1,11 +1,10 @@
-"""Runs the whole pipeline on the built-in sample: generate clip -> preprocess -> train -> predict, timing each stage."""
+"""Runs the whole pipeline on the built-in sample: generate, preprocess, train, predict; times each stage."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import torch
 
 from data_utils.sample import generate_sample, generate_speech
 from utils.atomic import check_output_dir
-from utils.cli import UserError, run_cli
+from utils.cli import ArgumentParser, UserError, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 DRIVING_TEXT = (
@@ -24,23 +23,31 @@ DRIVING_TEXT = (
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Parse the command line of the sample runner."""
     gpu = torch.cuda.is_available()
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="run_sample.sh",
         description="Generate a talking-face sample clip and run preprocess -> train -> predict on it.",
     )
-    p.add_argument("--out", type=Path, default=ROOT / "sample", help="folder for everything (default: sample/)")
+    p.add_argument(
+        "--out", type=Path, default=ROOT / "sample", help="folder for everything (default: sample/)"
+    )
     p.add_argument("--seconds", type=float, default=5.0, help="length of the generated clip (default 5)")
     p.add_argument(
         "--iterations",
         type=int,
-        default=3000 if gpu else 600,
-        help="training iterations (default 3000 on a GPU, 600 on the CPU)",
+        default=3000 if gpu else 1200,
+        help="training iterations (default 3000 on a GPU, 1200 on the CPU)",
     )
     p.add_argument(
         "--resolution",
         type=int,
-        default=512 if gpu else 96,
-        help="training and rendering resolution (default 512 on a GPU, 96 on the CPU)",
+        default=512 if gpu else 128,
+        help="training and rendering resolution (default 512 on a GPU, 128 on the CPU)",
+    )
+    p.add_argument(
+        "--init_points",
+        type=int,
+        default=30_000 if gpu else 3000,
+        help="initial Gaussians (default 30000 on a GPU, 3000 on the CPU)",
     )
     p.add_argument("--force", action="store_true", help="overwrite an existing --out folder")
     return p.parse_args(argv)
@@ -72,16 +79,36 @@ def main(argv: list[str] | None = None) -> int:
     run_stage(
         "train",
         [
-            "./train.sh", "-s", str(data), "--model_path", str(model), "--iterations", str(args.iterations),
-            "--resolution", str(args.resolution), "--force",
+            "./train.sh",
+            "-s",
+            str(data),
+            "--model_path",
+            str(model),
+            "--iterations",
+            str(args.iterations),
+            "--resolution",
+            str(args.resolution),
+            "--init_points",
+            str(args.init_points),
+            "--max_gaussians",
+            str(args.init_points * 3),
+            "--force",
         ],
         timings,
     )
     run_stage(
         "predict",
         [
-            "./predict.sh", "--model_path", str(model), "--reference_path", str(data), "--audio_path", str(speech),
-            "--output_dir", str(results), "--force",
+            "./predict.sh",
+            "--model_path",
+            str(model),
+            "--reference_path",
+            str(data),
+            "--audio_path",
+            str(speech),
+            "--output_dir",
+            str(results),
+            "--force",
         ],
         timings,
     )

@@ -25,8 +25,21 @@ def trained(sample_video: Path, tmp_path_factory: pytest.TempPathFactory) -> tup
     proc = run(["./preprocess.sh", sample_video, data, "--size", "128"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     proc = run(
-        ["./train.sh", "-s", data, "--model_path", model, "--iterations", "80", "--resolution", "64",
-         "--init_points", "1500", "--eval_every", "40"]
+        [
+            "./train.sh",
+            "-s",
+            data,
+            "--model_path",
+            model,
+            "--iterations",
+            "80",
+            "--resolution",
+            "64",
+            "--init_points",
+            "1500",
+            "--eval_every",
+            "40",
+        ]
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return data, model
@@ -42,15 +55,28 @@ def test_training_writes_model_files(trained: tuple[Path, Path]) -> None:
 
 
 @pytest.mark.parametrize("mode", ["cycle", "static", "orbit"])
-def test_predict_video_matches_audio(trained: tuple[Path, Path], speech_wav: Path, tmp_path: Path, mode: str) -> None:
+def test_predict_video_matches_audio(
+    trained: tuple[Path, Path], speech_wav: Path, tmp_path: Path, mode: str
+) -> None:
     from data_utils.audio_io import load_audio
     from utils.metrics import read_video_frames
 
     data, model = trained
     out = tmp_path / "res"
     proc = run(
-        ["./predict.sh", "--model_path", model, "--reference_path", data, "--audio_path", speech_wav,
-         "--output_dir", out, "--camera_mode", mode]
+        [
+            "./predict.sh",
+            "--model_path",
+            model,
+            "--reference_path",
+            data,
+            "--audio_path",
+            speech_wav,
+            "--output_dir",
+            out,
+            "--camera_mode",
+            mode,
+        ]
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     video = out / "output_custom_80iter_renders.mov"
@@ -72,16 +98,26 @@ def test_render_direct_reports_metrics(trained: tuple[Path, Path], tmp_path: Pat
     assert metrics["psnr"] > 10.0
 
 
-def test_predict_refuses_existing_output(trained: tuple[Path, Path], speech_wav: Path, tmp_path: Path) -> None:
+def test_predict_refuses_existing_output(
+    trained: tuple[Path, Path], speech_wav: Path, tmp_path: Path
+) -> None:
     data, model = trained
     out = tmp_path / "exists"
     out.mkdir()
     (out / "keep.txt").write_text("user file")
     proc = run(
-        ["./predict.sh", "--model_path", model, "--reference_path", data, "--audio_path", speech_wav,
-         "--output_dir", out]
+        [
+            "./predict.sh",
+            "--model_path",
+            model,
+            "--reference_path",
+            data,
+            "--audio_path",
+            speech_wav,
+            "--output_dir",
+            out,
+        ]
     )
     assert proc.returncode != 0
     assert "--force" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert (out / "keep.txt").read_text() == "user file"
-

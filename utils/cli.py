@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 
 class UserError(Exception):
@@ -21,3 +23,11 @@ def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | No
         print("interrupted", file=sys.stderr)
         sys.exit(130)
     sys.exit(code or 0)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse parser whose usage errors are one-line UserErrors (exit 2 through run_cli)."""
+
+    def error(self, message: str) -> NoReturn:
+        """Raise the argparse error `message` as a UserError that points to --help."""
+        raise UserError(f"{message}; see --help")

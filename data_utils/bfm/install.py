@@ -45,7 +45,7 @@ from data_utils.bfm import (
     default_cache_dir,
 )
 from utils.atomic import atomic_dir, atomic_write_json, check_output_dir
-from utils.cli import UserError, run_cli
+from utils.cli import ArgumentParser, UserError, run_cli
 
 TO_DECIMETRES = 1e-5  # BFM 2009 coordinates are micrometres
 AXES_FLIP = np.array([1.0, -1.0, -1.0])  # BFM (y up, z to the viewer) -> OpenCV-like (y down, z away)
@@ -71,7 +71,7 @@ class Sources:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Parse the command line of download_bfm.sh."""
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="download_bfm.sh",
         description="Install the Basel Face Model 2009 (which you must obtain yourself under its licence) "
         "for 'preprocess.sh --tracker bfm'. The files are verified and converted into one compact file under "
