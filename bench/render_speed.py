@@ -19,14 +19,14 @@ from pathlib import Path
 
 import torch
 
-from predict import InferenceRenderer, Parser
+from predict import InferenceRenderer
 from scene.avatar import Avatar
 from scene.checkpoint import load_avatar
 from scene.dataset import FrameBatch, read_json
 from scene.deformation import DeformConfig, Deltas
 from scene.gaussians import GaussianParams
 from utils.atomic import atomic_write_json
-from utils.cli import UserError, run_cli
+from utils.cli import ArgumentParser, UserError, run_cli
 
 TARGET_FPS = {"single": 120.0, "batch": 300.0}
 SYNTHETIC_DISTANCE = 4.0
@@ -135,7 +135,7 @@ def time_fps(fn: Callable[[], object], frames: int, warmup: int, runs: int, cuda
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the command-line parser."""
-    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model_path", type=Path, help="trained model folder (needs --reference_path)")
     src.add_argument(
