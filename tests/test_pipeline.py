@@ -17,6 +17,13 @@ def run(cmd: list[str | Path]) -> subprocess.CompletedProcess:
     return subprocess.run([str(c) for c in cmd], cwd=ROOT, capture_output=True, text=True, timeout=900)
 
 
+def predict(trained: tuple[Path, Path], audio: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    """Run predict.sh with the trained model and its dataset on `audio` into `out`; return the process."""
+    data, model = trained
+    cmd = ["./predict.sh", "--model_path", model, "--reference_path", data, "--audio_path", audio]
+    return run([*cmd, "--output_dir", out, *extra])
+
+
 @pytest.fixture(scope="module")
 def trained(sample_video: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Preprocess the generated sample at 128 px and train a tiny model on it; returns (data, model)."""
@@ -61,23 +68,9 @@ def test_predict_video_matches_audio(
     from data_utils.audio_io import load_audio
     from utils.metrics import read_video_frames
 
-    data, model = trained
+    data, _ = trained
     out = tmp_path / "res"
-    proc = run(
-        [
-            "./predict.sh",
-            "--model_path",
-            model,
-            "--reference_path",
-            data,
-            "--audio_path",
-            speech_wav,
-            "--output_dir",
-            out,
-            "--camera_mode",
-            mode,
-        ]
-    )
+    proc = predict(trained, speech_wav, out, "--camera_mode", mode)
     assert proc.returncode == 0, proc.stderr[-3000:]
     video = out / "output_custom_80iter_renders.mov"
     assert video.is_file() and (out / "output_custom_80iter_renders.mp4").is_file()
@@ -101,23 +94,10 @@ def test_render_direct_reports_metrics(trained: tuple[Path, Path], tmp_path: Pat
 def test_predict_refuses_existing_output(
     trained: tuple[Path, Path], speech_wav: Path, tmp_path: Path
 ) -> None:
-    data, model = trained
     out = tmp_path / "exists"
     out.mkdir()
     (out / "keep.txt").write_text("user file")
-    proc = run(
-        [
-            "./predict.sh",
-            "--model_path",
-            model,
-            "--reference_path",
-            data,
-            "--audio_path",
-            speech_wav,
-            "--output_dir",
-            out,
-        ]
-    )
+    proc = predict(trained, speech_wav, out)
     assert proc.returncode != 0
     assert "--force" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert (out / "keep.txt").read_text() == "user file"
