@@ -269,7 +269,7 @@ class LandmarkFitTracker:
         def loss_fn() -> torch.Tensor:
             resid = _project(params, model.shapes(params), half) - target
             dist2 = (resid**2).sum(-1)
-            robust = self.huber_px**2 * (torch.sqrt(1 + dist2 / self.huber_px**2) - 1)
+            robust = pseudo_huber(dist2, self.huber_px)
             data = (robust.mean(-1) * model.weight).sum() / model.weight.sum()
             shape_reg = ((params["d_shape"] * px_per_unit) ** 2).sum(-1).mean()
             coeffs = model.coeffs(params)
@@ -279,11 +279,11 @@ class LandmarkFitTracker:
             expr_smooth = torch.zeros((), dtype=dt)
             if T >= 3:
                 smooth = (
-                    ((_accel(params["aa"]) * px_per_unit) ** 2).sum(-1).mean()
-                    + (_accel(params["uv"]) ** 2).sum(-1).mean()
-                    + ((_accel(params["log_d"]) * px_per_unit) ** 2).mean()
+                    ((accel(params["aa"]) * px_per_unit) ** 2).sum(-1).mean()
+                    + (accel(params["uv"]) ** 2).sum(-1).mean()
+                    + ((accel(params["log_d"]) * px_per_unit) ** 2).mean()
                 ) * accel_scale**2
-                expr_smooth = (_accel(coeffs) ** 2).sum(-1).mean() * accel_scale**2
+                expr_smooth = (accel(coeffs) ** 2).sum(-1).mean() * accel_scale**2
             focal_reg = (params["log_f"] - log_f0) ** 2
             return (
                 data
@@ -431,9 +431,14 @@ def _init_expressions(
     return (vt * rms).reshape(k, *shape.shape), flat @ vt.T / rms
 
 
-def _accel(x: torch.Tensor) -> torch.Tensor:
-    """Second differences along the first (time) axis."""
+def accel(x: torch.Tensor) -> torch.Tensor:
+    """Second differences along the first (time) axis: [T,...] -> [T-2,...]."""
     return x[2:] - 2 * x[1:-1] + x[:-2]
+
+
+def pseudo_huber(dist2: torch.Tensor, scale: float) -> torch.Tensor:
+    """Robust penalty of squared pixel distances dist2 [...]: quadratic below `scale` px, linear above."""
+    return scale**2 * (torch.sqrt(1 + dist2 / scale**2) - 1)
 
 
 def _upright_axes(shape: np.ndarray) -> np.ndarray:

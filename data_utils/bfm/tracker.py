@@ -27,7 +27,16 @@ from data_utils import landmark_indices as li
 from data_utils.bfm import NUM_EXP, NUM_ID
 from data_utils.bfm.model import BFMModel
 from data_utils.smoothing import fill_gaps
-from data_utils.tracking import Adam, LandmarkFitTracker, TrackResult, pose, scatter, umeyama
+from data_utils.tracking import (
+    Adam,
+    LandmarkFitTracker,
+    TrackResult,
+    accel,
+    pose,
+    pseudo_huber,
+    scatter,
+    umeyama,
+)
 from utils.cli import UserError
 
 MESH_POINTS = 468  # MediaPipe's face-surface points; 468..477 are the irises
@@ -165,11 +174,11 @@ class BFMTracker:
         px_per_unit = float(torch.exp(-params["log_d"].detach()).median())
 
         def second_diff_sq(x: torch.Tensor) -> torch.Tensor:
-            return ((x[2:] - 2 * x[1:-1] + x[:-2]) ** 2).reshape(T - 2, -1).sum(-1).mean()
+            return (accel(x) ** 2).reshape(T - 2, -1).sum(-1).mean()
 
         def loss_fn() -> torch.Tensor:
             dist2 = ((_keypoints_2d(params, half, kp_model) - target) ** 2).sum(-1)
-            robust = self.huber_px**2 * (torch.sqrt(1 + dist2 / self.huber_px**2) - 1)
+            robust = pseudo_huber(dist2, self.huber_px)
             loss = (robust.mean(-1) * weight).sum() / weight.sum()
             loss = (
                 loss
