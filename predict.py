@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -16,8 +17,8 @@ from torch import Tensor
 from tqdm import tqdm
 
 from data_utils import landmark_indices as li
-from data_utils.audio_features import get_extractor
-from data_utils.audio_io import load_audio, write_wav
+from data_utils.audio_features import get_extractor, stream_features
+from data_utils.audio_io import iter_audio_chunks, load_audio, write_wav
 from gaussian_renderer import render
 from scene.avatar import Avatar
 from scene.checkpoint import LoadedAvatar, load_avatar
@@ -39,6 +40,7 @@ from utils.video_out import VideoWriter
 
 SAMPLE_RATE = 16000
 SILENCE_DBFS = -60.0
+AUDIO_CHUNK_SECONDS = 10.0
 MOUTH_LANDMARKS = np.concatenate([li.LIPS_OUTER, li.LIPS_INNER])
 
 
@@ -108,34 +110,56 @@ def device_label(device: torch.device) -> str:
     return f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "cpu"
 
 
-def load_speech(path: Path, fps: float) -> tuple[np.ndarray, int]:
-    """Return the speech at `path` as mono float32 [n] at 16 kHz and its frame count at `fps`.
+def scan_speech(path: Path, fps: float) -> tuple[int, float]:
+    """Stream the speech at `path` once; return its frame count at `fps` and its duration in seconds.
 
     UserError when it is unreadable, shorter than one frame or silent (RMS below -60 dBFS).
     """
     if not path.is_file():
         raise UserError(f"audio '{path}' not found; check --audio_path")
-    wav = load_audio(path, SAMPLE_RATE)
-    n_frames = round(len(wav) / SAMPLE_RATE * fps)
+    samples, energy = 0, 0.0
+    for chunk in iter_audio_chunks(path, SAMPLE_RATE, AUDIO_CHUNK_SECONDS):
+        samples += len(chunk)
+        energy += float(np.square(chunk, dtype=np.float64).sum())
+    seconds = samples / SAMPLE_RATE
+    n_frames = round(seconds * fps)
     if n_frames < 1:
         raise UserError(
-            f"audio '{path}' lasts {len(wav) / SAMPLE_RATE * 1000:.0f} ms, shorter than one frame at "
-            f"{fps:g} fps; supply a longer clip"
+            f"audio '{path}' lasts {seconds * 1000:.0f} ms, shorter than one frame at {fps:g} fps; "
+            "supply a longer clip"
         )
-    rms = float(np.sqrt(np.mean(np.square(wav, dtype=np.float64))))
+    rms = (energy / samples) ** 0.5
     if rms <= 10 ** (SILENCE_DBFS / 20):
         level = f"{20 * np.log10(rms):.0f} dBFS" if rms > 0 else "digital silence"
         raise UserError(f"audio '{path}' is silent ({level}); supply a recording with speech")
-    return wav, n_frames
+    return n_frames, seconds
 
 
-def audio_conditions(loaded: LoadedAvatar, wav: np.ndarray, fps: float, n_frames: int) -> torch.Tensor:
-    """Return normalised audio windows [n_frames,C,W] of `wav` with the checkpoint's extractor and stats."""
+def audio_conditions(loaded: LoadedAvatar, path: Path, fps: float, n_frames: int) -> Iterator[Tensor]:
+    """Yield normalised audio windows [k,C,W] of the speech at `path`, segment by segment (streamed from
+    disk), with the checkpoint's extractor and statistics; n_frames frames in all."""
     spec = loaded.audio_extractor
-    feats = get_extractor(spec["name"], **spec.get("settings", {})).extract(wav, SAMPLE_RATE, fps, n_frames)
+    extractor = get_extractor(spec["name"], **spec.get("settings", {}))
     mean = np.asarray(loaded.audio_norm["mean"], dtype=np.float32).reshape(-1, 1)
     std = np.asarray(loaded.audio_norm["std"], dtype=np.float32).reshape(-1, 1)
-    return torch.from_numpy(((feats - mean) / std).astype(np.float32))
+    chunks = iter_audio_chunks(path, SAMPLE_RATE, AUDIO_CHUNK_SECONDS)
+    for feats in stream_features(extractor, chunks, SAMPLE_RATE, fps, n_frames):
+        yield torch.from_numpy(((feats - mean) / std).astype(np.float32))
+
+
+def rebatch(segments: Iterable[Tensor], size: int) -> Iterator[Tensor]:
+    """Regroup tensors [k_i,...] along dim 0 into tensors of `size` rows (the last may be shorter)."""
+    pending: list[Tensor] = []
+    count = 0
+    for segment in segments:
+        pending.append(segment)
+        count += len(segment)
+        while count >= size:
+            joined = torch.cat(pending)
+            yield joined[:size]
+            pending, count = [joined[size:]], count - size
+    if count:
+        yield torch.cat(pending)
 
 
 def check_audio_shape(avatar: Avatar, shape: tuple[int, ...], source: str) -> None:
@@ -157,22 +181,23 @@ def novel_batches(
     ref: TalkingHeadDataset,
     c2w: np.ndarray,
     torso_index: np.ndarray,
-    audio: torch.Tensor,
+    audio: Iterable[Tensor],
     eye: np.ndarray,
     batch_size: int,
 ) -> Iterator[FrameBatch]:
-    """Yield FrameBatches for new audio [n,C,W], eyes [n] and cameras c2w [n,4,4], over the training frames'
-    backgrounds picked by torso_index [n]."""
+    """Yield FrameBatches for new audio (segments [k,C,W], n frames in all), eyes [n] and cameras c2w
+    [n,4,4], over the training frames' backgrounds picked by torso_index [n]."""
     device = ref.device
-    for start in range(0, len(c2w), batch_size):
-        stop = min(start + batch_size, len(c2w))
+    start = 0
+    for windows in rebatch(audio, batch_size):
+        stop = start + len(windows)
         base = ref.get(torch.from_numpy(torso_index[start:stop]))
         viewmat, cam = c2w_to_conditions(torch.from_numpy(c2w[start:stop]).to(device))
         yield replace(
             base,
             viewmat=viewmat,
             cam=cam,
-            audio=audio[start:stop].to(device),
+            audio=windows.to(device),
             eye=torch.from_numpy(eye[start:stop]).to(device)[:, None],
             image=None,
             head_mask=None,
@@ -180,6 +205,7 @@ def novel_batches(
             face_rect=None,
             index=torch.arange(start, stop, device=device),
         )
+        start = stop
 
 
 def dataset_batches(ds: TalkingHeadDataset, batch_size: int) -> Iterator[FrameBatch]:
@@ -335,14 +361,16 @@ def predict_audio(
     loaded: LoadedAvatar,
     device: torch.device,
     tmp: Path,
-    wav: np.ndarray,
+    speech: tuple[int, float],
     fps: float,
 ) -> dict:
-    """Render the avatar speaking `wav` [n] (16 kHz, --audio_path) at `fps` into `tmp`; return the summary."""
+    """Render the avatar speaking --audio_path (`speech`: its frame count at `fps` and seconds, from
+    scan_speech; features streamed from disk) into `tmp`; return the summary."""
+    n_frames, seconds = speech
     t0 = time.perf_counter()
-    n_frames = round(len(wav) / SAMPLE_RATE * fps)
-    audio = audio_conditions(loaded, wav, fps, n_frames)
-    check_audio_shape(loaded.avatar, tuple(audio.shape[1:]), f"'{args.audio_path}'")
+    segments = audio_conditions(loaded, args.audio_path, fps, n_frames)
+    first = next(segments)
+    check_audio_shape(loaded.avatar, tuple(first.shape[1:]), f"'{args.audio_path}'")
     features_s = time.perf_counter() - t0
     ref = TalkingHeadDataset(
         args.reference_path,
@@ -357,16 +385,17 @@ def predict_audio(
     c2w, torso_index = camera_path(args.camera_mode, c2w_train, n_frames, fps, centre)
     eye = synth_eye_track(ref.eyes[:, 0].cpu().numpy(), n_frames, fps, args.seed, train_fps=ref.fps)
     video = tmp / video_name(loaded.iteration)
+    audio = itertools.chain([first], segments)
     batches = novel_batches(ref, c2w, torso_index, audio, eye, args.batch_size)
     with VideoWriter(video, fps, ref.size, ref.size, audio_path=args.audio_path) as writer:
         stats = render_stream(inference_renderer(loaded, args), batches, writer, n_frames)
     return {
         "mode": "audio",
         "audio_path": str(args.audio_path),
-        "audio_seconds": round(len(wav) / SAMPLE_RATE, 4),
+        "audio_seconds": round(seconds, 4),
         "camera_mode": args.camera_mode,
         "fps": fps,
-        "seconds": {"audio_features": round(features_s, 3)},
+        "seconds": {"audio_features_first_segment": round(features_s, 3)},
         **render_summary(stats),
     }
 
@@ -483,13 +512,13 @@ def main(argv: list[str] | None = None) -> int:
     loaded.avatar.eval()
     load_s = time.perf_counter() - t0
     fps = float(args.fps or loaded.dataset_meta["fps"])
-    wav = None if args.direct else load_speech(args.audio_path, fps)[0]
+    speech = None if args.direct else scan_speech(args.audio_path, fps)
     out = args.output_dir.resolve()
     with atomic_dir(out, args.force) as tmp:
-        if wav is None:
+        if speech is None:
             summary = predict_direct(args, loaded, device, tmp)
         else:
-            summary = predict_audio(args, loaded, device, tmp, wav, fps)
+            summary = predict_audio(args, loaded, device, tmp, speech, fps)
         total = time.perf_counter() - start
         name = video_name(loaded.iteration)
         summary.update(

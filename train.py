@@ -70,6 +70,7 @@ class TrainConfig:
     lambda_mouth: float = 1.0
     lambda_tv: float = 1e-4
     lambda_dxyz: float = 1e-2
+    audio_noise: float = 0.5
     refine_start: int = 500
     refine_stop: int | None = None
     refine_every: int = 100
@@ -171,6 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
         opt.add_argument(
             f"--lambda_{name}", type=float, help=f"loss weight (default {getattr(d, 'lambda_' + name)})"
         )
+    opt.add_argument(
+        "--audio_noise",
+        type=float,
+        help=f"std of Gaussian noise added to the normalised audio features in training ({d.audio_noise})",
+    )
     return p
 
 
@@ -349,6 +355,9 @@ class Trainer:
         """One optimisation step -> (loss, rendered image, ground truth), tensors left on the device."""
         stage = self.stage(step)
         batch = self.train_set.sample(self.cfg.batch_size, self.generator)
+        if self.cfg.audio_noise > 0 and stage == "fine":
+            noise = torch.randn(batch.audio.shape, generator=self.generator, device=batch.audio.device)
+            batch.audio = batch.audio + self.cfg.audio_noise * noise
         out, deltas = self.avatar.render_with_deltas(batch, stage, self.cfg.backend, amp=self.cfg.bf16)
         loss = compute_loss(out.image, batch, deltas, self.avatar, self.cfg)
         self.strategy.step_pre_backward(out)

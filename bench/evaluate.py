@@ -145,7 +145,8 @@ def run_stage(name: str, cmd: list[str]) -> StageRun:
     print(f"\n=== {name}: {shlex.join(cmd)}", file=sys.stderr, flush=True)
     start = time.perf_counter()
     with GpuMemoryPoller().running() as gpu:
-        proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+        path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+        proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": path})
         try:
             _, status, usage = os.wait4(proc.pid, 0)
         except BaseException:
@@ -445,13 +446,13 @@ def _zscore(x: np.ndarray) -> np.ndarray:
     return (x - np.nanmean(x)) / std if std > 0 else x - np.nanmean(x)
 
 
-def _output_video(summary: dict, results: Path) -> Path:
+def output_video(summary: dict, results: Path) -> Path:
     """The rendered video named by a predict summary.json (relative paths are inside `results`)."""
     video = Path(summary["video"])
     return video if video.is_absolute() else results / video
 
 
-def _wrapper(name: str) -> list[str]:
+def wrapper(name: str) -> list[str]:
     """Command prefix running one of the repository's .sh entry points."""
     return ["bash", str(REPO / name)]
 
@@ -470,10 +471,10 @@ def run_benchmark(args: argparse.Namespace, video: Path, audio: Path, work: Path
         (report_dir / name).unlink(missing_ok=True)
     started = time.time()
 
-    prep_cmd = [*_wrapper("preprocess.sh"), str(video), str(data), *_optional("--size", args.size), "--force"]
+    prep_cmd = [*wrapper("preprocess.sh"), str(video), str(data), *_optional("--size", args.size), "--force"]
     prep = run_stage("preprocess", prep_cmd)
     meta = read_json(data / "preprocess.json")
-    train_cmd = [*_wrapper("train.sh"), "-s", str(data), "--model_path", str(model)]
+    train_cmd = [*wrapper("train.sh"), "-s", str(data), "--model_path", str(model)]
     train_cmd += ["--iterations", str(args.iterations), *_optional("--batch_size", args.batch_size)]
     train_cmd += [*_optional("--resolution", args.resolution), *shlex.split(args.train_args)]
     train = run_stage("train", train_cmd)
@@ -481,19 +482,19 @@ def run_benchmark(args: argparse.Namespace, video: Path, audio: Path, work: Path
         plot_training_curves(model / "metrics.jsonl", report_dir / PLOTS["training"])
     resolution = args.resolution or int(meta["size"])
     speed_render = render_speed(model, data, resolution, work / "render_speed.json")
-    direct_cmd = [*_wrapper("render_direct.sh"), "--model_path", str(model), "--reference_path", str(data)]
+    direct_cmd = [*wrapper("render_direct.sh"), "--model_path", str(model), "--reference_path", str(data)]
     direct = run_stage("render_direct", [*direct_cmd, "--output_dir", str(render_dir), "--force"])
     direct_summary = read_json(render_dir / "summary.json")
-    pred_cmd = [*_wrapper("predict.sh"), "--model_path", str(model), "--reference_path", str(data)]
+    pred_cmd = [*wrapper("predict.sh"), "--model_path", str(model), "--reference_path", str(data)]
     pred_cmd += ["--audio_path", str(audio), "--output_dir", str(predict_dir), "--force"]
     pred = run_stage("predict", pred_cmd)
     pred_summary = read_json(predict_dir / "summary.json")
 
     print("\n=== measuring quality (MediaPipe on renders and ground truth)", file=sys.stderr, flush=True)
-    quality = self_driven_quality(_output_video(direct_summary, render_dir), data, meta, report_dir)
+    quality = self_driven_quality(output_video(direct_summary, render_dir), data, meta, report_dir)
     direct_metrics = render_dir / "metrics.json"
     quality["render_direct_metrics"] = read_json(direct_metrics) if direct_metrics.is_file() else None
-    lipsync = cross_driven_lipsync(_output_video(pred_summary, predict_dir), audio, data, meta, report_dir)
+    lipsync = cross_driven_lipsync(output_video(pred_summary, predict_dir), audio, data, meta, report_dir)
     gpu_peaks = [r.peak_gpu_mb for r in (prep, train, direct, pred) if r.peak_gpu_mb is not None]
     return {
         "clip": {

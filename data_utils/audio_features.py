@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import MISSING, dataclass, field, fields
 from math import gcd
 from pathlib import Path
@@ -358,3 +359,43 @@ def get_extractor(name: str, **settings: Any) -> AudioFeatureExtractor:
             f"valid settings: {', '.join(defaults)}"
         )
     return cls(**{k: _coerce(name, k, v, defaults[k]) for k, v in settings.items()})
+
+
+def stream_features(
+    extractor: AudioFeatureExtractor,
+    chunks: Iterable[np.ndarray],
+    sr: int,
+    fps: float,
+    num_frames: int,
+    segment_frames: int = 1500,
+    context_frames: int = 50,
+) -> Iterator[np.ndarray]:
+    """Yield features [k, C, W] for consecutive frame ranges covering `num_frames` frames of audio arriving
+    as mono `chunks` [n_i] at `sr` Hz, holding at most one segment plus context in memory.
+
+    Each segment of `segment_frames` frames is extracted with `context_frames` frames of audio on either side
+    (so windows and the extractor's normalisation see its neighbourhood); a clip of at most segment_frames
+    frames gives exactly extractor.extract(whole clip).
+    """
+    samples_per_frame = sr / fps
+    pending = iter(chunks)
+    buffer, buffer_start = np.zeros(0, np.float32), 0  # buffer[0] is sample `buffer_start` of the clip
+    for first in range(0, num_frames, segment_frames):
+        last = min(first + segment_frames, num_frames)
+        lo, hi = max(0, first - context_frames), min(num_frames, last + context_frames)
+        end = round(hi * samples_per_frame) if hi < num_frames else None
+        parts = [buffer]
+        have = buffer_start + len(buffer)
+        while end is None or have < end:
+            chunk = next(pending, None)
+            if chunk is None:
+                break
+            parts.append(np.asarray(chunk, np.float32))
+            have += len(chunk)
+        buffer = np.concatenate(parts)
+        start = round(lo * samples_per_frame) - buffer_start
+        segment = buffer[start : None if end is None else end - buffer_start]
+        feats = extractor.extract(segment, sr, fps, hi - lo)
+        yield feats[first - lo : last - lo]
+        keep_from = round(max(0, last - context_frames) * samples_per_frame) - buffer_start
+        buffer, buffer_start = buffer[keep_from:], buffer_start + keep_from

@@ -9,7 +9,14 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 
-from data_utils.audio_features import available_extractors, get_extractor
+from data_utils.audio_features import (
+    LogMelExtractor,
+    available_extractors,
+    frame_windows,
+    get_extractor,
+    num_video_frames,
+    stream_features,
+)
 from data_utils.audio_io import audio_duration, iter_audio_chunks, load_audio, write_wav
 from utils.cli import UserError
 
@@ -117,6 +124,44 @@ def test_logmel_normalisation_and_determinism(speech_wav: Path) -> None:
     )
     resampled = load_audio(speech_wav, sr=44100)
     assert extractor.extract(resampled, 44100, 25).shape == (50, 24, 8)
+
+
+class HalfFrameMeans:
+    """A frame-local test extractor: mean of each half frame, windows of 4 steps (exact under streaming)."""
+
+    name = "halfmeans"
+
+    def extract(self, wav: np.ndarray, sr: int, fps: float, num_frames: int | None = None) -> np.ndarray:
+        """Return windows [T, 1, 4] of half-frame means of `wav`."""
+        t = num_video_frames(len(wav), sr, fps, num_frames)
+        edges = np.round(np.arange(2 * t + 1) * sr / (2 * fps)).astype(int)
+        steps = np.array(
+            [wav[a:b].mean() if b > a else 0.0 for a, b in zip(edges[:-1], edges[1:], strict=False)]
+        )
+        return frame_windows(steps[:, None].astype(np.float32), 4)
+
+
+def _random_chunks(wav: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
+    """`wav` cut at random points into chunks."""
+    cuts = np.sort(rng.integers(0, len(wav), 12))
+    return np.split(wav, cuts)
+
+
+def test_stream_features_match_one_shot_extraction() -> None:
+    rng = np.random.default_rng(0)
+    sr, fps = 16000, 25.0
+    wav = rng.standard_normal(int(7.3 * sr)).astype(np.float32)
+    frames = round(len(wav) / sr * fps)
+    extractor = HalfFrameMeans()
+    streamed = list(stream_features(extractor, _random_chunks(wav, rng), sr, fps, frames, 40, 5))
+    assert [len(s) for s in streamed] == [40, 40, 40, 40, frames - 160]
+    np.testing.assert_allclose(np.concatenate(streamed), extractor.extract(wav, sr, fps, frames), atol=1e-6)
+
+    logmel = LogMelExtractor()
+    short = stream_features(logmel, _random_chunks(wav, rng), sr, fps, frames, segment_frames=frames)
+    np.testing.assert_allclose(next(short), logmel.extract(wav, sr, fps, frames), atol=1e-5)
+    long = np.concatenate(list(stream_features(logmel, _random_chunks(wav, rng), sr, fps, frames, 60, 10)))
+    assert long.shape == (frames, logmel.n_mels, logmel.window) and np.isfinite(long).all()
 
 
 def test_registry() -> None:
