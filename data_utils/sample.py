@@ -209,11 +209,11 @@ def _render_frame(
 ) -> np.ndarray:
     """Warp `image` [S, S, 3] with mouth opening and eye closure in [0, 1] and head `pose` (2x3 affine)."""
     inverse = cv2.invertAffineTransform(pose)
-    px = inverse[0, 0] * grid[0] + inverse[0, 1] * grid[1] + inverse[0, 2]
-    py = inverse[1, 0] * grid[0] + inverse[1, 1] * grid[1] + inverse[1, 2]
-    field = mouth * rig.mouth + eye * rig.blink
+    px = (inverse[0, 0] * grid[0] + inverse[0, 1] * grid[1] + inverse[0, 2]).astype(np.float32)
+    py = (inverse[1, 0] * grid[0] + inverse[1, 1] * grid[1] + inverse[1, 2]).astype(np.float32)
+    field = (mouth * rig.mouth + eye * rig.blink).astype(np.float32)
     dy = cv2.remap(field, px, py, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
-    out = cv2.remap(image, px, py - dy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    out = cv2.remap(image, px, (py - dy).astype(np.float32), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     if mouth > 0.02:
         top = np.stack([rig.mouth_x, rig.mouth_y - mouth * rig.upper_lift], 1)
         bottom = np.stack([rig.mouth_x, rig.mouth_y + mouth * rig.lower_drop], 1)[::-1]
