@@ -33,6 +33,11 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   args=()
   for r in "${reqs[@]}"; do args+=(-r "$r"); done
   .venv/bin/python -m pip install --disable-pip-version-check -q "${args[@]}"
+  if [ "$has_cuda" = 1 ]; then
+    echo "[setup] building gsplat's CUDA kernels (once, about a minute)"
+    MAX_JOBS="${MAX_JOBS:-$(nproc)}" .venv/bin/python -c "from gsplat.cuda._backend import _C" \
+      || { echo "error: gsplat's CUDA build failed; check nvcc and the CUDA toolkit (see README troubleshooting)" >&2; exit 2; }
+  fi
   echo "$want" > "$stamp"
 fi
 
