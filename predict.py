@@ -379,6 +379,7 @@ def predict_audio(
         device,
         audio_extractor=loaded.audio_extractor["name"],
         audio_norm=loaded.audio_norm,
+        targets=False,
     )
     c2w_train = torch.linalg.inv(ref.viewmats).cpu().numpy()
     centre = loaded.avatar.gaussians.means.detach().median(dim=0).values.cpu().numpy()

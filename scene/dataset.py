@@ -32,7 +32,7 @@ class FrameBatch:
     audio: Tensor  # [B,C,W] normalised audio features
     eye: Tensor  # [B,1] eye openness
     cam: Tensor  # [B,12] flattened 3x4 camera-to-world
-    image: Tensor | None = None  # [B,H,W,3] ground truth in [0,1]
+    image: Tensor | None = None  # [B,H,W,3] ground truth in [0,1] (None without targets)
     head_mask: Tensor | None = None  # [B,H,W,1] float {0,1}
     mouth_mask: Tensor | None = None  # [B,H,W,1] float {0,1}
     face_rect: Tensor | None = None  # [B,4] x0,y0,x1,y1 in pixels of this resolution
@@ -114,9 +114,11 @@ class TalkingHeadDataset:
         device: torch.device | str = "cpu",
         audio_extractor: str | None = None,
         audio_norm: dict | None = None,
+        targets: bool = True,
     ) -> None:
         """Validate and load data/<subject>/ (`split` train|val), resized to `resolution` px; normalise audio
-        with `audio_norm` {"mean","std"} ([C] lists) or the training split's per-channel statistics."""
+        with `audio_norm` {"mean","std"} ([C] lists) or the training split's per-channel statistics. Without
+        `targets` (rendering new audio) the frames and head masks are not loaded, only the backgrounds."""
         self.root = root = Path(root)
         if not root.is_dir():
             raise UserError(f"dataset '{root}' does not exist; run ./preprocess.sh on your video first")
@@ -154,7 +156,9 @@ class TalkingHeadDataset:
         self.mouth_masks = torch.from_numpy(_rect_mask(mouth_rects, size, margin=0.15))[..., None]
 
         self.audio, self.audio_norm = self._load_audio(name, frames, audio_norm)
-        self.images, self.backgrounds, self.head_masks = self._load_images([int(f["img_id"]) for f in frames])
+        self.images, self.backgrounds, self.head_masks = self._load_images(
+            [int(f["img_id"]) for f in frames], targets
+        )
         for attr in ("viewmats", "Ks", "cams", "eyes", "face_rects", "mouth_masks", "audio"):
             setattr(self, attr, getattr(self, attr).to(self.device))
 
@@ -179,10 +183,16 @@ class TalkingHeadDataset:
         mean, std = np.asarray(norm["mean"])[:, None], np.asarray(norm["std"])[:, None]
         return torch.from_numpy(((feats[ids] - mean) / std).astype(np.float32)), norm
 
-    def _load_images(self, ids: list[int]) -> tuple[Tensor, Tensor, Tensor]:
-        """uint8 frames [T,H,W,3], uint8 backgrounds (torso over bc) [T,H,W,3], bool head masks [T,H,W,1]."""
+    def _load_images(self, ids: list[int], targets: bool) -> tuple[Tensor | None, Tensor, Tensor | None]:
+        """uint8 frames [T,H,W,3], uint8 backgrounds (torso over bc) [T,H,W,3], bool head masks [T,H,W,1];
+        frames and masks are None without `targets`."""
         root, size = self.root, self.size
-        for sub, ext in (("gt_imgs", "jpg"), ("torso_imgs", "png"), ("parsing", "png")):
+        needed = (
+            (("gt_imgs", "jpg"), ("torso_imgs", "png"), ("parsing", "png"))
+            if targets
+            else (("torso_imgs", "png"),)
+        )
+        for sub, ext in needed:
             for i in ids:
                 if not (root / sub / f"{i}.{ext}").is_file():
                     raise _missing(root, f"{sub}/{i}.{ext}")
@@ -190,26 +200,32 @@ class TalkingHeadDataset:
             raise _missing(root, "bc.jpg")
         bc = _load_rgb(root / "bc.jpg", size, Image.Resampling.BILINEAR).astype(np.float32)
 
-        def load(i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            image = _load_rgb(root / "gt_imgs" / f"{i}.jpg", size, Image.Resampling.BILINEAR)
+        def load(i: int) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
             torso = _load_rgb(root / "torso_imgs" / f"{i}.png", size, Image.Resampling.BILINEAR)
             if torso.shape[-1] == 3:
                 raise UserError(
                     f"'{root / 'torso_imgs' / f'{i}.png'}' has no alpha channel; rerun ./preprocess.sh"
                 )
             alpha = torso[..., 3:].astype(np.float32) / 255
-            background = torso[..., :3] * alpha + bc * (1 - alpha)
+            background = np.round(torso[..., :3] * alpha + bc * (1 - alpha)).astype(np.uint8)
+            if not targets:
+                return None, background, None
+            image = _load_rgb(root / "gt_imgs" / f"{i}.jpg", size, Image.Resampling.BILINEAR)
             parsing = _load_rgb(root / "parsing" / f"{i}.png", size, Image.Resampling.NEAREST)
             head = (parsing[..., 0] > 127) & (parsing[..., 1] < 128) & (parsing[..., 2] < 128)
-            return image, np.round(background).astype(np.uint8), head[..., None]
+            return image, background, head[..., None]
 
         with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
             loaded = list(pool.map(load, ids))
-        return tuple(torch.from_numpy(np.stack(x)).to(self.device) for x in zip(*loaded, strict=True))
+        images, backgrounds, heads = zip(*loaded, strict=True)
+        stacked = [
+            torch.from_numpy(np.stack(x)).to(self.device) if targets else None for x in (images, heads)
+        ]
+        return stacked[0], torch.from_numpy(np.stack(backgrounds)).to(self.device), stacked[1]
 
     def __len__(self) -> int:
         """Number of frames in this split."""
-        return self.images.shape[0]
+        return self.backgrounds.shape[0]
 
     @property
     def audio_shape(self) -> tuple[int, int]:
@@ -237,8 +253,8 @@ class TalkingHeadDataset:
             audio=self.audio[idx],
             eye=self.eyes[idx],
             cam=self.cams[idx],
-            image=self.images[idx].float() / 255,
-            head_mask=self.head_masks[idx].float(),
+            image=None if self.images is None else self.images[idx].float() / 255,
+            head_mask=None if self.head_masks is None else self.head_masks[idx].float(),
             mouth_mask=self.mouth_masks[idx].float(),
             face_rect=self.face_rects[idx],
             index=idx,

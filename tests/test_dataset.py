@@ -56,6 +56,16 @@ def test_background_is_torso_over_bc(data_root: Path) -> None:
     assert diff[bg_only].mean() < 0.03
 
 
+def test_without_targets_only_backgrounds_load(data_root: Path) -> None:
+    full = TalkingHeadDataset(data_root, "train")
+    light = TalkingHeadDataset(data_root, "train", targets=False)
+    assert light.images is None and light.head_masks is None and len(light) == len(full)
+    batch, reference = light.get(torch.tensor([0, 3])), full.get(torch.tensor([0, 3]))
+    assert batch.image is None and batch.head_mask is None
+    assert torch.equal(batch.background, reference.background)
+    assert torch.equal(batch.viewmat, reference.viewmat) and torch.equal(batch.audio, reference.audio)
+
+
 def test_resolution_scales_images_and_intrinsics(data_root: Path) -> None:
     full = TalkingHeadDataset(data_root, "train")
     half = TalkingHeadDataset(data_root, "train", resolution=16)
