@@ -35,6 +35,7 @@ from scene.gaussians import PARAM_NAMES, init_from_track
 from utils.atomic import atomic_write_bytes, atomic_write_json
 from utils.cli import ArgumentParser, UserError, run_cli
 from utils.losses import dssim, l1, psnr, ssim, weighted_l1
+from utils.lpips import LPIPS, default_lpips_dir, find_lpips_weights
 
 RUN_CONTROL = ("iterations", "stop_at", "eval_every", "preview_every", "save_every", "log_every")
 
@@ -70,6 +71,8 @@ class TrainConfig:
     lambda_mouth: float = 1.0
     lambda_tv: float = 1e-4
     lambda_dxyz: float = 1e-2
+    lambda_lpips: float = 1e-2
+    lpips_dir: str | None = None
     audio_noise: float = 0.5
     refine_start: int = 500
     refine_stop: int | None = None
@@ -168,10 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument(
         "--lr_final_ratio", type=float, help=f"final/initial lr of means, deform ({d.lr_final_ratio})"
     )
-    for name in ("dssim", "mouth", "tv", "dxyz"):
+    for name in ("dssim", "mouth", "tv", "dxyz", "lpips"):
         opt.add_argument(
             f"--lambda_{name}", type=float, help=f"loss weight (default {getattr(d, 'lambda_' + name)})"
         )
+    opt.add_argument(
+        "--lpips_dir",
+        help="folder of the LPIPS weights (default $EGSTALKER_CACHE/lpips); without them LPIPS is off",
+    )
     opt.add_argument(
         "--audio_noise",
         type=float,
@@ -238,12 +245,20 @@ def make_schedulers(
 
 
 def compute_loss(
-    image: Tensor, batch: FrameBatch, deltas: Deltas | None, avatar: Avatar, cfg: TrainConfig
+    image: Tensor,
+    batch: FrameBatch,
+    deltas: Deltas | None,
+    avatar: Avatar,
+    cfg: TrainConfig,
+    perceptual: LPIPS | None = None,
 ) -> Tensor:
-    """L1 + lambda_dssim * D-SSIM + lambda_mouth * mouth L1 (+ tri-plane TV and |d_xyz|^2 when deformed)."""
+    """L1 + lambda_dssim * D-SSIM + lambda_mouth * mouth L1 (+ lambda_lpips * LPIPS with `perceptual`;
+    + tri-plane TV and |d_xyz|^2 when deformed) of image [B,H,W,3] against the batch -> scalar."""
     gt = batch.image
     loss = l1(image, gt) + cfg.lambda_dssim * dssim(image, gt)
     loss = loss + cfg.lambda_mouth * weighted_l1(image, gt, batch.mouth_mask)
+    if perceptual is not None:
+        loss = loss + cfg.lambda_lpips * perceptual(image, gt).mean()
     if deltas is not None:
         loss = loss + cfg.lambda_tv * avatar.deform.regularization()
         loss = loss + cfg.lambda_dxyz * deltas.d_xyz.float().square().mean()
@@ -330,6 +345,7 @@ class Trainer:
     config: dict[str, Any]
     step: int = 0
     elapsed: float = 0.0
+    perceptual: LPIPS | None = None
 
     @property
     def model_path(self) -> Path:
@@ -359,7 +375,7 @@ class Trainer:
             noise = torch.randn(batch.audio.shape, generator=self.generator, device=batch.audio.device)
             batch.audio = batch.audio + self.cfg.audio_noise * noise
         out, deltas = self.avatar.render_with_deltas(batch, stage, self.cfg.backend, amp=self.cfg.bf16)
-        loss = compute_loss(out.image, batch, deltas, self.avatar, self.cfg)
+        loss = compute_loss(out.image, batch, deltas, self.avatar, self.cfg, self.perceptual)
         self.strategy.step_pre_backward(out)
         loss.backward()
         for optimizer in self.optimizers.values():
@@ -433,6 +449,18 @@ def _new_avatar(cfg: TrainConfig, train_set: TalkingHeadDataset, device: torch.d
     return Avatar(gaussians, deform_cfg, torch.stack([bounds[0] - pad, bounds[1] + pad])).to(device)
 
 
+def _perceptual_loss(cfg: TrainConfig, device: torch.device) -> tuple[LPIPS | None, str | None]:
+    """(LPIPS network, its weights folder) for the LPIPS term, or (None, None) when lambda_lpips is 0 or,
+    with no --lpips_dir given, the default folder lacks the weights; UserError if a given --lpips_dir does."""
+    if cfg.lambda_lpips <= 0:
+        return None, None
+    folder = Path(cfg.lpips_dir).expanduser() if cfg.lpips_dir else default_lpips_dir()
+    if cfg.lpips_dir is None and find_lpips_weights(folder) is None:
+        print(f"note: LPIPS loss off (no weights in {folder}; see --lpips_dir)", file=sys.stderr)
+        return None, None
+    return LPIPS.load(folder).to(device), str(folder)
+
+
 def setup(cfg: TrainConfig, given: dict[str, Any], resume: bool, device: torch.device) -> Trainer:
     """Build a Trainer: fresh from the dataset, or from the latest checkpoint with its saved settings."""
     checkpoint = None
@@ -462,6 +490,7 @@ def setup(cfg: TrainConfig, given: dict[str, Any], resume: bool, device: torch.d
         max_gaussians=cfg.max_gaussians,
     )
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    perceptual, lpips_weights = _perceptual_loss(cfg, device)
     config = {
         "train": asdict(cfg),
         "deform": avatar.deform_cfg.to_dict(),
@@ -469,10 +498,12 @@ def setup(cfg: TrainConfig, given: dict[str, Any], resume: bool, device: torch.d
         "audio_extractor": train_set.audio_extractor,
         "audio_norm": train_set.audio_norm,
         "dataset": train_set.meta(),
+        "lpips_weights": lpips_weights,
     }
     trainer = Trainer(
         cfg, avatar, train_set, val_set, optimizers, schedulers, strategy,
         strategy.initialize_state(avatar.gaussians.num_gaussians, device), generator, config,
+        perceptual=perceptual,
     )  # fmt: skip
     if checkpoint:
         for k, o in optimizers.items():

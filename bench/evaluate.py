@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import importlib.util
 import json
 import math
 import os
@@ -34,6 +33,7 @@ from data_utils import landmark_indices as li
 from data_utils.audio_io import load_audio
 from utils.atomic import atomic_write_json
 from utils.cli import ArgumentParser, UserError, run_cli
+from utils.lpips import LPIPS, default_lpips_dir, find_lpips_weights
 from utils.metrics import (
     best_lag_correlation,
     crop_box,
@@ -316,26 +316,18 @@ def _gt_frames(data: Path, ids: list[int], size: tuple[int, int]) -> Iterator[np
         yield img if img.shape[1::-1] == size else cv2.resize(img, size, interpolation=cv2.INTER_AREA)
 
 
-def _load_lpips() -> tuple[Any, str]:
-    """(LPIPS-alex net, "alex") if the lpips package and both weight files are on disk, else (None, why)."""
-    spec = importlib.util.find_spec("lpips")
-    if spec is None or spec.origin is None:
-        return None, "not measured: lpips package not installed"
-    lin = Path(spec.origin).parent / "weights" / "v0.1" / "alex.pth"
-    alexnet = Path(torch.hub.get_dir()) / "checkpoints" / "alexnet-owt-7be5be79.pth"
-    missing = [str(p) for p in (lin, alexnet) if not p.is_file()]
-    if missing:
-        return None, f"not measured: weights missing ({', '.join(missing)}); not downloaded"
-    import lpips
-
-    return lpips.LPIPS(net="alex", verbose=False).eval(), "alex"
+def load_lpips_metric() -> tuple[LPIPS | None, str]:
+    """(LPIPS-alex network, "alex") when its weights are in the LPIPS folder, else (None, why not)."""
+    if find_lpips_weights() is None:
+        return None, f"not measured: no LPIPS weights in {default_lpips_dir()} (nothing is downloaded)"
+    return LPIPS.load(), "alex"
 
 
-def _lpips_value(net: Any, a: np.ndarray, b: np.ndarray) -> float:
-    """LPIPS distance of two RGB uint8 images with a loaded lpips.LPIPS network."""
-    ta, tb = (torch.from_numpy(x).permute(2, 0, 1)[None].float() / 127.5 - 1.0 for x in (a, b))
+def lpips_value(net: LPIPS, a: np.ndarray, b: np.ndarray) -> float:
+    """LPIPS distance of two RGB uint8 images [H,W,3]."""
+    ta, tb = (torch.from_numpy(x)[None].float() / 255.0 for x in (a, b))
     with torch.no_grad():
-        return float(net(ta, tb))
+        return float(net(ta, tb)[0])
 
 
 def _video_size(video: Path) -> tuple[int, int]:
@@ -357,7 +349,7 @@ def image_quality(video: Path, data: Path, frames: list[dict], data_size: int) -
     width, height = _video_size(video)
     scale = np.array([width, height, width, height]) / data_size
     ids = [f["img_id"] for f in frames]
-    net, lpips_note = _load_lpips()
+    net, lpips_note = load_lpips_metric()
     scores: dict[str, list[float]] = {"psnr": [], "ssim": [], "face_psnr": [], "face_ssim": [], "lpips": []}
     pairs = zip(read_video_frames(video), _gt_frames(data, ids, (width, height)), frames, strict=False)
     for render, gt, frame in pairs:
@@ -367,7 +359,7 @@ def image_quality(video: Path, data: Path, frames: list[dict], data_size: int) -
         scores["face_psnr"].append(image_psnr(crop_box(render, box), crop_box(gt, box)))
         scores["face_ssim"].append(image_ssim(crop_box(render, box), crop_box(gt, box)))
         if net is not None:
-            scores["lpips"].append(_lpips_value(net, render, gt))
+            scores["lpips"].append(lpips_value(net, render, gt))
     result = {k: _mean(v) for k, v in scores.items() if k != "lpips"}
     result["lpips"] = _mean(scores["lpips"]) if net is not None else lpips_note
     result.update(frames_compared=len(scores["psnr"]), frames_expected=len(ids), size=[width, height])

@@ -211,3 +211,17 @@ def test_evaluate_missing_video_is_one_line_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.startswith("error:") and result.stderr.count("\n") == 1
     assert "missing.mp4" in result.stderr
+
+
+def test_evaluate_lpips_needs_local_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.evaluate import load_lpips_metric, lpips_value
+    from tests.test_lpips import write_lpips_weights
+
+    monkeypatch.setenv("EGSTALKER_CACHE", str(tmp_path))
+    net, note = load_lpips_metric()
+    assert net is None and note.startswith("not measured")
+    write_lpips_weights(tmp_path / "lpips")
+    net, note = load_lpips_metric()
+    assert net is not None and note == "alex"
+    a, b = _image(0, 64), _image(1, 64)
+    assert lpips_value(net, a, a) == pytest.approx(0.0, abs=1e-7) and lpips_value(net, a, b) > 0
