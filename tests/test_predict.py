@@ -252,3 +252,10 @@ def test_render_speed_bench_writes_report(tmp_path: Path, capsys: pytest.Capture
     assert all(r["fps"] > 0 and r["deform_ms_per_frame"] > 0 for r in report["results"])
     assert report["best"]["single"] > 0 and report["best"]["batch"] > 0
     assert "best: batch 1" in capsys.readouterr().out
+
+
+def test_rebatch_regroups_segments_in_order() -> None:
+    segments = [torch.arange(0, 5), torch.arange(5, 6), torch.arange(6, 13)]
+    batches = list(predict.rebatch(segments, 4))
+    assert [len(b) for b in batches] == [4, 4, 4, 1]
+    assert torch.equal(torch.cat(batches), torch.arange(13))
