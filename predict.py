@@ -154,10 +154,12 @@ def rebatch(segments: Iterable[Tensor], size: int) -> Iterator[Tensor]:
     for segment in segments:
         pending.append(segment)
         count += len(segment)
-        while count >= size:
-            joined = torch.cat(pending)
-            yield joined[:size]
-            pending, count = [joined[size:]], count - size
+        if count < size:
+            continue
+        joined = torch.cat(pending)
+        whole = count - count % size
+        yield from joined[:whole].split(size)
+        pending, count = [joined[whole:]], count - whole
     if count:
         yield torch.cat(pending)
 

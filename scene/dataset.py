@@ -218,10 +218,14 @@ class TalkingHeadDataset:
         with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
             loaded = list(pool.map(load, ids))
         images, backgrounds, heads = zip(*loaded, strict=True)
-        stacked = [
-            torch.from_numpy(np.stack(x)).to(self.device) if targets else None for x in (images, heads)
-        ]
-        return stacked[0], torch.from_numpy(np.stack(backgrounds)).to(self.device), stacked[1]
+
+        def stacked(arrays: tuple[np.ndarray, ...]) -> Tensor:
+            """The per-frame arrays as one tensor [T,...] on the dataset's device."""
+            return torch.from_numpy(np.stack(arrays)).to(self.device)
+
+        if not targets:
+            return None, stacked(backgrounds), None
+        return stacked(images), stacked(backgrounds), stacked(heads)
 
     def __len__(self) -> int:
         """Number of frames in this split."""
