@@ -32,6 +32,7 @@ from scene.dataset import FrameBatch, TalkingHeadDataset
 from scene.deformation import DeformConfig, Deltas
 from scene.densify import DensifyStrategy
 from scene.gaussians import PARAM_NAMES, init_from_track
+from scene.pose_correction import PoseCorrection
 from utils.atomic import atomic_write_bytes, atomic_write_json
 from utils.cli import ArgumentParser, UserError, run_cli
 from utils.losses import dssim, l1, psnr, ssim, weighted_l1
@@ -66,6 +67,7 @@ class TrainConfig:
     lr_opacity: float = 5e-2
     lr_colors: float = 2.5e-3
     lr_deform: float = 1e-3
+    lr_pose: float = 0.0
     lr_final_ratio: float = 0.01
     lambda_dssim: float = 0.2
     lambda_mouth: float = 1.0
@@ -168,6 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
         opt.add_argument(
             f"--lr_{name}", type=float, help=f"Adam lr of {name} (default {getattr(d, 'lr_' + name)})"
         )
+    opt.add_argument(
+        "--lr_pose",
+        type=float,
+        help=f"Adam lr of learned per-frame head-pose corrections, e.g. 1e-4; 0 = off ({d.lr_pose})",
+    )
     opt.add_argument(
         "--lr_final_ratio", type=float, help=f"final/initial lr of means, deform ({d.lr_final_ratio})"
     )
@@ -346,6 +353,7 @@ class Trainer:
     step: int = 0
     elapsed: float = 0.0
     perceptual: LPIPS | None = None
+    pose: PoseCorrection | None = None
 
     @property
     def model_path(self) -> Path:
@@ -364,6 +372,7 @@ class Trainer:
             "strategy": self.strategy_state,
             "rng": _rng_state(self.generator),
             "elapsed": self.elapsed,
+            "pose_correction": None if self.pose is None else self.pose.state_dict(),
         }
         return save_checkpoint(self.model_path, self.step, self.avatar, self.config, state)
 
@@ -374,6 +383,8 @@ class Trainer:
         if self.cfg.audio_noise > 0 and stage == "fine":
             noise = torch.randn(batch.audio.shape, generator=self.generator, device=batch.audio.device)
             batch.audio = batch.audio + self.cfg.audio_noise * noise
+        if self.pose is not None:
+            batch.viewmat = self.pose(batch.viewmat, batch.index)
         out, deltas = self.avatar.render_with_deltas(batch, stage, self.cfg.backend, amp=self.cfg.bf16)
         loss = compute_loss(out.image, batch, deltas, self.avatar, self.cfg, self.perceptual)
         self.strategy.step_pre_backward(out)
@@ -394,6 +405,8 @@ class Trainer:
         """Add validation metrics to record; write previews/iter_<N>.jpg when asked."""
         metrics, renders, gts = evaluate(self.avatar, self.val_set, self.stage(self.step), self.cfg)
         record.update(metrics)
+        if self.pose is not None:
+            record["pose_correction_deg"], record["pose_correction_t"] = self.pose.magnitudes()
         if preview:
             write_preview(self.model_path / "previews" / f"iter_{self.step}.jpg", renders, gts)
 
@@ -480,6 +493,9 @@ def setup(cfg: TrainConfig, given: dict[str, Any], resume: bool, device: torch.d
     scene_scale = float((bounds[1] - bounds[0]).norm() / 2)
     optimizers = make_optimizers(avatar, cfg, scene_scale)
     schedulers = make_schedulers(optimizers, cfg)
+    pose = PoseCorrection(len(train_set), scene_scale).to(device) if cfg.lr_pose > 0 else None
+    if pose is not None:
+        optimizers["pose"] = torch.optim.Adam(pose.parameters(), lr=cfg.lr_pose)
     strategy = DensifyStrategy(
         scene_scale=scene_scale,
         grow_grad2d=cfg.grow_grad2d,
@@ -503,7 +519,7 @@ def setup(cfg: TrainConfig, given: dict[str, Any], resume: bool, device: torch.d
     trainer = Trainer(
         cfg, avatar, train_set, val_set, optimizers, schedulers, strategy,
         strategy.initialize_state(avatar.gaussians.num_gaussians, device), generator, config,
-        perceptual=perceptual,
+        perceptual=perceptual, pose=pose,
     )  # fmt: skip
     if checkpoint:
         for k, o in optimizers.items():
@@ -511,6 +527,8 @@ def setup(cfg: TrainConfig, given: dict[str, Any], resume: bool, device: torch.d
         for k, s in schedulers.items():
             s.load_state_dict(checkpoint["schedulers"][k])
         trainer.strategy_state = checkpoint["strategy"]
+        if pose is not None:
+            pose.load_state_dict(checkpoint["pose_correction"])
         _set_rng_state(checkpoint["rng"], generator)
         trainer.step, trainer.elapsed = int(checkpoint["iteration"]), float(checkpoint["elapsed"])
     return trainer

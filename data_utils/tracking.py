@@ -14,6 +14,7 @@ from tqdm import tqdm
 from data_utils import landmark_indices as li
 from data_utils.smoothing import fill_gaps
 from utils.cli import UserError
+from utils.rigid import so3_exp
 
 HEAD_WIDTH = 1.5  # head-space units spanned by the landmarks from cheek to cheek
 
@@ -103,18 +104,6 @@ def umeyama(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.nda
     rot = u @ d @ vt
     s = float((sig * np.diag(d)).sum() / (a**2).sum())
     return s, rot, mu_d - s * rot @ mu_s
-
-
-def rodrigues(aa: torch.Tensor) -> torch.Tensor:
-    """Axis-angle vectors [...,3] -> rotation matrices [...,3,3]."""
-    theta = torch.sqrt((aa**2).sum(-1, keepdim=True) + 1e-16)
-    k = aa / theta
-    kx, ky, kz = k.unbind(-1)
-    zero = torch.zeros_like(kx)
-    kmat = torch.stack([zero, -kz, ky, kz, zero, -kx, -ky, kx, zero], -1).reshape(*aa.shape[:-1], 3, 3)
-    eye = torch.eye(3, dtype=aa.dtype, device=aa.device).expand_as(kmat)
-    st, ct = torch.sin(theta)[..., None], torch.cos(theta)[..., None]
-    return eye + st * kmat + (1 - ct) * kmat @ kmat
 
 
 def _ellipsoid_depth(xy: np.ndarray) -> np.ndarray:
@@ -466,7 +455,7 @@ def pose(params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, t
     focal = torch.exp(params["log_f"])
     depth = focal * torch.exp(params["log_d"])
     trans = torch.cat([params["uv"] * (depth / focal)[:, None], depth[:, None]], dim=-1)
-    return rodrigues(params["aa"]), trans, focal
+    return so3_exp(params["aa"]), trans, focal
 
 
 def _project(params: dict[str, torch.Tensor], shapes: torch.Tensor, half: float) -> torch.Tensor:

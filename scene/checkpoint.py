@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from scene.avatar import Avatar
 from scene.deformation import DeformConfig
 from scene.gaussians import GaussianParams
+from scene.pose_correction import corrections_from_state
 from utils.atomic import atomic_write_bytes, atomic_write_json
 from utils.cli import UserError
 from utils.ply import save_ply
@@ -31,6 +33,7 @@ class LoadedAvatar:
     audio_extractor: dict  # {"name", "settings"}
     audio_norm: dict  # {"mean": [C], "std": [C]}
     dataset_meta: dict  # resolution, focal, fps, ...
+    pose_corrections: Tensor | None = None  # [T,6] learned corrections of the training cameras (--lr_pose)
 
 
 def checkpoint_path(model_path: Path, iteration: int) -> Path:
@@ -117,4 +120,9 @@ def load_avatar(
         audio_extractor=config["audio_extractor"],
         audio_norm=config["audio_norm"],
         dataset_meta=config["dataset"],
+        pose_corrections=(
+            corrections_from_state(checkpoint["pose_correction"])
+            if checkpoint.get("pose_correction") is not None
+            else None
+        ),
     )
