@@ -19,6 +19,8 @@ COLOURS = (HEAD, NECK, TORSO, BACKGROUND)
 HAIR_EXPANSION = 0.55  # head zone reach beyond the face oval at eye level, fraction of the oval radius
 NECK_HALF_WIDTH = 0.33  # half width of the neck band, fraction of the face width
 NECK_DEPTH = 0.45  # how far below the chin the neck reaches, fraction of the face height
+PLATE_THRESHOLD = 24.0  # max channel difference (0-255, after a 5x5 blur) from the plate that marks a person
+PLATE_REACH = 0.03  # how far from the segmenter's mask such pixels may lie, fraction of the image side
 
 
 class PersonSegmenter:
@@ -45,6 +47,28 @@ class PersonSegmenter:
         prob = self._seg.process(np.ascontiguousarray(rgb)).segmentation_mask
         mask = (prob > self.threshold).astype(np.uint8)
         return _largest_component(mask)
+
+
+def refine_with_plate(
+    person: np.ndarray,
+    frame: np.ndarray,
+    plate: np.ndarray,
+    threshold: float = PLATE_THRESHOLD,
+    reach: float = PLATE_REACH,
+) -> np.ndarray:
+    """Take the segmenter's bool person mask [H,W], the RGB frame and the background plate [H,W,3] uint8;
+    return the mask grown by the pixels near it that differ from the plate (hair tips and strands the
+    low-resolution segmenter misses), bool [H,W]."""
+    blur = (5, 5)
+    diff = np.abs(
+        cv2.GaussianBlur(frame.astype(np.float32), blur, 0)
+        - cv2.GaussianBlur(plate.astype(np.float32), blur, 0)
+    ).max(axis=-1)
+    differs = cv2.morphologyEx((diff > threshold).astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    radius = max(1, round(reach * max(person.shape)))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    near = cv2.dilate(person.astype(np.uint8), kernel)
+    return person | ((differs & near) > 0)
 
 
 def _largest_component(mask: np.ndarray) -> np.ndarray:

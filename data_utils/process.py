@@ -26,7 +26,14 @@ from data_utils.background import estimate_background, sample_indices
 from data_utils.crop import stable_square_crop, to_crop_coords
 from data_utils.eyes import eye_openness
 from data_utils.face_mesh import FaceMesh, detect_sequence
-from data_utils.parsing import PersonSegmenter, parse_frame, person_from_parsing
+from data_utils.parsing import (
+    PersonSegmenter,
+    label_regions,
+    labels_to_rgb,
+    parse_frame,
+    person_from_parsing,
+    refine_with_plate,
+)
 from data_utils.quality import frame_stats, print_report, quality_report, save_preview
 from data_utils.smoothing import fill_gaps, smooth_sequence
 from data_utils.torso import torso_rgba
@@ -249,6 +256,7 @@ class Pass2:
     luma: np.ndarray  # [T]
     sharpness: np.ndarray  # [T]
     preview: tuple[np.ndarray, np.ndarray] | None  # (crop frame, parsing) of the preview frame
+    person_added: float  # share of the pixels that the background plate added to the person masks
 
 
 def run_pass2(args: argparse.Namespace, p1: Pass1, out: Path, timings: Timings) -> Pass2:
@@ -297,7 +305,35 @@ def run_pass2(args: argparse.Namespace, p1: Pass1, out: Path, timings: Timings) 
     with timings.stage("background"):
         background = estimate_background(bg_frames, bg_masks)
         cv2.imwrite(str(out / "bc.jpg"), cv2.cvtColor(background, cv2.COLOR_RGB2BGR), jpg)
-    return Pass2(raw, luma, sharp, preview)
+    with timings.stage("refine_parsing"):
+        added, middle = refine_parsing(out, raw, background)
+    preview = None if preview is None else (preview[0], middle)
+    return Pass2(raw, luma, sharp, preview, added)
+
+
+def refine_parsing(out: Path, lms: np.ndarray, background: np.ndarray) -> tuple[float, np.ndarray]:
+    """Rewrite parsing/ and torso_imgs/ with person masks grown by the pixels that differ from the
+    background plate [H,W,3] (landmarks lms [T,478,2+]) -> (share of pixels added, middle frame's parsing)."""
+    t = len(lms)
+    added = np.zeros(t)
+    middle = None
+    writer = ImageWriter()
+    try:
+        bar = tqdm(range(t), desc="refine masks", unit="frame", file=sys.stderr, dynamic_ncols=True)
+        for i in bar:
+            frame = cv2.cvtColor(cv2.imread(str(out / "gt_imgs" / f"{i}.jpg")), cv2.COLOR_BGR2RGB)
+            old = cv2.cvtColor(cv2.imread(str(out / "parsing" / f"{i}.png")), cv2.COLOR_BGR2RGB)
+            person = person_from_parsing(old)
+            refined = refine_with_plate(person, frame, background)
+            added[i] = (refined & ~person).mean()
+            parsing = labels_to_rgb(label_regions(refined, lms[i]))
+            writer.submit([out / "parsing" / f"{i}.png"], parsing, ".png", PNG_PARAMS)
+            writer.submit([out / "torso_imgs" / f"{i}.png"], torso_rgba(frame, parsing), ".png", PNG_PARAMS)
+            if i == t // 2:
+                middle = parsing
+    finally:
+        writer.close()
+    return float(added.mean()), middle
 
 
 def _rect(points: np.ndarray, size: int, pad: float = 0.0) -> list[int]:
@@ -436,6 +472,7 @@ def build(args: argparse.Namespace, info: VideoInfo, tools: Tools, out: Path) ->
         p2.luma,
         p2.sharpness,
     )
+    quality["person_px_added_by_plate"] = p2.person_added
     if abs(audio_seconds - t / args.fps) > 0.5:
         quality["warnings"].append(
             f"audio lasts {audio_seconds:.1f} s, the video {t / args.fps:.1f} s; features are cut or padded"

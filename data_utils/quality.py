@@ -134,6 +134,8 @@ def format_report(report: dict) -> str:
         ("max |yaw|", f"{report['max_abs_yaw_deg']:.1f} deg"),
         ("mean luma / sharpness", f"{report['mean_luma']:.0f} / {report['mean_sharpness']:.0f}"),
     ]
+    if "person_px_added_by_plate" in report:
+        rows.append(("person mask growth", f"{report['person_px_added_by_plate']:.2%} of pixels (plate)"))
     width = max(len(k) for k, _ in rows)
     lines = [f"  {k.ljust(width)}  {v}" for k, v in rows]
     lines += [f"  warning: {w}" for w in report["warnings"]] or ["  no warnings"]

@@ -19,6 +19,7 @@ from data_utils.parsing import (
     labels_to_rgb,
     parse_frame,
     person_from_parsing,
+    refine_with_plate,
 )
 from data_utils.quality import format_report, landmark_jitter, quality_report, save_preview
 from data_utils.torso import torso_rgba
@@ -208,3 +209,23 @@ def test_save_preview_writes_one_side_by_side_jpeg(tmp_path: Path) -> None:
     save_preview(path, frame, lms, parsing, crop, crop_rect=(40, 0, 90), height=100)
     img = cv2.imread(str(path))
     assert img.shape[0] == 100 and img.shape[1] == round(160 * 100 / 90) + 3 * 100
+
+
+def test_refine_with_plate_adds_missed_strands_near_the_person_only() -> None:
+    rng = np.random.default_rng(0)
+    plate = rng.integers(100, 140, size=(96, 96, 3)).astype(np.uint8)
+    person = np.zeros((96, 96), bool)
+    person[30:70, 30:60] = True
+    frame = plate.copy()
+    frame[person] = 200
+    frame[40:60, 60:64] = 20  # a dark strand just outside the segmented person
+    frame[5:15, 85:95] = 250  # something that changed far from the person
+    frame[80:90, 10:20] = plate[80:90, 10:20] + 3  # compression-like noise
+    refined = refine_with_plate(person, frame, plate)
+    assert refined[person].all()
+    assert refined[44:56, 60:63].all()
+    assert not refined[5:15, 85:95].any()
+    assert not refined[80:90, 10:20].any()
+    grown = cv2.dilate(person.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0  # the blur's 3 px halo
+    grown[38:62, 60:66] = True
+    assert not (refined & ~grown).any()

@@ -142,11 +142,12 @@ def test_contract_audio_and_metadata(dataset: tuple[Path, subprocess.CompletedPr
         meta["audio_extractor"]["settings"], dict
     )
     assert set(meta["versions"]) >= {"python", "torch", "mediapipe", "numpy", "opencv"}
-    assert set(meta["timings"]) >= {"detect", "crop_parse_write", "background", "track", "audio"}
+    assert set(meta["timings"]) >= {"detect", "crop_parse_write", "background", "refine_parsing", "track"}
     assert all(set(st) >= {"seconds", "fps"} for st in meta["timings"].values())
     quality = meta["quality"]
     assert set(quality) >= {"frames_with_face", "landmark_jitter_px", "reproj_err_px", "warnings"}
     assert quality["frames_with_face"] >= 0.9 and quality["reproj_err_px"] < 5.0
+    assert 0.0 <= quality["person_px_added_by_plate"] < 0.1
     assert meta["settings"]["size"] == SIZE and meta["settings"]["tracker"] == "mediapipe"
 
 
