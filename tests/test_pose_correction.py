@@ -13,6 +13,7 @@ from scipy.spatial.transform import Rotation
 
 import predict
 import train
+from bench import error_regions
 from scene.checkpoint import load_avatar, load_checkpoint
 from scene.dataset import TalkingHeadDataset
 from scene.pose_correction import PoseCorrection, correct_viewmats
@@ -120,3 +121,28 @@ def test_resume_with_corrections_equals_uninterrupted_run(data_root: Path, tmp_p
     assert train.main(["-s", str(data_root), "-m", str(pieces), "--resume"]) == 0
     a, b = load_checkpoint(straight / "chkpnt10.pth"), load_checkpoint(pieces / "chkpnt10.pth")
     assert torch.allclose(a["pose_correction"]["delta"], b["pose_correction"]["delta"], atol=1e-6)
+
+
+def test_error_regions_bench_reports_every_region(
+    posed_model: Path, data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "regions.json"
+    argv = ["--model_path", str(posed_model), "--data", str(data_root), "--frames", "4", "--out", str(out)]
+    assert error_regions.main([*argv, "--fit_val_poses", "--fit_steps", "5"]) == 0
+    report = json.loads(out.read_text())["psnr"]
+    assert set(report) == {"train", "val", "val_fit"}
+    for row in report.values():
+        assert set(row) >= {*error_regions.REGIONS, "static_full", "static_face", "composite_outside_head"}
+        assert all(np.isfinite(v) and 5 < v < 80 for v in row.values())
+    assert report["val"]["composite_outside_head"] == report["val_fit"]["composite_outside_head"]
+    assert out.with_suffix(".jpg").is_file()
+    assert "val_fit" in capsys.readouterr().out
+
+
+def test_masked_psnr_counts_only_the_mask() -> None:
+    err = torch.zeros(4, 4)
+    err[0, 0] = 1.0
+    mask = torch.zeros(4, 4, dtype=torch.bool)
+    mask[0, :2] = True
+    assert error_regions.masked_psnr(err, mask) == pytest.approx(-10 * np.log10(0.5))
+    assert error_regions.masked_psnr(err, ~mask) > 100

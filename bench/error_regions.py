@@ -1,0 +1,179 @@
+"""Where a trained model's error lies: PSNR by image region on training and validation frames.
+
+    python -m bench.error_regions --model_path output/me --data data/me [--fit_val_poses]
+
+Regions: full frame, face box, head interior, a band along the head-mask edge, everything outside the head,
+and the mouth box. Two reference rows per split: the static (coarse) model, and the background composite
+alone outside the head (the ceiling that the composite leaves however good the head is). Training frames are
+rendered with the pose corrections learned in training when the model has them. `--fit_val_poses` adds a
+row where each validation camera is refitted to its frame by a pose-only photometric fit against the frozen
+model: the error that remains is the model's, not the tracker's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+
+from scene.avatar import Avatar
+from scene.checkpoint import load_avatar
+from scene.dataset import FrameBatch, TalkingHeadDataset
+from scene.pose_correction import correct_viewmats
+from utils.atomic import atomic_write_json
+from utils.cli import ArgumentParser, run_cli
+
+REGIONS = ("full", "face", "head_interior", "head_edge", "outside_head", "mouth")
+EDGE_FRAC = 9 / 512  # width of the head-edge band, fraction of the image side
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line."""
+    p = ArgumentParser(prog="python -m bench.error_regions", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model_path", type=Path, required=True, help="trained model folder")
+    p.add_argument("--data", type=Path, required=True, help="the preprocessed subject it was trained on")
+    p.add_argument("--frames", type=int, default=25, help="evenly spaced frames per split (default 25)")
+    p.add_argument("--batch_size", type=int, default=5, help="frames rendered at once (default 5)")
+    p.add_argument("--fit_val_poses", action="store_true", help="also refit the validation cameras")
+    p.add_argument("--fit_steps", type=int, default=150, help="Adam steps of the pose fit (default 150)")
+    p.add_argument("--out", type=Path, help="report JSON (default MODEL/error_regions.json)")
+    return p.parse_args(argv)
+
+
+def masked_psnr(sq_err: Tensor, mask: Tensor) -> float:
+    """PSNR in dB of per-pixel squared errors [H,W] (images in [0,1]) over the pixels where mask [H,W] > 0."""
+    weight = mask.float()
+    mse = (sq_err * weight).sum() / weight.sum().clamp(min=1)
+    return float(-10 * torch.log10(mse.clamp(min=1e-12)))
+
+
+def region_masks(batch: FrameBatch, edge_px: int) -> dict[str, Tensor]:
+    """Bool masks [B,H,W] of each region in REGIONS (edge band `edge_px` wide) of a batch with targets."""
+    head = batch.head_mask[..., 0][:, None]
+    k = 2 * (edge_px // 2) + 1
+    inner = -F.max_pool2d(-head, k, 1, k // 2)[:, 0] > 0.5
+    outer = F.max_pool2d(head, k, 1, k // 2)[:, 0] > 0.5
+    b, h, w = inner.shape
+    ys = torch.arange(h, device=head.device)[None, :, None]
+    xs = torch.arange(w, device=head.device)[None, None, :]
+    r = batch.face_rect.round()[:, :, None, None]
+    face = (xs >= r[:, 0]) & (xs < r[:, 2]) & (ys >= r[:, 1]) & (ys < r[:, 3])
+    return {
+        "full": torch.ones_like(inner),
+        "face": face,
+        "head_interior": inner,
+        "head_edge": outer & ~inner,
+        "outside_head": ~outer,
+        "mouth": batch.mouth_mask[..., 0] > 0.5,
+    }
+
+
+def fit_poses(avatar: Avatar, batch: FrameBatch, steps: int, scene_scale: float) -> Tensor:
+    """World->camera matrices [B,4,4] refitted to the batch's frames by L1 over 6 rigid numbers a frame."""
+    unit = torch.tensor([1.0, 1.0, 1.0, scene_scale, scene_scale, scene_scale], device=batch.viewmat.device)
+    delta = torch.zeros(batch.viewmat.shape[0], 6, device=batch.viewmat.device, requires_grad=True)
+    optimizer = torch.optim.Adam([delta], lr=2e-3)
+    tracked = batch.viewmat
+    for step in range(steps):
+        if step == steps * 2 // 3:
+            optimizer.param_groups[0]["lr"] = 5e-4
+        batch.viewmat = correct_viewmats(tracked, delta * unit)
+        loss = (avatar.render(batch).image - batch.image).abs().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    batch.viewmat = tracked
+    return correct_viewmats(tracked, delta.detach() * unit)
+
+
+def measure_split(
+    avatar: Avatar,
+    ds: TalkingHeadDataset,
+    args: argparse.Namespace,
+    corrections: Tensor | None,
+    fit: bool,
+    scene_scale: float,
+) -> tuple[dict[str, float], list[Tensor]]:
+    """Mean PSNR per region (+ static model and composite rows) over the split -> (row, picture strips)."""
+    scores: dict[str, list[float]] = {}
+    strips = []
+    edge_px = max(3, round(EDGE_FRAC * ds.size))
+    for chunk in ds.evenly_spaced(args.frames).split(args.batch_size):
+        batch = ds.get(chunk)
+        if corrections is not None:
+            batch.viewmat = correct_viewmats(batch.viewmat, corrections[chunk])
+        if fit:
+            batch.viewmat = fit_poses(avatar, batch, args.fit_steps, scene_scale)
+        with torch.no_grad():
+            fine = avatar.render(batch, "fine").image.clamp(0, 1)
+            coarse = avatar.render(batch, "coarse").image.clamp(0, 1)
+        masks = region_masks(batch, edge_px)
+        errors = {
+            "": (fine - batch.image).square().mean(-1),
+            "static_": (coarse - batch.image).square().mean(-1),
+            "composite_": (batch.background - batch.image).square().mean(-1),
+        }
+        for j in range(len(chunk)):
+            for prefix, err in errors.items():
+                names = ("outside_head",) if prefix == "composite_" else REGIONS
+                if prefix == "static_":
+                    names = ("full", "face")
+                for name in names:
+                    scores.setdefault(prefix + name, []).append(masked_psnr(err[j], masks[name][j]))
+        if len(strips) < 4:
+            heat = ((fine[0] - batch.image[0]).abs().mean(-1, keepdim=True) * 5).clamp(0, 1).expand(-1, -1, 3)
+            strips.append(torch.cat([fine[0], batch.image[0], heat], dim=1).cpu())
+    return {k: round(float(np.mean(v)), 2) for k, v in scores.items()}, strips
+
+
+def print_table(report: dict[str, dict[str, float]]) -> None:
+    """Print the rows (splits) by columns (regions) as a table."""
+    columns = list(next(iter(report.values())))
+    print("PSNR dB".ljust(10) + "".join(c.rjust(max(len(c), 6) + 2) for c in columns))
+    for split, row in report.items():
+        cells = "".join(f"{row.get(c, math.nan):.2f}".rjust(max(len(c), 6) + 2) for c in columns)
+        print(split.ljust(10) + cells)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: measure, print the table, write the JSON report and the error picture -> exit code."""
+    args = parse_args(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    loaded = load_avatar(args.model_path, device=device)
+    avatar = loaded.avatar.eval()
+    bounds = avatar.bounds
+    scene_scale = float((bounds[1] - bounds[0]).norm() / 2)
+    res = loaded.dataset_meta["resolution"]
+    report: dict[str, dict[str, float]] = {}
+    pictures = []
+    runs = [("train", "train", False), ("val", "val", False)]
+    if args.fit_val_poses:
+        runs.append(("val_fit", "val", True))
+    for name, split, fit in runs:
+        ds = TalkingHeadDataset(args.data, split, res, device, audio_norm=loaded.audio_norm)
+        corrections = loaded.pose_corrections
+        if split != "train" or corrections is None or corrections.shape[0] != len(ds):
+            corrections = None
+        else:
+            corrections = corrections.to(device)
+        report[name], strips = measure_split(avatar, ds, args, corrections, fit, scene_scale)
+        if split == "val":
+            pictures = strips
+    out = args.out or args.model_path / "error_regions.json"
+    atomic_write_json(out, {"model_path": str(args.model_path), "data": str(args.data), "psnr": report})
+    picture = out.with_suffix(".jpg")
+    grid = (torch.cat(pictures, dim=0) * 255).round().byte().numpy()
+    Image.fromarray(grid).save(picture, quality=90)
+    print_table(report)
+    print(f"report: {out}\npicture (validation: render | ground truth | error x5): {picture}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
