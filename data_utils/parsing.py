@@ -19,8 +19,9 @@ COLOURS = (HEAD, NECK, TORSO, BACKGROUND)
 HAIR_EXPANSION = 0.55  # head zone reach beyond the face oval at eye level, fraction of the oval radius
 NECK_HALF_WIDTH = 0.33  # half width of the neck band, fraction of the face width
 NECK_DEPTH = 0.45  # how far below the chin the neck reaches, fraction of the face height
-PLATE_THRESHOLD = 24.0  # max channel difference (0-255, after a 5x5 blur) from the plate that marks a person
+PLATE_THRESHOLD = 24.0  # max channel difference (0-255, after PLATE_BLUR) from the plate that marks a person
 PLATE_REACH = 0.03  # how far from the segmenter's mask such pixels may lie, fraction of the image side
+PLATE_BLUR = (5, 5)
 
 
 class PersonSegmenter:
@@ -49,26 +50,27 @@ class PersonSegmenter:
         return _largest_component(mask)
 
 
-def refine_with_plate(
-    person: np.ndarray,
-    frame: np.ndarray,
-    plate: np.ndarray,
-    threshold: float = PLATE_THRESHOLD,
-    reach: float = PLATE_REACH,
-) -> np.ndarray:
-    """Take the segmenter's bool person mask [H,W], the RGB frame and the background plate [H,W,3] uint8;
-    return the mask grown by the pixels near it that differ from the plate (hair tips and strands the
-    low-resolution segmenter misses), bool [H,W]."""
-    blur = (5, 5)
-    diff = np.abs(
-        cv2.GaussianBlur(frame.astype(np.float32), blur, 0)
-        - cv2.GaussianBlur(plate.astype(np.float32), blur, 0)
-    ).max(axis=-1)
-    differs = cv2.morphologyEx((diff > threshold).astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
-    radius = max(1, round(reach * max(person.shape)))
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-    near = cv2.dilate(person.astype(np.uint8), kernel)
-    return person | ((differs & near) > 0)
+class PlateRefiner:
+    """Grows person masks by the nearby pixels that differ from the background plate: hair tips and strands
+    that the low-resolution segmenter misses."""
+
+    def __init__(
+        self, plate: np.ndarray, threshold: float = PLATE_THRESHOLD, reach: float = PLATE_REACH
+    ) -> None:
+        """Take the plate [H,W,3] uint8, the colour difference that marks a person pixel (0-255, after a 5x5
+        blur) and how far from the segmented person such pixels may lie (fraction of the image side)."""
+        self._plate = cv2.GaussianBlur(plate, PLATE_BLUR, 0)
+        self._threshold = threshold
+        radius = max(1, round(reach * max(plate.shape[:2])))
+        self._near_kernel = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
+
+    def __call__(self, person: np.ndarray, frame: np.ndarray) -> np.ndarray:
+        """Take the segmenter's bool person mask [H,W] and the RGB frame [H,W,3] uint8; return the grown
+        bool mask [H,W]."""
+        diff = cv2.absdiff(cv2.GaussianBlur(frame, PLATE_BLUR, 0), self._plate).max(axis=-1)
+        differs = cv2.morphologyEx((diff > self._threshold).astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3)))
+        near = cv2.dilate(person.astype(np.uint8), self._near_kernel)
+        return person | ((differs & near) > 0)
 
 
 def _largest_component(mask: np.ndarray) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import platform
 import sys
 import time
@@ -28,11 +29,11 @@ from data_utils.eyes import eye_openness
 from data_utils.face_mesh import FaceMesh, detect_sequence
 from data_utils.parsing import (
     PersonSegmenter,
+    PlateRefiner,
     label_regions,
     labels_to_rgb,
     parse_frame,
     person_from_parsing,
-    refine_with_plate,
 )
 from data_utils.quality import frame_stats, print_report, quality_report, save_preview
 from data_utils.smoothing import fill_gaps, smooth_sequence
@@ -314,25 +315,31 @@ def run_pass2(args: argparse.Namespace, p1: Pass1, out: Path, timings: Timings) 
 def refine_parsing(out: Path, lms: np.ndarray, background: np.ndarray) -> tuple[float, np.ndarray]:
     """Rewrite parsing/ and torso_imgs/ with person masks grown by the pixels that differ from the
     background plate [H,W,3] (landmarks lms [T,478,2+]) -> (share of pixels added, middle frame's parsing)."""
+    refine = PlateRefiner(background)
+
     t = len(lms)
+
+    def one(i: int) -> tuple[float, np.ndarray | None]:
+        """Refine frame i; return (share of its pixels added, its new parsing if it is the middle frame)."""
+        frame = cv2.cvtColor(cv2.imread(str(out / "gt_imgs" / f"{i}.jpg")), cv2.COLOR_BGR2RGB)
+        person = person_from_parsing(
+            cv2.cvtColor(cv2.imread(str(out / "parsing" / f"{i}.png")), cv2.COLOR_BGR2RGB)
+        )
+        refined = refine(person, frame)
+        parsing = labels_to_rgb(label_regions(refined, lms[i]))
+        _write_image([out / "parsing" / f"{i}.png"], parsing, ".png", PNG_PARAMS)
+        _write_image([out / "torso_imgs" / f"{i}.png"], torso_rgba(frame, parsing), ".png", PNG_PARAMS)
+        return float((refined & ~person).mean()), parsing if i == t // 2 else None
+
     added = np.zeros(t)
     middle = None
-    writer = ImageWriter()
-    try:
-        bar = tqdm(range(t), desc="refine masks", unit="frame", file=sys.stderr, dynamic_ncols=True)
-        for i in bar:
-            frame = cv2.cvtColor(cv2.imread(str(out / "gt_imgs" / f"{i}.jpg")), cv2.COLOR_BGR2RGB)
-            old = cv2.cvtColor(cv2.imread(str(out / "parsing" / f"{i}.png")), cv2.COLOR_BGR2RGB)
-            person = person_from_parsing(old)
-            refined = refine_with_plate(person, frame, background)
-            added[i] = (refined & ~person).mean()
-            parsing = labels_to_rgb(label_regions(refined, lms[i]))
-            writer.submit([out / "parsing" / f"{i}.png"], parsing, ".png", PNG_PARAMS)
-            writer.submit([out / "torso_imgs" / f"{i}.png"], torso_rgba(frame, parsing), ".png", PNG_PARAMS)
-            if i == t // 2:
-                middle = parsing
-    finally:
-        writer.close()
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        results = pool.map(one, range(t))
+        for i, (share, parsing) in enumerate(
+            tqdm(results, total=t, desc="refine masks", unit="frame", file=sys.stderr, dynamic_ncols=True)
+        ):
+            added[i] = share
+            middle = parsing if parsing is not None else middle
     return float(added.mean()), middle
 
 

@@ -15,11 +15,11 @@ from data_utils.parsing import (
     HEAD,
     NECK,
     PersonSegmenter,
+    PlateRefiner,
     label_regions,
     labels_to_rgb,
     parse_frame,
     person_from_parsing,
-    refine_with_plate,
 )
 from data_utils.quality import format_report, landmark_jitter, quality_report, save_preview
 from data_utils.torso import torso_rgba
@@ -211,7 +211,7 @@ def test_save_preview_writes_one_side_by_side_jpeg(tmp_path: Path) -> None:
     assert img.shape[0] == 100 and img.shape[1] == round(160 * 100 / 90) + 3 * 100
 
 
-def test_refine_with_plate_adds_missed_strands_near_the_person_only() -> None:
+def test_plate_refiner_adds_missed_strands_near_the_person_only() -> None:
     rng = np.random.default_rng(0)
     plate = rng.integers(100, 140, size=(96, 96, 3)).astype(np.uint8)
     person = np.zeros((96, 96), bool)
@@ -221,7 +221,7 @@ def test_refine_with_plate_adds_missed_strands_near_the_person_only() -> None:
     frame[40:60, 60:64] = 20  # a dark strand just outside the segmented person
     frame[5:15, 85:95] = 250  # something that changed far from the person
     frame[80:90, 10:20] = plate[80:90, 10:20] + 3  # compression-like noise
-    refined = refine_with_plate(person, frame, plate)
+    refined = PlateRefiner(plate)(person, frame)
     assert refined[person].all()
     assert refined[44:56, 60:63].all()
     assert not refined[5:15, 85:95].any()
