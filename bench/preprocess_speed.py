@@ -16,7 +16,16 @@ from utils.cli import UserError, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_VIDEOS = REPO.parent / "shared" / "data" / "videos"
-STAGES = ("detect", "crop_parse_write", "background", "smooth", "track", "transforms", "audio")
+STAGES = (
+    "detect",
+    "crop_parse_write",
+    "background",
+    "refine_parsing",
+    "smooth",
+    "track",
+    "transforms",
+    "audio",
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -64,7 +73,7 @@ def run_clip(video: Path, size: int, fps: float) -> dict:
 
 def format_table(records: list[dict]) -> str:
     """Return a fixed-width table: clip, length, frames, wall, stage fps, face %, reprojection, warnings."""
-    short = {"crop_parse_write": "crop", "background": "bg", "transforms": "xf"}
+    short = {"crop_parse_write": "crop", "background": "bg", "refine_parsing": "refine", "transforms": "xf"}
     stage_cols = [short.get(s, s) for s in STAGES]
     head = f"{'clip':<28} {'sec':>5} {'frames':>6} {'wall s':>7} {'cpu s':>6} " + " ".join(
         f"{c:>7}" for c in stage_cols
