@@ -497,6 +497,8 @@ def predict_direct(args: argparse.Namespace, loaded: LoadedAvatar, device: torch
         audio_norm=loaded.audio_norm,
     )
     check_audio_shape(loaded.avatar, ds.audio_shape, f"dataset '{args.reference_path}'")
+    if args.split == "train":
+        ds.viewmats = reference_viewmats(loaded, ds)
     video = tmp / video_name(loaded.iteration)
     audio_wav = split_audio(args.reference_path, ds, args.split, tmp / ".split.wav")
     scores = FrameScores()

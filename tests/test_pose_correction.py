@@ -4,6 +4,7 @@ known pose error is recovered through the CPU rasterizer, and that training save
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -146,3 +147,28 @@ def test_masked_psnr_counts_only_the_mask() -> None:
     mask[0, :2] = True
     assert error_regions.masked_psnr(err, mask) == pytest.approx(-10 * np.log10(0.5))
     assert error_regions.masked_psnr(err, ~mask) > 100
+
+
+def test_render_direct_of_training_frames_uses_the_corrections(
+    posed_model: Path, data_root: Path, tmp_path: Path
+) -> None:
+    plain = tmp_path / "plain"
+    shutil.copytree(posed_model, plain)
+    checkpoint = load_checkpoint(plain / "chkpnt60.pth")
+    checkpoint["pose_correction"] = None
+    torch.save(checkpoint, plain / "chkpnt60.pth")
+    psnrs = []
+    for model in (posed_model, plain):
+        out = tmp_path / f"direct_{model.name}"
+        argv = [
+            "--direct",
+            "--split",
+            "train",
+            "--model_path",
+            str(model),
+            "--reference_path",
+            str(data_root),
+        ]
+        assert predict.main([*argv, "--output_dir", str(out)]) == 0
+        psnrs.append(json.loads((out / "metrics.json").read_text())["psnr"])
+    assert psnrs[0] != pytest.approx(psnrs[1], abs=1e-3)
