@@ -75,7 +75,7 @@ class TrainConfig:
     lambda_dxyz: float = 1e-2
     lambda_lpips: float = 1e-2
     lpips_dir: str | None = None
-    audio_noise: float = 0.5
+    audio_noise: float = 0.0
     refine_start: int = 500
     refine_stop: int | None = None
     refine_every: int = 100
