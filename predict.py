@@ -24,7 +24,7 @@ from scene.avatar import Avatar
 from scene.checkpoint import LoadedAvatar, load_avatar
 from scene.dataset import FrameBatch, TalkingHeadDataset, read_json
 from scene.deformation import Deltas
-from scene.pose_correction import correct_viewmats
+from scene.pose_correction import corrected_if_matching
 from utils.atomic import atomic_dir, atomic_write_json, check_output_dir
 from utils.blink import synth_eye_track
 from utils.camera_path import CAMERA_MODES, camera_path
@@ -359,22 +359,6 @@ def check_inputs(args: argparse.Namespace) -> None:
     check_output_dir(args.output_dir, args.force)
 
 
-def reference_viewmats(loaded: LoadedAvatar, ref: TalkingHeadDataset) -> torch.Tensor:
-    """World->camera matrices [T,4,4] of the reference frames: tracked, or with the corrections learned in
-    training (--lr_pose) when the reference is the training data (same frame count)."""
-    corrections = loaded.pose_corrections
-    if corrections is None:
-        return ref.viewmats
-    if corrections.shape[0] != len(ref):
-        print(
-            f"note: the model's pose corrections are for {corrections.shape[0]} frames, the reference has "
-            f"{len(ref)}; using the tracked poses",
-            file=sys.stderr,
-        )
-        return ref.viewmats
-    return correct_viewmats(ref.viewmats, corrections)
-
-
 def predict_audio(
     args: argparse.Namespace,
     loaded: LoadedAvatar,
@@ -400,7 +384,7 @@ def predict_audio(
         audio_norm=loaded.audio_norm,
         targets=False,
     )
-    c2w_train = torch.linalg.inv(reference_viewmats(loaded, ref)).cpu().numpy()
+    c2w_train = torch.linalg.inv(corrected_if_matching(ref.viewmats, loaded.pose_corrections)).cpu().numpy()
     centre = loaded.avatar.gaussians.means.detach().median(dim=0).values.cpu().numpy()
     c2w, torso_index = camera_path(args.camera_mode, c2w_train, n_frames, fps, centre)
     eye = synth_eye_track(ref.eyes[:, 0].cpu().numpy(), n_frames, fps, args.seed, train_fps=ref.fps)
@@ -498,7 +482,7 @@ def predict_direct(args: argparse.Namespace, loaded: LoadedAvatar, device: torch
     )
     check_audio_shape(loaded.avatar, ds.audio_shape, f"dataset '{args.reference_path}'")
     if args.split == "train":
-        ds.viewmats = reference_viewmats(loaded, ds)
+        ds.viewmats = corrected_if_matching(ds.viewmats, loaded.pose_corrections)
     video = tmp / video_name(loaded.iteration)
     audio_wav = split_audio(args.reference_path, ds, args.split, tmp / ".split.wav")
     scores = FrameScores()

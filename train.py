@@ -490,7 +490,7 @@ def setup(cfg: TrainConfig, given: dict[str, Any], resume: bool, device: torch.d
     train_set, val_set = _load_data(cfg, device, audio_norm)
     avatar = avatar_from_checkpoint(checkpoint, device) if checkpoint else _new_avatar(cfg, train_set, device)
     bounds = avatar.bounds
-    scene_scale = float((bounds[1] - bounds[0]).norm() / 2)
+    scene_scale = avatar.scene_scale
     optimizers = make_optimizers(avatar, cfg, scene_scale)
     schedulers = make_schedulers(optimizers, cfg)
     pose = PoseCorrection(len(train_set), scene_scale).to(device) if cfg.lr_pose > 0 else None

@@ -25,7 +25,7 @@ from torch import Tensor
 from scene.avatar import Avatar
 from scene.checkpoint import load_avatar
 from scene.dataset import FrameBatch, TalkingHeadDataset
-from scene.pose_correction import correct_viewmats
+from scene.pose_correction import correct_viewmats, corrected_if_matching, correction_units
 from utils.atomic import atomic_write_json
 from utils.cli import ArgumentParser, run_cli
 
@@ -74,9 +74,9 @@ def region_masks(batch: FrameBatch, edge_px: int) -> dict[str, Tensor]:
     }
 
 
-def fit_poses(avatar: Avatar, batch: FrameBatch, steps: int, scene_scale: float) -> Tensor:
+def fit_poses(avatar: Avatar, batch: FrameBatch, steps: int) -> Tensor:
     """World->camera matrices [B,4,4] refitted to the batch's frames by L1 over 6 rigid numbers a frame."""
-    unit = torch.tensor([1.0, 1.0, 1.0, scene_scale, scene_scale, scene_scale], device=batch.viewmat.device)
+    unit = correction_units(avatar.scene_scale, batch.viewmat.device)
     delta = torch.zeros(batch.viewmat.shape[0], 6, device=batch.viewmat.device, requires_grad=True)
     optimizer = torch.optim.Adam([delta], lr=2e-3)
     tracked = batch.viewmat
@@ -96,9 +96,7 @@ def measure_split(
     avatar: Avatar,
     ds: TalkingHeadDataset,
     args: argparse.Namespace,
-    corrections: Tensor | None,
     fit: bool,
-    scene_scale: float,
 ) -> tuple[dict[str, float], list[Tensor]]:
     """Mean PSNR per region (+ static model and composite rows) over the split -> (row, picture strips)."""
     scores: dict[str, list[float]] = {}
@@ -106,10 +104,8 @@ def measure_split(
     edge_px = max(3, round(EDGE_FRAC * ds.size))
     for chunk in ds.evenly_spaced(args.frames).split(args.batch_size):
         batch = ds.get(chunk)
-        if corrections is not None:
-            batch.viewmat = correct_viewmats(batch.viewmat, corrections[chunk])
         if fit:
-            batch.viewmat = fit_poses(avatar, batch, args.fit_steps, scene_scale)
+            batch.viewmat = fit_poses(avatar, batch, args.fit_steps)
         with torch.no_grad():
             fine = avatar.render(batch, "fine").image.clamp(0, 1)
             coarse = avatar.render(batch, "coarse").image.clamp(0, 1)
@@ -147,8 +143,6 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     loaded = load_avatar(args.model_path, device=device)
     avatar = loaded.avatar.eval()
-    bounds = avatar.bounds
-    scene_scale = float((bounds[1] - bounds[0]).norm() / 2)
     res = loaded.dataset_meta["resolution"]
     report: dict[str, dict[str, float]] = {}
     pictures = []
@@ -157,12 +151,9 @@ def main(argv: list[str] | None = None) -> int:
         runs.append(("val_fit", "val", True))
     for name, split, fit in runs:
         ds = TalkingHeadDataset(args.data, split, res, device, audio_norm=loaded.audio_norm)
-        corrections = loaded.pose_corrections
-        if split != "train" or corrections is None or corrections.shape[0] != len(ds):
-            corrections = None
-        else:
-            corrections = corrections.to(device)
-        report[name], strips = measure_split(avatar, ds, args, corrections, fit, scene_scale)
+        if split == "train":
+            ds.viewmats = corrected_if_matching(ds.viewmats, loaded.pose_corrections)
+        report[name], strips = measure_split(avatar, ds, args, fit)
         if split == "val":
             pictures = strips
     out = args.out or args.model_path / "error_regions.json"

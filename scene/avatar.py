@@ -36,6 +36,11 @@ class Avatar(nn.Module):
         self.register_buffer("bounds", bounds.detach().clone().float())
         self.deform = DeformationNetwork(deform_cfg, self.bounds)
 
+    @property
+    def scene_scale(self) -> float:
+        """Half the diagonal of the canonical bounds: the unit of positions and translations."""
+        return float((self.bounds[1] - self.bounds[0]).norm() / 2)
+
     def canonical(self) -> Gaussians:
         """The undeformed Gaussians [N,...]."""
         g = self.gaussians

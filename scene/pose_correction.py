@@ -2,16 +2,38 @@
 
 from __future__ import annotations
 
+import sys
+
 import torch
 from torch import Tensor, nn
 
 from utils.rigid import rigid_matrix
 
 
+def correction_units(scene_scale: float, device: torch.device | str = "cpu") -> Tensor:
+    """Scale [6] from stored corrections to (radians, scene units): 1 for rotations, scene_scale for moves."""
+    return torch.tensor([1.0, 1.0, 1.0, scene_scale, scene_scale, scene_scale], device=device)
+
+
 def correct_viewmats(viewmats: Tensor, corrections: Tensor) -> Tensor:
     """Tracked world->camera matrices [T,4,4] with rigid corrections [T,6] (axis-angle, translation in scene
     units) applied -> [T,4,4]."""
     return viewmats @ rigid_matrix(corrections.to(viewmats))
+
+
+def corrected_if_matching(viewmats: Tensor, corrections: Tensor | None) -> Tensor:
+    """Viewmats [T,4,4] of a dataset split with a model's learned corrections [K,6] applied when they belong
+    to it (K == T), else unchanged (with a note on stderr when corrections exist for another frame count)."""
+    if corrections is None:
+        return viewmats
+    if corrections.shape[0] != viewmats.shape[0]:
+        print(
+            f"note: the model's pose corrections are for {corrections.shape[0]} frames, the reference has "
+            f"{viewmats.shape[0]}; using the tracked poses",
+            file=sys.stderr,
+        )
+        return viewmats
+    return correct_viewmats(viewmats, corrections)
 
 
 def corrections_from_state(state: dict[str, Tensor]) -> Tensor:
@@ -32,7 +54,7 @@ class PoseCorrection(nn.Module):
         """Zero corrections for num_frames frames; translations are in units of scene_scale."""
         super().__init__()
         self.delta = nn.Parameter(torch.zeros(num_frames, 6))
-        self.register_buffer("unit", torch.tensor([1.0, 1.0, 1.0, scene_scale, scene_scale, scene_scale]))
+        self.register_buffer("unit", correction_units(scene_scale))
 
     def forward(self, viewmat: Tensor, index: Tensor) -> Tensor:
         """Corrected world->camera matrices [B,4,4] of frames `index` [B] with tracked viewmat [B,4,4]."""
