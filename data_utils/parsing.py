@@ -124,13 +124,3 @@ def labels_to_rgb(labels: np.ndarray) -> np.ndarray:
     """Take labels [H,W] (0 bg, 1 head, 2 neck, 3 torso); return the RGB colour code image [H,W,3] uint8."""
     palette = np.array([BACKGROUND, HEAD, NECK, TORSO], np.uint8)
     return palette[labels]
-
-
-def parse_frame(rgb: np.ndarray, lms2d: np.ndarray, segmenter: PersonSegmenter) -> np.ndarray:
-    """Take an RGB frame [H,W,3] uint8 and its landmarks [478,2+] (pixels); return parsing [H,W,3]."""
-    return labels_to_rgb(label_regions(segmenter.person_mask(rgb), lms2d))
-
-
-def person_from_parsing(parsing: np.ndarray) -> np.ndarray:
-    """Take a parsing image [H,W,3] uint8; return the bool mask [H,W] of every non-background pixel."""
-    return np.any(parsing != np.array(BACKGROUND, np.uint8), axis=-1)

@@ -32,8 +32,6 @@ from data_utils.parsing import (
     PlateRefiner,
     label_regions,
     labels_to_rgb,
-    parse_frame,
-    person_from_parsing,
 )
 from data_utils.quality import frame_stats, print_report, quality_report, save_preview
 from data_utils.smoothing import fill_gaps, smooth_sequence
@@ -261,19 +259,21 @@ class Pass2:
 
 
 def run_pass2(args: argparse.Namespace, p1: Pass1, out: Path, timings: Timings) -> Pass2:
-    """Decode the cropped frames; write ori/gt, parsing and torso images; estimate the background."""
+    """Decode the cropped frames and write ori/gt images; estimate the background; then write the parsing and
+    torso images from the segmenter's person masks grown by the background plate."""
     size, t = args.size, len(p1.lms)
     expected = to_crop_coords(p1.lms, p1.crop, size)
     for sub in ("ori_imgs", "gt_imgs", "parsing", "torso_imgs"):
         (out / sub).mkdir()
     bg_keep = set(sample_indices(t).tolist())
     bg_frames, bg_masks = [], []
+    segmented = []  # per frame, the segmenter's person mask as np.packbits of [H,W]
     raw = expected.copy()
     luma, sharp = np.zeros(t), np.zeros(t)
     preview = None
     done = 0
     writer = ImageWriter()
-    jpg, png = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY], PNG_PARAMS
+    jpg = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
     frames = read_frames(args.video, args.fps, crop=p1.crop, size=size)
     try:
         with timings.stage("crop_parse_write"), FaceMesh() as mesh, PersonSegmenter() as seg:
@@ -285,18 +285,17 @@ def run_pass2(args: argparse.Namespace, p1: Pass1, out: Path, timings: Timings) 
                 face = _nearest_face(mesh.detect(frame), expected[i])
                 if face is not None:
                     raw[i] = face
-                parsing = parse_frame(frame, raw[i], seg)
+                person = seg.person_mask(frame)
+                segmented.append(np.packbits(person))
                 writer.submit(
                     [out / "ori_imgs" / f"{i}.jpg", out / "gt_imgs" / f"{i}.jpg"], frame, ".jpg", jpg
                 )
-                writer.submit([out / "parsing" / f"{i}.png"], parsing, ".png", png)
-                writer.submit([out / "torso_imgs" / f"{i}.png"], torso_rgba(frame, parsing), ".png", png)
                 luma[i], sharp[i] = frame_stats(frame)
                 if i in bg_keep:
                     bg_frames.append(frame)
-                    bg_masks.append(person_from_parsing(parsing))
+                    bg_masks.append(label_regions(person, raw[i]) > 0)
                 if i == t // 2:
-                    preview = (frame, parsing)
+                    preview = frame
     finally:
         writer.close()
     if done < t:
@@ -307,24 +306,26 @@ def run_pass2(args: argparse.Namespace, p1: Pass1, out: Path, timings: Timings) 
         background = estimate_background(bg_frames, bg_masks)
         cv2.imwrite(str(out / "bc.jpg"), cv2.cvtColor(background, cv2.COLOR_RGB2BGR), jpg)
     with timings.stage("refine_parsing"):
-        added, middle = refine_parsing(out, raw, background)
-    preview = None if preview is None else (preview[0], middle)
+        added, middle = write_parsing(out, raw, segmented, background)
+    preview = None if preview is None else (preview, middle)
     return Pass2(raw, luma, sharp, preview, added)
 
 
-def refine_parsing(out: Path, lms: np.ndarray, background: np.ndarray) -> tuple[float, np.ndarray]:
-    """Rewrite parsing/ and torso_imgs/ with person masks grown by the pixels that differ from the
-    background plate [H,W,3] (landmarks lms [T,478,2+]) -> (share of pixels added, middle frame's parsing)."""
+def write_parsing(
+    out: Path, lms: np.ndarray, segmented: list[np.ndarray], background: np.ndarray
+) -> tuple[float, np.ndarray]:
+    """Write parsing/ and torso_imgs/ from the segmenter's person masks (np.packbits of [H,W] per frame)
+    grown by the pixels that differ from the background plate [H,W,3]; landmarks lms [T,478,2+]
+    -> (share of pixels the plate added, middle frame's parsing)."""
     refine = PlateRefiner(background)
-
     t = len(lms)
+    h, w = background.shape[:2]
 
     def one(i: int) -> tuple[float, np.ndarray | None]:
-        """Refine frame i; return (share of its pixels added, its new parsing if it is the middle frame)."""
+        """Parse frame i -> (share of its pixels the plate added, its parsing if it is the middle frame)."""
         frame = cv2.cvtColor(cv2.imread(str(out / "gt_imgs" / f"{i}.jpg")), cv2.COLOR_BGR2RGB)
-        person = person_from_parsing(
-            cv2.cvtColor(cv2.imread(str(out / "parsing" / f"{i}.png")), cv2.COLOR_BGR2RGB)
-        )
+        mask = np.unpackbits(segmented[i], count=h * w).reshape(h, w).astype(bool)
+        person = label_regions(mask, lms[i]) > 0
         refined = refine(person, frame)
         parsing = labels_to_rgb(label_regions(refined, lms[i]))
         _write_image([out / "parsing" / f"{i}.png"], parsing, ".png", PNG_PARAMS)
