@@ -110,16 +110,13 @@ def measure_split(
             fine = avatar.render(batch, "fine").image.clamp(0, 1)
             coarse = avatar.render(batch, "coarse").image.clamp(0, 1)
         masks = region_masks(batch, edge_px)
-        errors = {
-            "": (fine - batch.image).square().mean(-1),
-            "static_": (coarse - batch.image).square().mean(-1),
-            "composite_": (batch.background - batch.image).square().mean(-1),
-        }
+        rows = (  # (column prefix, squared error [B,H,W], regions scored)
+            ("", (fine - batch.image).square().mean(-1), REGIONS),
+            ("static_", (coarse - batch.image).square().mean(-1), ("full", "face")),
+            ("composite_", (batch.background - batch.image).square().mean(-1), ("outside_head",)),
+        )
         for j in range(len(chunk)):
-            for prefix, err in errors.items():
-                names = ("outside_head",) if prefix == "composite_" else REGIONS
-                if prefix == "static_":
-                    names = ("full", "face")
+            for prefix, err, names in rows:
                 for name in names:
                     scores.setdefault(prefix + name, []).append(masked_psnr(err[j], masks[name][j]))
         if len(strips) < 4:
