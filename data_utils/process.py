@@ -33,7 +33,14 @@ from data_utils.parsing import (
     label_regions,
     labels_to_rgb,
 )
-from data_utils.quality import frame_stats, print_report, quality_report, save_preview
+from data_utils.quality import (
+    NOVEL_POSE_DEG,
+    frame_stats,
+    pose_coverage,
+    print_report,
+    quality_report,
+    save_preview,
+)
 from data_utils.smoothing import fill_gaps, smooth_sequence
 from data_utils.torso import torso_rgba
 from data_utils.tracking import Tracker, get_tracker
@@ -481,6 +488,13 @@ def build(args: argparse.Namespace, info: VideoInfo, tools: Tools, out: Path) ->
         p2.sharpness,
     )
     quality["person_px_added_by_plate"] = p2.person_added
+    quality |= pose_coverage(np.asarray(track["R"], np.float64), n_val)
+    novel, gap = quality["val_frames_novel_pose"], quality["val_pose_gap_max_deg"]
+    if novel:
+        quality["warnings"].append(
+            f"{novel} of {n_val} validation frames turn the head more than {NOVEL_POSE_DEG:.0f} deg from"
+            f" every training pose (up to {gap:.1f}); validation PSNR there measures novel views"
+        )
     if abs(audio_seconds - t / args.fps) > 0.5:
         quality["warnings"].append(
             f"audio lasts {audio_seconds:.1f} s, the video {t / args.fps:.1f} s; features are cut or padded"

@@ -15,6 +15,7 @@ PROFILE_YAW_DEG = 35.0
 DARK_LUMA = 40.0
 BLUR_LAPLACIAN_VAR = 20.0
 WARN_SHARE = 0.1  # dark / blurred frames are reported when more than this share of frames is affected
+NOVEL_POSE_DEG = 3.0  # validation frames this far from every training head pose are novel views
 
 
 def frame_stats(rgb: np.ndarray) -> tuple[float, float]:
@@ -31,6 +32,19 @@ def landmark_jitter(lms2d: np.ndarray) -> float:
     pts = lms2d[:, STABLE_LANDMARKS, :2]
     accel = pts[2:] - 2 * pts[1:-1] + pts[:-2]
     return float(np.linalg.norm(accel, axis=-1).mean())
+
+
+def pose_coverage(rot: np.ndarray, num_val: int) -> dict:
+    """Take head rotations [T,3,3] whose last `num_val` frames are validation; return how far (degrees) each
+    validation pose is from its nearest training pose: mean, max and the count beyond NOVEL_POSE_DEG."""
+    train, val = rot[: len(rot) - num_val], rot[len(rot) - num_val :]
+    cos = (np.einsum("vij,tij->vt", val, train) - 1.0) / 2.0
+    nearest = np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))).min(axis=1)
+    return {
+        "val_pose_gap_mean_deg": float(nearest.mean()),
+        "val_pose_gap_max_deg": float(nearest.max()),
+        "val_frames_novel_pose": int((nearest > NOVEL_POSE_DEG).sum()),
+    }
 
 
 def _longest_run(flags: np.ndarray) -> int:
@@ -134,6 +148,14 @@ def format_report(report: dict) -> str:
         ("max |yaw|", f"{report['max_abs_yaw_deg']:.1f} deg"),
         ("mean luma / sharpness", f"{report['mean_luma']:.0f} / {report['mean_sharpness']:.0f}"),
     ]
+    if "val_pose_gap_max_deg" in report:
+        rows.append(
+            (
+                "val pose gap",
+                f"{report['val_pose_gap_mean_deg']:.1f} deg mean, {report['val_pose_gap_max_deg']:.1f} max"
+                " (to the nearest training pose)",
+            )
+        )
     if "person_px_added_by_plate" in report:
         rows.append(("person mask growth", f"{report['person_px_added_by_plate']:.2%} of pixels (plate)"))
     width = max(len(k) for k, _ in rows)

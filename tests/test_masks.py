@@ -7,6 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from scipy.spatial.transform import Rotation
 
 from data_utils.background import estimate_background, sample_indices
 from data_utils.landmark_indices import FACE_OVAL, NOSE_TIP
@@ -20,7 +21,13 @@ from data_utils.parsing import (
     label_regions,
     labels_to_rgb,
 )
-from data_utils.quality import format_report, landmark_jitter, quality_report, save_preview
+from data_utils.quality import (
+    format_report,
+    landmark_jitter,
+    pose_coverage,
+    quality_report,
+    save_preview,
+)
 from data_utils.torso import torso_rgba
 from data_utils.video_io import read_frames
 
@@ -197,6 +204,17 @@ def test_landmark_jitter_measures_second_differences() -> None:
     lms[5] += 1.0  # one frame jumps by (1, 1)
     assert landmark_jitter(lms) > 0.3
     assert landmark_jitter(lms[:2]) == 0.0
+
+
+def test_pose_coverage_measures_validation_poses_beyond_the_training_range() -> None:
+    yaw = np.radians(np.concatenate([np.linspace(0.0, 10.0, 20), [5.0, 12.0, 16.0]]))
+    rot = Rotation.from_euler("y", yaw).as_matrix()
+    cov = pose_coverage(rot, num_val=3)
+    assert cov["val_pose_gap_max_deg"] == pytest.approx(6.0, abs=1e-4)
+    assert cov["val_pose_gap_mean_deg"] == pytest.approx((0.0 + 2.0 + 6.0) / 3, abs=0.3)
+    assert cov["val_frames_novel_pose"] == 1
+    row = format_report({**_report(), **cov})
+    assert "val pose gap" in row and "6.0 max" in row
 
 
 def test_save_preview_writes_one_side_by_side_jpeg(tmp_path: Path) -> None:
