@@ -7,7 +7,8 @@ and the mouth box. Two reference rows per split: the static (coarse) model, and 
 alone outside the head (the ceiling that the composite leaves however good the head is). Training frames are
 rendered with the pose corrections learned in training when the model has them. `--fit_val_poses` adds a
 row where each validation camera is refitted to its frame by a pose-only photometric fit against the frozen
-model: the error that remains is the model's, not the tracker's.
+model: the error that remains is the model's, not the tracker's. The row `val_near` keeps only the validation
+frames whose head pose is within NOVEL_POSE_DEG of a training pose: the others are novel views.
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from data_utils.quality import NOVEL_POSE_DEG
 from scene.avatar import Avatar
 from scene.checkpoint import load_avatar
 from scene.dataset import FrameBatch, TalkingHeadDataset
 from scene.pose_correction import correct_viewmats, corrected_if_matching, correction_units
 from utils.atomic import atomic_write_json
 from utils.cli import ArgumentParser, run_cli
+from utils.rigid import nearest_rotation_gap_deg
 
 REGIONS = ("full", "face", "head_interior", "head_edge", "outside_head", "mouth")
 EDGE_FRAC = 9 / 512  # width of the head-edge band, fraction of the image side
@@ -94,15 +97,17 @@ def fit_poses(avatar: Avatar, batch: FrameBatch, steps: int) -> Tensor:
 
 def measure_split(
     avatar: Avatar,
+    frames: Tensor,
     ds: TalkingHeadDataset,
     args: argparse.Namespace,
     fit: bool,
-) -> tuple[dict[str, float], list[Tensor]]:
-    """Mean PSNR per region (+ static model and composite rows) over the split -> (row, picture strips)."""
+) -> tuple[dict[str, list[float]], list[Tensor]]:
+    """PSNR per region (+ static model and composite rows) of each of `frames` [F] of the split ->
+    ({column: [F] values}, picture strips)."""
     scores: dict[str, list[float]] = {}
     strips = []
     edge_px = max(3, round(EDGE_FRAC * ds.size))
-    for chunk in ds.evenly_spaced(args.frames).split(args.batch_size):
+    for chunk in frames.split(args.batch_size):
         batch = ds.get(chunk)
         if fit:
             batch.viewmat = fit_poses(avatar, batch, args.fit_steps)
@@ -122,7 +127,18 @@ def measure_split(
         if len(strips) < 4:
             heat = ((fine[0] - batch.image[0]).abs().mean(-1, keepdim=True) * 5).clamp(0, 1).expand(-1, -1, 3)
             strips.append(torch.cat([fine[0], batch.image[0], heat], dim=1).cpu())
-    return {k: round(float(np.mean(v)), 2) for k, v in scores.items()}, strips
+    return scores, strips
+
+
+def mean_row(scores: dict[str, list[float]], keep: np.ndarray) -> dict[str, float]:
+    """Mean of each column of per-frame scores over the frames where keep [F] is True."""
+    return {k: round(float(np.mean(np.asarray(v)[keep])), 2) for k, v in scores.items()}
+
+
+def pose_gaps(val: TalkingHeadDataset, train: TalkingHeadDataset, frames: Tensor) -> np.ndarray:
+    """Degrees [F] from the head pose of each validation frame in `frames` to the nearest training pose."""
+    rot = lambda ds: ds.viewmats[:, :3, :3].double().cpu()
+    return nearest_rotation_gap_deg(rot(val)[frames.cpu()], rot(train)).numpy()
 
 
 def print_table(report: dict[str, dict[str, float]]) -> None:
@@ -142,23 +158,35 @@ def main(argv: list[str] | None = None) -> int:
     avatar = loaded.avatar.eval()
     res = loaded.dataset_meta["resolution"]
     report: dict[str, dict[str, float]] = {}
-    pictures = []
-    runs = [("train", "train", False), ("val", "val", False)]
+    data = {
+        s: TalkingHeadDataset(args.data, s, res, device, audio_norm=loaded.audio_norm)
+        for s in ("train", "val")
+    }
+    val_frames = data["val"].evenly_spaced(args.frames)
+    near = pose_gaps(data["val"], data["train"], val_frames) <= NOVEL_POSE_DEG
+    every = np.ones(len(near), bool)
+    data["train"].viewmats = corrected_if_matching(data["train"].viewmats, loaded.pose_corrections)
+    train_frames = data["train"].evenly_spaced(args.frames)
+    scores, _ = measure_split(avatar, train_frames, data["train"], args, False)
+    report["train"] = mean_row(scores, np.ones(len(train_frames), bool))
+    scores, pictures = measure_split(avatar, val_frames, data["val"], args, False)
+    report["val"] = mean_row(scores, every)
+    if near.any():
+        report["val_near"] = mean_row(scores, near)
     if args.fit_val_poses:
-        runs.append(("val_fit", "val", True))
-    for name, split, fit in runs:
-        ds = TalkingHeadDataset(args.data, split, res, device, audio_norm=loaded.audio_norm)
-        if split == "train":
-            ds.viewmats = corrected_if_matching(ds.viewmats, loaded.pose_corrections)
-        report[name], strips = measure_split(avatar, ds, args, fit)
-        if split == "val":
-            pictures = strips
+        scores, _ = measure_split(avatar, val_frames, data["val"], args, True)
+        report["val_fit"] = mean_row(scores, every)
     out = args.out or args.model_path / "error_regions.json"
-    atomic_write_json(out, {"model_path": str(args.model_path), "data": str(args.data), "psnr": report})
+    record = {"model_path": str(args.model_path), "data": str(args.data), "psnr": report}
+    record["val_frames_near"] = (
+        f"{int(near.sum())} of {len(near)} within {NOVEL_POSE_DEG:.0f} deg of a training pose"
+    )
+    atomic_write_json(out, record)
     picture = out.with_suffix(".jpg")
     grid = (torch.cat(pictures, dim=0) * 255).round().byte().numpy()
     Image.fromarray(grid).save(picture, quality=90)
     print_table(report)
+    print(f"val_near: {record['val_frames_near']}")
     print(f"report: {out}\npicture (validation: render | ground truth | error x5): {picture}")
     return 0
 

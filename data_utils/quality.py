@@ -6,6 +6,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
+
+from utils.rigid import nearest_rotation_gap_deg
 
 STABLE_LANDMARKS = (1, 4, 6, 33, 133, 168, 197, 263, 362)  # nose bridge and tip, eye corners
 MIN_FACE_FRAC = 0.15  # face width / crop width
@@ -37,9 +40,9 @@ def landmark_jitter(lms2d: np.ndarray) -> float:
 def pose_coverage(rot: np.ndarray, num_val: int) -> dict:
     """Take head rotations [T,3,3] whose last `num_val` frames are validation; return how far (degrees) each
     validation pose is from its nearest training pose: mean, max and the count beyond NOVEL_POSE_DEG."""
-    train, val = rot[: len(rot) - num_val], rot[len(rot) - num_val :]
-    cos = (np.einsum("vij,tij->vt", val, train) - 1.0) / 2.0
-    nearest = np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))).min(axis=1)
+    rot = torch.from_numpy(np.asarray(rot, np.float64))
+    split = len(rot) - num_val
+    nearest = nearest_rotation_gap_deg(rot[split:], rot[:split]).numpy()
     return {
         "val_pose_gap_mean_deg": float(nearest.mean()),
         "val_pose_gap_max_deg": float(nearest.max()),

@@ -130,14 +130,27 @@ def test_error_regions_bench_reports_every_region(
     out = tmp_path / "regions.json"
     argv = ["--model_path", str(posed_model), "--data", str(data_root), "--frames", "4", "--out", str(out)]
     assert error_regions.main([*argv, "--fit_val_poses", "--fit_steps", "5"]) == 0
-    report = json.loads(out.read_text())["psnr"]
-    assert set(report) == {"train", "val", "val_fit"}
+    record = json.loads(out.read_text())
+    report = record["psnr"]
+    val, train_ds = (TalkingHeadDataset(data_root, s, 32) for s in ("val", "train"))
+    gaps = error_regions.pose_gaps(val, train_ds, val.evenly_spaced(4))
+    near = int((gaps <= error_regions.NOVEL_POSE_DEG).sum())
+    assert gaps.shape == (4,) and np.all(gaps >= 0) and 0 < near < 4, "the fixture has novel and seen poses"
+    assert record["val_frames_near"].startswith(f"{near} of 4 within")
+    assert set(report) == {"train", "val", "val_near", "val_fit"}
+    assert report["val_near"] != report["val"]
     for row in report.values():
         assert set(row) >= {*error_regions.REGIONS, "static_full", "static_face", "composite_outside_head"}
         assert all(np.isfinite(v) and 5 < v < 80 for v in row.values())
     assert report["val"]["composite_outside_head"] == report["val_fit"]["composite_outside_head"]
     assert out.with_suffix(".jpg").is_file()
     assert "val_fit" in capsys.readouterr().out
+
+
+def test_mean_row_averages_only_the_kept_frames() -> None:
+    scores = {"full": [10.0, 20.0, 40.0], "face": [1.0, 2.0, 3.0]}
+    row = error_regions.mean_row(scores, np.array([True, False, True]))
+    assert row == {"full": 25.0, "face": 2.0}
 
 
 def test_masked_psnr_counts_only_the_mask() -> None:

@@ -34,3 +34,9 @@ def rigid_matrix(delta: Tensor) -> Tensor:
     out[..., :3, 3] = delta[..., 3:]
     out[..., 3, 3] = 1
     return out
+
+
+def nearest_rotation_gap_deg(rot: Tensor, ref: Tensor) -> Tensor:
+    """Angle in degrees [V] from each rotation of rot [V,3,3] to the nearest one of ref [T,3,3]."""
+    cos = (torch.einsum("vij,tij->vt", rot, ref) - 1.0) / 2.0
+    return torch.rad2deg(torch.arccos(cos.clamp(-1.0, 1.0))).amin(dim=1)
