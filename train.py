@@ -28,7 +28,7 @@ from scene.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from scene.dataset import FrameBatch, TalkingHeadDataset
+from scene.dataset import FrameBatch, TalkingHeadDataset, read_json
 from scene.deformation import DeformConfig, Deltas
 from scene.densify import DensifyStrategy
 from scene.gaussians import PARAM_NAMES, init_from_track
@@ -590,6 +590,19 @@ def run(trainer: Trainer) -> dict[str, Any]:
     return last_val
 
 
+def novel_pose_note(source_path: Path) -> str | None:
+    """A one-line note when the dataset's preprocess report counts validation frames in head poses that no
+    training frame shows (their PSNR measures novel views), else None."""
+    quality = read_json(source_path, "preprocess.json").get("quality", {})
+    novel, gap = quality.get("val_frames_novel_pose", 0), quality.get("val_pose_gap_max_deg", 0.0)
+    if not novel:
+        return None
+    return (
+        f"note: {novel} validation frames turn the head up to {gap:.1f} deg beyond every training pose;"
+        " their PSNR measures novel views (preprocess.json, val_pose_gap_*)"
+    )
+
+
 def summarize(
     trainer: Trainer, last_val: dict[str, Any], checkpoint: Path, started_at: int
 ) -> dict[str, Any]:
@@ -620,6 +633,9 @@ def summarize(
             f"validation: PSNR {summary['val_psnr']:.2f} dB, SSIM {summary['val_ssim']:.4f}; "
             f"face PSNR {summary['val_psnr_face']:.2f} dB, SSIM {summary['val_ssim_face']:.4f}"
         )
+        note = novel_pose_note(trainer.train_set.root)
+        if note:
+            print(note)
     print(f"model: {summary['checkpoint']}\npoint cloud: {summary['point_cloud']}")
     return summary
 

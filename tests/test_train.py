@@ -78,6 +78,17 @@ def test_training_improves_and_writes_outputs(trained: Path) -> None:
     assert json.loads((trained / "cfg_args").read_text())["train"]["iterations"] == 100
 
 
+def test_novel_pose_note_only_when_validation_poses_are_novel(data_root: Path, tmp_path: Path) -> None:
+    assert train.novel_pose_note(data_root) is None
+    copy = tmp_path / "subject"
+    copy.mkdir()
+    record = json.loads((data_root / "preprocess.json").read_text())
+    record["quality"] |= {"val_frames_novel_pose": 3, "val_pose_gap_max_deg": 6.25}
+    (copy / "preprocess.json").write_text(json.dumps(record))
+    note = train.novel_pose_note(copy)
+    assert note is not None and note.startswith("note: 3 validation frames") and "6.2 deg" in note
+
+
 def test_ply_matches_checkpoint(trained: Path) -> None:
     ply = load_ply(trained / "point_cloud" / "iteration_100" / "point_cloud.ply")
     state = load_checkpoint(trained / "chkpnt100.pth")["model"]
