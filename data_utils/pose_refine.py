@@ -36,7 +36,8 @@ class PoseRefineConfig:
 def fit_corrections(root: Path, cfg: PoseRefineConfig, device: torch.device) -> Tensor:
     """Fit a static head with per-frame pose corrections to all frames of the dataset at `root` (train frames,
     then val) -> corrections [T,6] (axis-angle, translation in scene units), zero mean over the frames. Runs
-    the trainer's loop, optimisers and densification on the static (coarse) stage only."""
+    the trainer's loop, optimisers and densification on the static (coarse) stage only, with an L1 loss
+    outside the mouth box."""
     cfg_train = train.TrainConfig(
         source_path=str(root),
         train_split="all",
@@ -46,7 +47,8 @@ def fit_corrections(root: Path, cfg: PoseRefineConfig, device: torch.device) -> 
         init_points=cfg.init_points,
         max_gaussians=cfg.max_gaussians,
         lr_pose=cfg.lr_pose,
-        lambda_mouth=0.0,
+        lambda_mouth=-1.0,  # cancels the mouth box's share of the L1: a static head cannot open its mouth
+        lambda_dssim=0.0,
         lambda_lpips=0.0,
         seed=cfg.seed,
         eval_every=cfg.steps,
