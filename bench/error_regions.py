@@ -130,9 +130,12 @@ def measure_split(
     return scores, strips
 
 
-def mean_row(scores: dict[str, list[float]], keep: np.ndarray) -> dict[str, float]:
-    """Mean of each column of per-frame scores over the frames where keep [F] is True."""
-    return {k: round(float(np.mean(np.asarray(v)[keep])), 2) for k, v in scores.items()}
+def mean_row(scores: dict[str, list[float]], keep: np.ndarray | None = None) -> dict[str, float]:
+    """Mean of each column of per-frame scores over the frames where keep [F] is True (all when None)."""
+    return {
+        k: round(float(np.mean(np.asarray(v) if keep is None else np.asarray(v)[keep])), 2)
+        for k, v in scores.items()
+    }
 
 
 def pose_gaps(val: TalkingHeadDataset, train: TalkingHeadDataset, frames: Tensor) -> np.ndarray:
@@ -164,18 +167,16 @@ def main(argv: list[str] | None = None) -> int:
     }
     val_frames = data["val"].evenly_spaced(args.frames)
     near = pose_gaps(data["val"], data["train"], val_frames) <= NOVEL_POSE_DEG
-    every = np.ones(len(near), bool)
     data["train"].viewmats = corrected_if_matching(data["train"].viewmats, loaded.pose_corrections)
-    train_frames = data["train"].evenly_spaced(args.frames)
-    scores, _ = measure_split(avatar, train_frames, data["train"], args, False)
-    report["train"] = mean_row(scores, np.ones(len(train_frames), bool))
+    scores, _ = measure_split(avatar, data["train"].evenly_spaced(args.frames), data["train"], args, False)
+    report["train"] = mean_row(scores)
     scores, pictures = measure_split(avatar, val_frames, data["val"], args, False)
-    report["val"] = mean_row(scores, every)
+    report["val"] = mean_row(scores)
     if near.any():
         report["val_near"] = mean_row(scores, near)
     if args.fit_val_poses:
         scores, _ = measure_split(avatar, val_frames, data["val"], args, True)
-        report["val_fit"] = mean_row(scores, every)
+        report["val_fit"] = mean_row(scores)
     out = args.out or args.model_path / "error_regions.json"
     record = {"model_path": str(args.model_path), "data": str(args.data), "psnr": report}
     record["val_frames_near"] = (
