@@ -47,7 +47,6 @@ class TrainConfig:
 
     source_path: str = ""
     model_path: str = ""
-    train_split: str = "train"  # frames fitted: "train", or "all" for preprocessing's pose refinement
     iterations: int = 10_000
     batch_size: int = 1
     resolution: int | None = None
@@ -433,11 +432,8 @@ def _prepare_output(model_path: Path, resume: bool, force: bool) -> None:
 def _load_data(
     cfg: TrainConfig, device: torch.device, audio_norm: dict | None
 ) -> tuple[TalkingHeadDataset, TalkingHeadDataset]:
-    """The fitted split (cfg.train_split) and the val split at cfg.resolution on device (val normalised with
-    the fitted split's statistics)."""
-    train_set = TalkingHeadDataset(
-        cfg.source_path, cfg.train_split, cfg.resolution, device, audio_norm=audio_norm
-    )
+    """Train and val splits at cfg.resolution on device (val normalised with the train statistics)."""
+    train_set = TalkingHeadDataset(cfg.source_path, "train", cfg.resolution, device, audio_norm=audio_norm)
     val_set = TalkingHeadDataset(
         cfg.source_path, "val", cfg.resolution, device, audio_norm=train_set.audio_norm
     )

@@ -33,12 +33,6 @@ from data_utils.parsing import (
     label_regions,
     labels_to_rgb,
 )
-from data_utils.pose_refine import (
-    PoseRefineConfig,
-    apply_corrections,
-    correction_summary,
-    fit_corrections,
-)
 from data_utils.quality import (
     NOVEL_POSE_DEG,
     frame_stats,
@@ -106,15 +100,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=10,
         metavar="N",
         help="interpolate runs of up to N frames without a face (default 10)",
-    )
-    p.add_argument(
-        "--refine_poses",
-        type=int,
-        default=0,
-        metavar="STEPS",
-        help="experimental: refine the tracked poses photometrically with a static head fitted to all "
-        "frames for STEPS steps at 128 px (e.g. 1500: about 30 s on an H100, 4 min on 2 CPU cores; "
-        "default 0 = off)",
     )
     p.add_argument("--force", action="store_true", help="replace OUT_DIR if it already exists")
     p.add_argument(
@@ -535,24 +520,7 @@ def build(args: argparse.Namespace, info: VideoInfo, tools: Tools, out: Path) ->
         "quality": quality,
     }
     atomic_write_json(out / "preprocess.json", record)
-    if args.refine_poses > 0:
-        run_pose_refinement(out, args.refine_poses, track, record, timings, t)
     return record
-
-
-def run_pose_refinement(
-    out: Path, steps: int, track: dict, record: dict, timings: Timings, frames: int
-) -> None:
-    """Stage refine_poses on the written dataset `out`: correct the cameras of both splits, keep the
-    corrections [T,6] in track_params.pt and their size in the report (preprocess.json rewritten)."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    with timings.stage("refine_poses"):
-        corrections = fit_corrections(out, PoseRefineConfig(steps=steps), device)
-        apply_corrections(out, corrections)
-        torch.save({**track, "pose_refinement": corrections.float()}, out / "track_params.pt")
-    record["quality"] |= correction_summary(corrections, record["val_frames"])
-    record["timings"] = timings.as_dict(frames)
-    atomic_write_json(out / "preprocess.json", record)
 
 
 def print_summary(record: dict, out: Path, wall: float) -> None:

@@ -159,14 +159,6 @@ def format_report(report: dict) -> str:
                 " (to the nearest training pose)",
             )
         )
-    if "pose_refine_train_deg" in report:
-        rows.append(
-            (
-                "pose refinement",
-                f"{report['pose_refine_train_deg']:.2f} deg mean (train), "
-                f"{report['pose_refine_val_deg']:.2f} deg (val)",
-            )
-        )
     if "person_px_added_by_plate" in report:
         rows.append(("person mask growth", f"{report['person_px_added_by_plate']:.2%} of pixels (plate)"))
     width = max(len(k) for k, _ in rows)

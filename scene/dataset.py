@@ -66,11 +66,7 @@ def read_json(root: Path, name: str) -> dict:
 
 
 def _read_transforms(root: Path, split: str) -> dict:
-    """transforms_<split>.json with its required keys checked; split "all" = the train frames then the val
-    frames."""
-    if split == "all":
-        train, val = _read_transforms(root, "train"), _read_transforms(root, "val")
-        return {**train, "frames": train["frames"] + val["frames"]}
+    """transforms_<split>.json with its required keys checked."""
     name = f"transforms_{split}.json"
     meta = read_json(root, name)
     for key in TRANSFORM_KEYS:
@@ -120,10 +116,9 @@ class TalkingHeadDataset:
         audio_norm: dict | None = None,
         targets: bool = True,
     ) -> None:
-        """Validate and load data/<subject>/ (`split` train|val|all), resized to `resolution` px; normalise
-        audio with `audio_norm` {"mean","std"} ([C] lists) or the training split's per-channel statistics.
-        Without `targets` (rendering new audio) the frames and head masks are not loaded, only the
-        backgrounds."""
+        """Validate and load data/<subject>/ (`split` train|val), resized to `resolution` px; normalise audio
+        with `audio_norm` {"mean","std"} ([C] lists) or the training split's per-channel statistics. Without
+        `targets` (rendering new audio) the frames and head masks are not loaded, only the backgrounds."""
         self.root = root = Path(root)
         if not root.is_dir():
             raise UserError(f"dataset '{root}' does not exist; run ./preprocess.sh on your video first")
