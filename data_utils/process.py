@@ -36,6 +36,7 @@ from data_utils.parsing import (
 from data_utils.quality import (
     NOVEL_POSE_DEG,
     frame_stats,
+    length_warning,
     pose_coverage,
     print_report,
     quality_report,
@@ -495,6 +496,9 @@ def build(args: argparse.Namespace, info: VideoInfo, tools: Tools, out: Path) ->
             f"{novel} of {n_val} validation frames turn the head more than {NOVEL_POSE_DEG:.0f} deg from"
             f" every training pose (up to {gap:.1f}); validation PSNR there measures novel views"
         )
+    short = length_warning(t / args.fps)
+    if short:
+        quality["warnings"].append(short)
     if abs(audio_seconds - t / args.fps) > 0.5:
         quality["warnings"].append(
             f"audio lasts {audio_seconds:.1f} s, the video {t / args.fps:.1f} s; features are cut or padded"

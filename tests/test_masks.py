@@ -22,8 +22,10 @@ from data_utils.parsing import (
     labels_to_rgb,
 )
 from data_utils.quality import (
+    SHORT_CLIP_SECONDS,
     format_report,
     landmark_jitter,
+    length_warning,
     pose_coverage,
     quality_report,
     save_preview,
@@ -197,6 +199,11 @@ def test_quality_report_warns_about_each_problem() -> None:
     for needle in ("small", "upscaled", "profile", "dark", "blurred", "interpolated"):
         assert needle in text, needle
     assert rep["frames_with_face"] == pytest.approx(47 / 50) and rep["longest_gap_frames"] == 3
+
+
+def test_length_warning_only_for_short_clips() -> None:
+    assert "8.0 s" in length_warning(8.0) and "1-2 minutes" in length_warning(8.0)
+    assert length_warning(SHORT_CLIP_SECONDS) is None and length_warning(90.0) is None
 
 
 def test_landmark_jitter_measures_second_differences() -> None:

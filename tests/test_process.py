@@ -149,6 +149,7 @@ def test_contract_audio_and_metadata(dataset: tuple[Path, subprocess.CompletedPr
     assert quality["frames_with_face"] >= 0.9 and quality["reproj_err_px"] < 5.0
     assert 0.0 <= quality["person_px_added_by_plate"] < 0.1
     assert 0.0 <= quality["val_pose_gap_mean_deg"] <= quality["val_pose_gap_max_deg"] < 90.0
+    assert any("1-2 minutes" in w for w in quality["warnings"]), "a 3 s clip is short"
     assert meta["settings"]["size"] == SIZE and meta["settings"]["tracker"] == "mediapipe"
 
 
