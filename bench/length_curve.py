@@ -1,0 +1,139 @@
+"""How held-out PSNR grows with the length of the training video.
+
+    python -m bench.length_curve --data data/me --work /tmp/curve [--fractions 0.25 0.5 0.75 1]
+        [--iterations 5000] [--train_args '--resolution 128']
+
+Each run trains on the first fraction of the training frames and is scored on the same validation frames: its
+dataset is a folder of links to `--data` with a shorter transforms_train.json. Runs one after the other with
+train.sh's trainer, then bench.error_regions. Prints a row a run (seconds of training video, the trainer's
+validation PSNR full / face, error_regions' validation and training full frame, the mean angle from a
+validation pose to its nearest training pose) and writes WORK/length_curve.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+from pathlib import Path
+
+import numpy as np
+
+import train
+from bench import error_regions
+from data_utils.quality import pose_coverage
+from utils.atomic import atomic_write_json
+from utils.cli import ArgumentParser, UserError, run_cli
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Command-line options."""
+    p = ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", type=Path, required=True, help="a preprocessed subject")
+    p.add_argument("--work", type=Path, required=True, help="folder for the shortened datasets and models")
+    p.add_argument(
+        "--fractions",
+        type=float,
+        nargs="+",
+        default=[0.25, 0.5, 0.75, 1.0],
+        help="shares of the training frames to keep, from the start (default 0.25 0.5 0.75 1)",
+    )
+    p.add_argument("--iterations", type=int, default=5000, help="training iterations a run (default 5000)")
+    p.add_argument("--train_args", default="", help="extra train.sh arguments as one string")
+    p.add_argument("--frames", type=int, default=25, help="frames a split that error_regions scores (25)")
+    p.add_argument("--force", action="store_true", help="replace runs already in WORK")
+    args = p.parse_args(argv)
+    if not all(0 < f <= 1 for f in args.fractions):
+        p.error("--fractions must lie in (0, 1]")
+    return args
+
+
+def _frames(path: Path) -> list[dict]:
+    """The frames listed by a transforms JSON; UserError when it is missing."""
+    if not path.is_file():
+        raise UserError(f"dataset has no {path.name}; run ./preprocess.sh first")
+    return json.loads(path.read_text())["frames"]
+
+
+def shortened_dataset(src: Path, dst: Path, keep: int) -> None:
+    """Make dst a copy of dataset src made of links, whose training split keeps its first `keep` frames."""
+    path = src / "transforms_train.json"
+    if not path.is_file():
+        raise UserError(f"dataset '{src}' has no transforms_train.json; run ./preprocess.sh first")
+    meta = json.loads(path.read_text())
+    if not 1 <= keep <= len(meta["frames"]):
+        raise UserError(f"cannot keep {keep} of {len(meta['frames'])} training frames")
+    dst.mkdir(parents=True)
+    for entry in src.iterdir():
+        if entry.name != "transforms_train.json":
+            (dst / entry.name).symlink_to(entry.resolve())
+    atomic_write_json(dst / "transforms_train.json", {**meta, "frames": meta["frames"][:keep]})
+
+
+def mean_pose_gap_deg(data: Path) -> float:
+    """Mean angle (degrees) from each validation head pose of dataset `data` to its nearest training pose."""
+    frames = _frames(data / "transforms_train.json") + _frames(data / "transforms_val.json")
+    c2w = np.array([f["transform_matrix"] for f in frames], dtype=np.float64)
+    rot = np.transpose(c2w[:, :3, :3], (0, 2, 1))  # head -> camera
+    num_val = len(_frames(data / "transforms_val.json"))
+    return pose_coverage(rot, num_val)["val_pose_gap_mean_deg"]
+
+
+def run_one(args: argparse.Namespace, keep: int, fps: float) -> dict:
+    """Train and score the run that keeps `keep` training frames -> its row of the table."""
+    data, model = args.work / f"data_{keep}", args.work / f"model_{keep}"
+    shortened_dataset(args.data, data, keep)
+    argv = ["-s", str(data), "-m", str(model), "--iterations", str(args.iterations), "--force"]
+    if train.main([*argv, *shlex.split(args.train_args)]) != 0:
+        raise UserError(f"training on {keep} frames failed; see its output above")
+    regions = args.work / f"regions_{keep}.json"
+    error_regions.main(
+        ["--model_path", str(model), "--data", str(data), "--frames", str(args.frames), "--out", str(regions)]
+    )
+    summary = json.loads((model / "train_summary.json").read_text())
+    psnr = json.loads(regions.read_text())["psnr"]
+    return {
+        "train_frames": keep,
+        "train_seconds": keep / fps,
+        "trainer_val_psnr": summary["val_psnr"],
+        "trainer_val_psnr_face": summary["val_psnr_face"],
+        "val_full": psnr["val"]["full"],
+        "train_full": psnr["train"]["full"],
+        "pose_gap_deg": mean_pose_gap_deg(data),
+    }
+
+
+def print_table(rows: list[dict]) -> None:
+    """One line a run."""
+    print("training video   trainer val full / face   val full   train full   pose gap")
+    for r in rows:
+        print(
+            f"{r['train_seconds']:6.2f} s ({r['train_frames']:4d})  "
+            f"{r['trainer_val_psnr']:10.2f} / {r['trainer_val_psnr_face']:5.2f}  "
+            f"{r['val_full']:13.2f}  {r['train_full']:10.2f}  {r['pose_gap_deg']:7.1f} deg"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: one shortened run per fraction, the table, WORK/length_curve.json -> exit code."""
+    args = parse_args(argv)
+    num_train = len(_frames(args.data / "transforms_train.json"))
+    fps = float(json.loads((args.data / "transforms_train.json").read_text()).get("fps", 25))
+    keeps = sorted({max(1, round(f * num_train)) for f in args.fractions})
+    args.work.mkdir(parents=True, exist_ok=True)
+    clash = [k for k in keeps if (args.work / f"data_{k}").exists()]
+    if clash and not args.force:
+        raise UserError(f"'{args.work}' already holds runs {clash}; pass --force to replace them")
+    for k in clash:
+        for path in (args.work / f"data_{k}").iterdir():
+            path.unlink()
+        (args.work / f"data_{k}").rmdir()
+    rows = [run_one(args, k, fps) for k in keeps]
+    atomic_write_json(args.work / "length_curve.json", {"data": str(args.data), "runs": rows})
+    print_table(rows)
+    print(f"report: {args.work / 'length_curve.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
