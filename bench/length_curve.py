@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -48,19 +49,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _frames(path: Path) -> list[dict]:
-    """The frames listed by a transforms JSON; UserError when it is missing."""
+def _transforms(data: Path, split: str) -> dict:
+    """transforms_<split>.json of dataset `data`; UserError when it is missing."""
+    path = data / f"transforms_{split}.json"
     if not path.is_file():
-        raise UserError(f"dataset has no {path.name}; run ./preprocess.sh first")
-    return json.loads(path.read_text())["frames"]
+        raise UserError(f"dataset '{data}' has no {path.name}; run ./preprocess.sh first")
+    return json.loads(path.read_text())
 
 
 def shortened_dataset(src: Path, dst: Path, keep: int) -> None:
     """Make dst a copy of dataset src made of links, whose training split keeps its first `keep` frames."""
-    path = src / "transforms_train.json"
-    if not path.is_file():
-        raise UserError(f"dataset '{src}' has no transforms_train.json; run ./preprocess.sh first")
-    meta = json.loads(path.read_text())
+    meta = _transforms(src, "train")
     if not 1 <= keep <= len(meta["frames"]):
         raise UserError(f"cannot keep {keep} of {len(meta['frames'])} training frames")
     dst.mkdir(parents=True)
@@ -72,11 +71,11 @@ def shortened_dataset(src: Path, dst: Path, keep: int) -> None:
 
 def mean_pose_gap_deg(data: Path) -> float:
     """Mean angle (degrees) from each validation head pose of dataset `data` to its nearest training pose."""
-    frames = _frames(data / "transforms_train.json") + _frames(data / "transforms_val.json")
+    val = _transforms(data, "val")["frames"]
+    frames = _transforms(data, "train")["frames"] + val
     c2w = np.array([f["transform_matrix"] for f in frames], dtype=np.float64)
     rot = np.transpose(c2w[:, :3, :3], (0, 2, 1))  # head -> camera
-    num_val = len(_frames(data / "transforms_val.json"))
-    return pose_coverage(rot, num_val)["val_pose_gap_mean_deg"]
+    return pose_coverage(rot, len(val))["val_pose_gap_mean_deg"]
 
 
 def run_one(args: argparse.Namespace, keep: int, fps: float) -> dict:
@@ -117,17 +116,15 @@ def print_table(rows: list[dict]) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: one shortened run per fraction, the table, WORK/length_curve.json -> exit code."""
     args = parse_args(argv)
-    num_train = len(_frames(args.data / "transforms_train.json"))
-    fps = float(json.loads((args.data / "transforms_train.json").read_text()).get("fps", 25))
-    keeps = sorted({max(1, round(f * num_train)) for f in args.fractions})
+    meta = _transforms(args.data, "train")
+    fps = float(meta.get("fps", 25))
+    keeps = sorted({max(1, round(f * len(meta["frames"]))) for f in args.fractions})
     args.work.mkdir(parents=True, exist_ok=True)
     clash = [k for k in keeps if (args.work / f"data_{k}").exists()]
     if clash and not args.force:
         raise UserError(f"'{args.work}' already holds runs {clash}; pass --force to replace them")
     for k in clash:
-        for path in (args.work / f"data_{k}").iterdir():
-            path.unlink()
-        (args.work / f"data_{k}").rmdir()
+        shutil.rmtree(args.work / f"data_{k}")  # links only: rmtree does not follow them into --data
     rows = [run_one(args, k, fps) for k in keeps]
     atomic_write_json(args.work / "length_curve.json", {"data": str(args.data), "runs": rows})
     print_table(rows)
