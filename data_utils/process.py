@@ -34,10 +34,7 @@ from data_utils.parsing import (
     labels_to_rgb,
 )
 from data_utils.quality import (
-    NOVEL_POSE_DEG,
     frame_stats,
-    length_warning,
-    pose_coverage,
     print_report,
     quality_report,
     save_preview,
@@ -487,22 +484,12 @@ def build(args: argparse.Namespace, info: VideoInfo, tools: Tools, out: Path) ->
         args.size / p1.crop[2],
         p2.luma,
         p2.sharpness,
+        np.asarray(track["R"], np.float64),
+        n_val,
+        args.fps,
+        audio_seconds,
     )
     quality["person_px_added_by_plate"] = p2.person_added
-    quality |= pose_coverage(np.asarray(track["R"], np.float64), n_val)
-    novel, gap = quality["val_frames_novel_pose"], quality["val_pose_gap_max_deg"]
-    if novel:
-        quality["warnings"].append(
-            f"{novel} of {n_val} validation frames turn the head more than {NOVEL_POSE_DEG:.0f} deg from"
-            f" every training pose (up to {gap:.1f}); validation PSNR there measures novel views"
-        )
-    short = length_warning(t / args.fps)
-    if short:
-        quality["warnings"].append(short)
-    if abs(audio_seconds - t / args.fps) > 0.5:
-        quality["warnings"].append(
-            f"audio lasts {audio_seconds:.1f} s, the video {t / args.fps:.1f} s; features are cut or padded"
-        )
     if args.preview and p2.preview is not None:
         crop_src = tuple(v / p1.scale for v in p1.crop)
         save_preview(

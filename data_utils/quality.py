@@ -51,16 +51,6 @@ def pose_coverage(rot: np.ndarray, num_val: int) -> dict:
     }
 
 
-def length_warning(seconds: float) -> str | None:
-    """The warning for a clip of `seconds` shorter than SHORT_CLIP_SECONDS, else None."""
-    if seconds >= SHORT_CLIP_SECONDS:
-        return None
-    return (
-        f"the clip lasts {seconds:.1f} s; the avatar renders unseen expressions and poses better the more"
-        " video it learns from (about +1.5 dB PSNR per doubling), so use 1-2 minutes if you have them"
-    )
-
-
 def _longest_run(flags: np.ndarray) -> int:
     """Return the length of the longest run of True in a bool vector [T]."""
     best = run = 0
@@ -81,13 +71,18 @@ def quality_report(
     upscale: float,
     luma: np.ndarray,
     sharpness: np.ndarray,
+    rot: np.ndarray,
+    num_val: int,
+    fps: float,
+    audio_seconds: float,
 ) -> dict:
-    """Summarise a clip as a JSON-ready dict.
+    """Summarise a clip as a JSON-ready dict, warnings included.
 
     Takes faces found per frame [T] (pass 1), gap-filled frames [T] bool, raw and smoothed crop landmarks
     [T,478,2], tracker reprojection error [T] px, head euler angles [T,3] rad (pitch, yaw, roll), the
-    face width as a fraction of the crop width, the upscale factor (dataset px per source px), and
-    per-frame mean luma [T] and Laplacian variance [T].
+    face width as a fraction of the crop width, the upscale factor (dataset px per source px),
+    per-frame mean luma [T] and Laplacian variance [T], head rotations [T,3,3] whose last `num_val` frames
+    are validation, the frame rate and the length of the audio track in seconds.
     """
     t = len(face_counts)
     yaw_deg = np.degrees(np.abs(euler[:, 1]))
@@ -106,6 +101,10 @@ def quality_report(
         "max_abs_yaw_deg": float(yaw_deg.max()),
         "mean_luma": float(np.mean(luma)),
         "mean_sharpness": float(np.mean(sharpness)),
+        "seconds": t / fps,
+        "audio_seconds": float(audio_seconds),
+        "val_frames": int(num_val),
+        **pose_coverage(rot, num_val),
     }
     report["warnings"] = _warnings(report, yaw_deg, luma, sharpness)
     return report
@@ -145,12 +144,36 @@ def _warnings(report: dict, yaw_deg: np.ndarray, luma: np.ndarray, sharpness: np
         )
     if report["frames_multiple_faces"]:
         out.append(f"{report['frames_multiple_faces']} frames show more than one face; the largest was used")
+    novel, gap = report["val_frames_novel_pose"], report["val_pose_gap_max_deg"]
+    if novel:
+        out.append(
+            f"{novel} of {report['val_frames']} validation frames turn the head more than"
+            f" {NOVEL_POSE_DEG:.0f} deg from every training pose (up to {gap:.1f});"
+            " validation PSNR there measures novel views"
+        )
+    seconds = report["seconds"]
+    if seconds < SHORT_CLIP_SECONDS:
+        out.append(
+            f"the clip lasts {seconds:.1f} s; the avatar renders unseen expressions and poses better the more"
+            " video it learns from (about +1 to +2 dB PSNR per doubling up to a minute), so use 1-2 minutes"
+            " if you have them"
+        )
+    if abs(report["audio_seconds"] - seconds) > 0.5:
+        out.append(
+            f"audio lasts {report['audio_seconds']:.1f} s, the video {seconds:.1f} s;"
+            " features are cut or padded"
+        )
     return out
 
 
 def format_report(report: dict) -> str:
     """Return the quality report as a readable two-column table (plus warnings)."""
     rows = [
+        (
+            "length",
+            f"{report['seconds']:.1f} s ({report['frames']} frames, {report['val_frames']} held out),"
+            f" audio {report['audio_seconds']:.1f} s",
+        ),
         ("frames with a face", f"{report['frames_with_face']:.1%}"),
         ("frames gap-filled", f"{report['frames_gap_filled']} (longest {report['longest_gap_frames']})"),
         (
@@ -161,15 +184,12 @@ def format_report(report: dict) -> str:
         ("face width", f"{report['face_width_frac']:.0%} of the crop (upscale {report['upscale']:.1f}x)"),
         ("max |yaw|", f"{report['max_abs_yaw_deg']:.1f} deg"),
         ("mean luma / sharpness", f"{report['mean_luma']:.0f} / {report['mean_sharpness']:.0f}"),
+        (
+            "val pose gap",
+            f"{report['val_pose_gap_mean_deg']:.1f} deg mean, {report['val_pose_gap_max_deg']:.1f} max"
+            " (to the nearest training pose)",
+        ),
     ]
-    if "val_pose_gap_max_deg" in report:
-        rows.append(
-            (
-                "val pose gap",
-                f"{report['val_pose_gap_mean_deg']:.1f} deg mean, {report['val_pose_gap_max_deg']:.1f} max"
-                " (to the nearest training pose)",
-            )
-        )
     if "person_px_added_by_plate" in report:
         rows.append(("person mask growth", f"{report['person_px_added_by_plate']:.2%} of pixels (plate)"))
     width = max(len(k) for k, _ in rows)

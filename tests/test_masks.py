@@ -25,7 +25,6 @@ from data_utils.quality import (
     SHORT_CLIP_SECONDS,
     format_report,
     landmark_jitter,
-    length_warning,
     pose_coverage,
     quality_report,
     save_preview,
@@ -166,6 +165,10 @@ def _report(**over) -> dict:
         "upscale": 1.0,
         "luma": np.full(t, 120.0),
         "sharpness": np.full(t, 300.0),
+        "rot": np.tile(np.eye(3), (t, 1, 1)),
+        "num_val": 5,
+        "fps": 1.0,
+        "audio_seconds": float(t),
     }
     args.update(over)
     return quality_report(**args)
@@ -176,7 +179,9 @@ def test_quality_report_clean_clip_has_no_warnings() -> None:
     assert rep["frames_with_face"] == 1.0 and rep["warnings"] == []
     assert rep["landmark_jitter_px"] == pytest.approx(0.0, abs=1e-9), "constant velocity has no jitter"
     assert rep["reproj_err_px"] == pytest.approx(0.8)
-    assert "frames with a face" in format_report(rep) and "no warnings" in format_report(rep)
+    text = format_report(rep)
+    assert "frames with a face" in text and "no warnings" in text
+    assert "50.0 s (50 frames, 5 held out), audio 50.0 s" in text
 
 
 def test_quality_report_warns_about_each_problem() -> None:
@@ -201,9 +206,14 @@ def test_quality_report_warns_about_each_problem() -> None:
     assert rep["frames_with_face"] == pytest.approx(47 / 50) and rep["longest_gap_frames"] == 3
 
 
-def test_length_warning_only_for_short_clips() -> None:
-    assert "8.0 s" in length_warning(8.0) and "1-2 minutes" in length_warning(8.0)
-    assert length_warning(SHORT_CLIP_SECONDS) is None and length_warning(90.0) is None
+def test_quality_report_warns_about_short_clips_and_audio_of_another_length() -> None:
+    short = " | ".join(_report(fps=25.0, audio_seconds=2.0)["warnings"])
+    assert "the clip lasts 2.0 s" in short and "1-2 minutes" in short
+    assert "audio lasts" not in short
+    long_clip = _report(fps=50 / SHORT_CLIP_SECONDS, audio_seconds=SHORT_CLIP_SECONDS)
+    assert long_clip["seconds"] == pytest.approx(SHORT_CLIP_SECONDS) and long_clip["warnings"] == []
+    mismatch = " | ".join(_report(audio_seconds=40.0)["warnings"])
+    assert "audio lasts 40.0 s, the video 50.0 s" in mismatch
 
 
 def test_landmark_jitter_measures_second_differences() -> None:
@@ -220,8 +230,9 @@ def test_pose_coverage_measures_validation_poses_beyond_the_training_range() -> 
     assert cov["val_pose_gap_max_deg"] == pytest.approx(6.0, abs=1e-4)
     assert cov["val_pose_gap_mean_deg"] == pytest.approx((0.0 + 2.0 + 6.0) / 3, abs=0.3)
     assert cov["val_frames_novel_pose"] == 1
-    row = format_report({**_report(), **cov})
-    assert "val pose gap" in row and "6.0 max" in row
+    rep = _report(rot=rot, num_val=3)
+    assert "val pose gap" in format_report(rep) and "6.0 max" in format_report(rep)
+    assert any("1 of 3 validation frames turn the head" in w for w in rep["warnings"])
 
 
 def test_save_preview_writes_one_side_by_side_jpeg(tmp_path: Path) -> None:
