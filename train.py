@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
+from torch.profiler import record_function
 from tqdm import tqdm
 
 from scene.avatar import Avatar
@@ -379,26 +380,31 @@ class Trainer:
     def train_step(self, step: int) -> tuple[Tensor, Tensor, Tensor]:
         """One optimisation step -> (loss, rendered image, ground truth), tensors left on the device."""
         stage = self.stage(step)
-        batch = self.train_set.sample(self.cfg.batch_size, self.generator)
-        if self.cfg.audio_noise > 0 and stage == "fine":
-            noise = torch.randn(batch.audio.shape, generator=self.generator, device=batch.audio.device)
-            batch.audio = batch.audio + self.cfg.audio_noise * noise
-        if self.pose is not None:
-            batch.viewmat = self.pose(batch.viewmat, batch.index)
+        with record_function("train.sample"):
+            batch = self.train_set.sample(self.cfg.batch_size, self.generator)
+            if self.cfg.audio_noise > 0 and stage == "fine":
+                noise = torch.randn(batch.audio.shape, generator=self.generator, device=batch.audio.device)
+                batch.audio = batch.audio + self.cfg.audio_noise * noise
+            if self.pose is not None:
+                batch.viewmat = self.pose(batch.viewmat, batch.index)
         out, deltas = self.avatar.render_with_deltas(batch, stage, self.cfg.backend, amp=self.cfg.bf16)
-        loss = compute_loss(out.image, batch, deltas, self.avatar, self.cfg, self.perceptual)
-        self.strategy.step_pre_backward(out)
-        loss.backward()
-        for optimizer in self.optimizers.values():
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-        for name, scheduler in self.schedulers.items():
-            if name != "deform" or stage == "fine":
-                scheduler.step()
-        gaussian_opts = {k: self.optimizers[k] for k in PARAM_NAMES}
-        self.strategy.step_post_backward(
-            self.avatar.gaussians.params, gaussian_opts, self.strategy_state, step, out
-        )
+        with record_function("train.loss"):
+            loss = compute_loss(out.image, batch, deltas, self.avatar, self.cfg, self.perceptual)
+        with record_function("train.backward"):
+            self.strategy.step_pre_backward(out)
+            loss.backward()
+        with record_function("train.optimizer"):
+            for optimizer in self.optimizers.values():
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            for name, scheduler in self.schedulers.items():
+                if name != "deform" or stage == "fine":
+                    scheduler.step()
+        with record_function("train.densify"):
+            gaussian_opts = {k: self.optimizers[k] for k in PARAM_NAMES}
+            self.strategy.step_post_backward(
+                self.avatar.gaussians.params, gaussian_opts, self.strategy_state, step, out
+            )
         return loss.detach(), out.image.detach(), batch.image
 
     def validate(self, record: dict[str, Any], preview: bool) -> None:

@@ -6,6 +6,7 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
+from torch.profiler import record_function
 
 from gaussian_renderer import RenderOutput, render
 from scene.dataset import FrameBatch
@@ -81,17 +82,19 @@ class Avatar(nn.Module):
         """Render the batch ("coarse": canonical, "fine": deformed) over its background; also the offsets."""
         if stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
-        deltas = self.deltas(batch, use_audio, amp) if stage == "fine" else None
-        g = self.canonical() if deltas is None else self.apply_deltas(deltas)
-        out = render(
-            *g,
-            batch.viewmat,
-            batch.K,
-            batch.width,
-            batch.height,
-            background=batch.background,
-            backend=backend,
-        )
+        with record_function("avatar.deform"):
+            deltas = self.deltas(batch, use_audio, amp) if stage == "fine" else None
+            g = self.canonical() if deltas is None else self.apply_deltas(deltas)
+        with record_function("avatar.rasterize"):
+            out = render(
+                *g,
+                batch.viewmat,
+                batch.K,
+                batch.width,
+                batch.height,
+                background=batch.background,
+                backend=backend,
+            )
         return out, deltas
 
     def render(
