@@ -1,11 +1,12 @@
 """How held-out PSNR grows with the length of the training video.
 
     python -m bench.length_curve --data data/me --work /tmp/curve [--fractions 0.25 0.5 0.75 1]
-        [--iterations 5000] [--train_args '--resolution 128']
+        [--iterations 5000] [--train_args '--resolution 128'] [--gpus 0,1,2,3]
 
 Each run trains on the first fraction of the training frames and is scored on the same validation frames: its
-dataset is a folder of links to `--data` with a shorter transforms_train.json. Runs one after the other with
-train.sh's trainer, then bench.error_regions. Prints a row a run (seconds of training video, the trainer's
+dataset is a folder of links to `--data` with a shorter transforms_train.json. A run is train.py, then
+bench.error_regions, with their output in WORK/log_<frames>.txt; the runs go one after the other, or with
+`--gpus` one per listed GPU at a time. Prints a row a run (seconds of training video, the trainer's
 validation PSNR full / face, error_regions' validation and training full frame, the mean angle from a
 validation pose to its nearest training pose) and writes WORK/length_curve.json.
 """
@@ -14,17 +15,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import queue
 import shlex
 import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-import train
-from bench import error_regions
 from data_utils.quality import pose_coverage
 from utils.atomic import atomic_write_json
 from utils.cli import ArgumentParser, UserError, run_cli
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -42,10 +48,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--iterations", type=int, default=5000, help="training iterations a run (default 5000)")
     p.add_argument("--train_args", default="", help="extra train.sh arguments as one string")
     p.add_argument("--frames", type=int, default=25, help="frames a split that error_regions scores (25)")
+    p.add_argument("--gpus", help="comma-separated GPU indices: one run per GPU at a time (default: one run)")
     p.add_argument("--force", action="store_true", help="replace runs already in WORK")
     args = p.parse_args(argv)
     if not all(0 < f <= 1 for f in args.fractions):
         p.error("--fractions must lie in (0, 1]")
+    if args.gpus is not None and not all(g.strip().isdigit() for g in args.gpus.split(",")):
+        p.error("--gpus takes GPU indices separated by commas, e.g. 0,1,2,3")
     return args
 
 
@@ -78,17 +87,23 @@ def mean_pose_gap_deg(data: Path) -> float:
     return pose_coverage(rot, len(val))["val_pose_gap_mean_deg"]
 
 
-def run_one(args: argparse.Namespace, keep: int, fps: float) -> dict:
-    """Train and score the run that keeps `keep` training frames -> its row of the table."""
+def run_one(args: argparse.Namespace, keep: int, fps: float, gpu: str | None) -> dict:
+    """Train and score the run that keeps `keep` training frames (on GPU `gpu` if given) -> its table row."""
     data, model = args.work / f"data_{keep}", args.work / f"model_{keep}"
+    regions, log = args.work / f"regions_{keep}.json", args.work / f"log_{keep}.txt"
     shortened_dataset(args.data, data, keep)
-    argv = ["-s", str(data), "-m", str(model), "--iterations", str(args.iterations), "--force"]
-    if train.main([*argv, *shlex.split(args.train_args)]) != 0:
-        raise UserError(f"training on {keep} frames failed; see its output above")
-    regions = args.work / f"regions_{keep}.json"
-    error_regions.main(
-        ["--model_path", str(model), "--data", str(data), "--frames", str(args.frames), "--out", str(regions)]
-    )
+    commands = [
+        [sys.executable, str(REPO / "train.py"), "-s", str(data), "-m", str(model)]
+        + ["--iterations", str(args.iterations), "--force", *shlex.split(args.train_args)],
+        [sys.executable, "-m", "bench.error_regions", "--model_path", str(model), "--data", str(data)]
+        + ["--frames", str(args.frames), "--out", str(regions)],
+    ]
+    env = dict(os.environ) if gpu is None else {**os.environ, "CUDA_VISIBLE_DEVICES": gpu}
+    print(f"run on {keep} training frames{'' if gpu is None else f' (GPU {gpu})'}: log {log}", flush=True)
+    with open(log, "w") as out:
+        for cmd in commands:
+            if subprocess.run(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT).returncode != 0:
+                raise UserError(f"run on {keep} training frames failed; see {log}")
     summary = json.loads((model / "train_summary.json").read_text())
     psnr = json.loads(regions.read_text())["psnr"]
     return {
@@ -125,7 +140,20 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"'{args.work}' already holds runs {clash}; pass --force to replace them")
     for k in clash:
         shutil.rmtree(args.work / f"data_{k}")  # links only: rmtree does not follow them into --data
-    rows = [run_one(args, k, fps) for k in keeps]
+    slots: queue.Queue[str | None] = queue.Queue()
+    gpus = [g.strip() for g in args.gpus.split(",")] if args.gpus else [None]
+    for gpu in gpus:
+        slots.put(gpu)
+
+    def run_on_free_slot(keep: int) -> dict:
+        gpu = slots.get()
+        try:
+            return run_one(args, keep, fps, gpu)
+        finally:
+            slots.put(gpu)
+
+    with ThreadPoolExecutor(max_workers=len(gpus)) as pool:
+        rows = list(pool.map(run_on_free_slot, keeps))
     atomic_write_json(args.work / "length_curve.json", {"data": str(args.data), "runs": rows})
     print_table(rows)
     print(f"report: {args.work / 'length_curve.json'}")

@@ -41,15 +41,29 @@ def test_shortened_dataset_keeps_the_first_training_frames(subject: Path, tmp_pa
 
 def test_length_curve_scores_each_share(subject: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     extra = f"--init_points 400 --coarse_iterations 6 --eval_every 100 --deform {shlex.quote(SMALL_NET)}"
-    argv = ["--data", str(subject), "--work", str(tmp_path), "--fractions", "0.5", "1"]
-    argv += ["--iterations", "12", "--frames", "4", "--train_args", extra]
-    assert length_curve.main(argv) == 0
+    argv = ["--data", str(subject), "--work", str(tmp_path), "--iterations", "12", "--frames", "4"]
+    argv += ["--train_args", extra]
+    assert length_curve.main([*argv, "--fractions", "0.5", "1", "--gpus", "0,1"]) == 0
     runs = json.loads((tmp_path / "length_curve.json").read_text())["runs"]
     assert [r["train_frames"] for r in runs] == [10, 20]
     assert runs[0]["train_seconds"] == pytest.approx(2.5) and runs[1]["train_seconds"] == pytest.approx(5.0)
     assert all(10 < r[k] < 60 for r in runs for k in ("trainer_val_psnr", "val_full", "train_full"))
     assert runs[0]["pose_gap_deg"] >= runs[1]["pose_gap_deg"] > 0, "fewer training poses lie no closer"
-    assert "trainer val full / face" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "trainer val full / face" in out and "(GPU 0)" in out and "(GPU 1)" in out
+    assert "trained 12 iterations" in (tmp_path / "log_10.txt").read_text()
     with pytest.raises(UserError, match="--force"):
-        length_curve.main(argv)
-    assert length_curve.main([*argv, "--force"]) == 0
+        length_curve.main([*argv, "--fractions", "1"])
+    assert length_curve.main([*argv, "--fractions", "1", "--force"]) == 0
+    assert [r["train_frames"] for r in json.loads((tmp_path / "length_curve.json").read_text())["runs"]] == [
+        20
+    ]
+
+
+def test_length_curve_names_the_log_of_a_failed_run(subject: Path, tmp_path: Path) -> None:
+    argv = ["--data", str(subject), "--work", str(tmp_path), "--fractions", "1"]
+    with pytest.raises(UserError, match="log_20.txt"):
+        length_curve.main([*argv, "--train_args=--no_such_option"])
+    assert "--no_such_option" in (tmp_path / "log_20.txt").read_text()
+    with pytest.raises(UserError, match="--gpus takes GPU indices"):
+        length_curve.main([*argv, "--force", "--gpus", "zero"])
