@@ -84,6 +84,7 @@ class TrainConfig:
     grow_grad2d: float = 2e-4
     backend: str = "auto"
     bf16: bool = False
+    compile: bool = False
     deform: dict[str, Any] = field(default_factory=dict)
 
     def coarse_steps(self) -> int:
@@ -132,6 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, help=f"random seed (default {d.seed})")
     run.add_argument("--backend", choices=["auto", "gsplat", "torch"], help="rasterizer (default auto)")
     run.add_argument("--bf16", action="store_true", help="bf16 autocast for the deformation network on CUDA")
+    run.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the deformation network, for CUDA runs: it compiles at the first audio-driven"
+        " step and the first validation (on a 2-core CPU the compiles cost more than the faster steps save)",
+    )
     run.add_argument(
         "--deform",
         type=_json_object,
@@ -495,6 +502,8 @@ def setup(cfg: TrainConfig, given: dict[str, Any], resume: bool, device: torch.d
     audio_norm = checkpoint["config"]["audio_norm"] if checkpoint else None
     train_set, val_set = _load_data(cfg, device, audio_norm)
     avatar = avatar_from_checkpoint(checkpoint, device) if checkpoint else _new_avatar(cfg, train_set, device)
+    if cfg.compile:
+        avatar.compile_deformation()
     bounds = avatar.bounds
     scene_scale = avatar.scene_scale
     optimizers = make_optimizers(avatar, cfg, scene_scale)
