@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
 import train
@@ -89,13 +90,17 @@ def measure(trainer: train.Trainer, args: argparse.Namespace, device: torch.devi
     per_step = 1.0 / args.steps
     parts = {name: {"host_ms": 0.0, "device_ms": 0.0} for name in PARTS}
     for event in prof.events():
-        if event.name in parts and event.device_type.name == "CPU":
+        if event.name in parts and event.device_type == DeviceType.CPU:
             parts[event.name]["host_ms"] += event.cpu_time_total / 1000 * per_step
             parts[event.name]["device_ms"] += event.device_time_total / 1000 * per_step
     averages = prof.key_averages()
-    kernels = sum(e.self_device_time_total for e in averages) / 1000 * per_step if cuda else 0.0
-    key = "self_device_time_total" if cuda else "self_cpu_time_total"
-    top = sorted(averages, key=lambda e: getattr(e, key), reverse=True)[: args.top]
+    if cuda:  # the device's own events, each kernel once (host ops carry their kernels' time too)
+        ops = [e for e in averages if e.device_type == DeviceType.CUDA and not e.is_user_annotation]
+        key = "self_device_time_total"
+    else:
+        ops, key = list(averages), "self_cpu_time_total"
+    kernels = sum(e.self_device_time_total for e in ops) / 1000 * per_step if cuda else 0.0
+    top = sorted(ops, key=lambda e: getattr(e, key), reverse=True)[: args.top]
     step_ms = wall * 1000 * per_step
     return {
         "device": str(torch.cuda.get_device_name(device) if cuda else "cpu"),
