@@ -84,8 +84,14 @@ class TrainConfig:
     grow_grad2d: float = 2e-4
     backend: str = "auto"
     bf16: bool = False
-    compile: bool = False
+    tf32: bool = False
     deform: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_saved(cls, saved: dict[str, Any]) -> TrainConfig:
+        """The config saved with a model; settings this version no longer has (e.g. `compile`) are dropped."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in saved.items() if k in names})
 
     def coarse_steps(self) -> int:
         """Iterations of the static (coarse) stage: the setting, else min(1000, 20 % of iterations)."""
@@ -134,10 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--backend", choices=["auto", "gsplat", "torch"], help="rasterizer (default auto)")
     run.add_argument("--bf16", action="store_true", help="bf16 autocast for the deformation network on CUDA")
     run.add_argument(
-        "--compile",
+        "--tf32",
         action="store_true",
-        help="torch.compile the deformation network, for CUDA runs: it compiles at the first audio-driven"
-        " step and the first validation (on a 2-core CPU the compiles cost more than the faster steps save)",
+        help="TF32 tensor cores for the float32 matmuls on CUDA (the deformation network's KAN heads)",
     )
     run.add_argument(
         "--deform",
@@ -492,18 +497,18 @@ def setup(cfg: TrainConfig, given: dict[str, Any], resume: bool, device: torch.d
     checkpoint = None
     if resume:
         checkpoint = load_checkpoint(latest_checkpoint(Path(cfg.model_path)), device)
-        saved = TrainConfig(**checkpoint["config"]["train"])
+        saved = TrainConfig.from_saved(checkpoint["config"]["train"])
         ignored = sorted(k for k in given if k not in RUN_CONTROL + ("source_path", "model_path"))
         if ignored:
             print(f"note: --resume keeps the saved settings; ignoring {', '.join(ignored)}", file=sys.stderr)
         control = {"stop_at": None, **{k: v for k, v in given.items() if k in RUN_CONTROL}}
         cfg = dataclasses.replace(saved, model_path=cfg.model_path, source_path=cfg.source_path, **control)
     torch.manual_seed(cfg.seed)
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high" if cfg.tf32 else "highest")
     audio_norm = checkpoint["config"]["audio_norm"] if checkpoint else None
     train_set, val_set = _load_data(cfg, device, audio_norm)
     avatar = avatar_from_checkpoint(checkpoint, device) if checkpoint else _new_avatar(cfg, train_set, device)
-    if cfg.compile:
-        avatar.compile_deformation()
     bounds = avatar.bounds
     scene_scale = avatar.scene_scale
     optimizers = make_optimizers(avatar, cfg, scene_scale)

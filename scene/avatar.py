@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -37,12 +36,6 @@ class Avatar(nn.Module):
         self.deform_cfg = deform_cfg
         self.register_buffer("bounds", bounds.detach().clone().float())
         self.deform = DeformationNetwork(deform_cfg, self.bounds)
-        self._deform_call: Callable[..., Deltas] = self.deform.forward
-
-    def compile_deformation(self, backend: str | Callable = "inductor") -> None:
-        """Run the deformation network through torch.compile from now on, with dynamic shapes so that a
-        changing Gaussian count (densification) does not recompile."""
-        self._deform_call = torch.compile(self.deform.forward, dynamic=True, backend=backend)
 
     @property
     def scene_scale(self) -> float:
@@ -59,11 +52,8 @@ class Avatar(nn.Module):
         """Per-frame offsets [B,N,...] (float32) from the frames' audio, eye and camera conditions; `amp` runs
         the network under bf16 autocast on CUDA."""
         means = self.gaussians.params["means"]
-        # A view, not the Parameter: torch.compile keeps a Parameter's shape static and would recompile at
-        # every densification.
-        xyz = means.view_as(means)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp and means.is_cuda):
-            d = self._deform_call(xyz, batch.audio, batch.eye, batch.cam, use_audio)
+            d = self.deform(means, batch.audio, batch.eye, batch.cam, use_audio)
         return Deltas(*(t.float() for t in (d.d_xyz, d.d_rot, d.d_scale, d.d_opacity, d.d_color)))
 
     def apply_deltas(self, d: Deltas) -> Gaussians:

@@ -3,6 +3,7 @@ densification, losses and PLY export."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -102,9 +103,15 @@ def test_load_avatar_needs_no_flags_and_renders_the_same(trained: Path, data_roo
     assert loaded.iteration == 100 and loaded.audio_extractor["name"] == "logmel"
     assert loaded.avatar.gaussians.num_gaussians == loaded.config["num_gaussians"]
     val = TalkingHeadDataset(data_root, "val", audio_norm=loaded.audio_norm)
-    cfg = train.TrainConfig(**loaded.config["train"])
+    cfg = train.TrainConfig.from_saved(loaded.config["train"])
     metrics, _, _ = train.evaluate(loaded.avatar, val, "fine", cfg)
     assert metrics["val_psnr"] == pytest.approx(_records(trained)[-1]["val_psnr"], abs=1e-3)
+
+
+def test_saved_config_of_an_older_version_loads() -> None:
+    saved = {**dataclasses.asdict(train.TrainConfig(iterations=7, batch_size=2)), "compile": True}
+    cfg = train.TrainConfig.from_saved(saved)
+    assert (cfg.iterations, cfg.batch_size) == (7, 2) and not hasattr(cfg, "compile")
 
 
 def test_refuses_existing_model_without_force_or_resume(trained: Path, data_root: Path) -> None:
