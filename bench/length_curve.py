@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from data_utils.quality import pose_coverage
+from scene.dataset import read_json
 from utils.atomic import atomic_write_json
 from utils.cli import ArgumentParser, UserError, run_cli
 
@@ -59,11 +60,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _transforms(data: Path, split: str) -> dict:
-    """transforms_<split>.json of dataset `data`; UserError when it is missing."""
-    path = data / f"transforms_{split}.json"
-    if not path.is_file():
-        raise UserError(f"dataset '{data}' has no {path.name}; run ./preprocess.sh first")
-    return json.loads(path.read_text())
+    """transforms_<split>.json of dataset `data`; UserError when it is missing or unreadable."""
+    return read_json(data, f"transforms_{split}.json")
 
 
 def shortened_dataset(src: Path, dst: Path, keep: int) -> None:
