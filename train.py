@@ -84,7 +84,7 @@ class TrainConfig:
     grow_grad2d: float = 2e-4
     backend: str = "auto"
     bf16: bool = False
-    tf32: bool = False
+    tf32: bool = True
     deform: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -141,8 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--bf16", action="store_true", help="bf16 autocast for the deformation network on CUDA")
     run.add_argument(
         "--tf32",
-        action="store_true",
-        help="TF32 tensor cores for the float32 matmuls on CUDA (the deformation network's KAN heads)",
+        action=argparse.BooleanOptionalAction,
+        help="TF32 tensor cores for the float32 matmuls on CUDA, the deformation network's KAN heads "
+        "(default on; --no-tf32 keeps full float32)",
     )
     run.add_argument(
         "--deform",

@@ -114,6 +114,13 @@ def test_saved_config_of_an_older_version_loads() -> None:
     assert (cfg.iterations, cfg.batch_size) == (7, 2) and not hasattr(cfg, "compile")
 
 
+def test_tf32_is_on_by_default_and_can_be_turned_off() -> None:
+    base = ["-s", "data", "-m", "out"]
+    assert train.parse_config(base)[0].tf32
+    cfg, given, _, _ = train.parse_config([*base, "--no-tf32"])
+    assert not cfg.tf32 and given["tf32"] is False
+
+
 def test_refuses_existing_model_without_force_or_resume(trained: Path, data_root: Path) -> None:
     with pytest.raises(UserError, match="--resume"):
         train.main(_args(data_root, trained, "--iterations", "5"))
