@@ -139,11 +139,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, help=f"random seed (default {d.seed})")
     run.add_argument("--backend", choices=["auto", "gsplat", "torch"], help="rasterizer (default auto)")
     run.add_argument("--bf16", action="store_true", help="bf16 autocast for the deformation network on CUDA")
-    run.add_argument(
+    precision = run.add_mutually_exclusive_group()
+    precision.add_argument(
         "--tf32",
-        action=argparse.BooleanOptionalAction,
-        help="TF32 tensor cores for the float32 matmuls on CUDA, the deformation network's KAN heads "
-        "(default on; --no-tf32 keeps full float32)",
+        action="store_true",
+        help="TF32 tensor cores for the float32 matmuls on CUDA (the deformation network), the default",
+    )
+    precision.add_argument(
+        "--no_tf32", dest="tf32", action="store_false", help="keep those matmuls in full float32"
     )
     run.add_argument(
         "--deform",

@@ -117,7 +117,7 @@ def test_saved_config_of_an_older_version_loads() -> None:
 def test_tf32_is_on_by_default_and_can_be_turned_off() -> None:
     base = ["-s", "data", "-m", "out"]
     assert train.parse_config(base)[0].tf32
-    cfg, given, _, _ = train.parse_config([*base, "--no-tf32"])
+    cfg, given, _, _ = train.parse_config([*base, "--no_tf32"])
     assert not cfg.tf32 and given["tf32"] is False
 
 
