@@ -22,7 +22,7 @@ from data_utils.audio_io import iter_audio_chunks, load_audio, write_wav
 from gaussian_renderer import render
 from scene.avatar import Avatar
 from scene.checkpoint import LoadedAvatar, load_avatar
-from scene.dataset import FrameBatch, TalkingHeadDataset, read_json
+from scene.dataset import FrameBatch, TalkingHeadDataset, read_transforms
 from scene.deformation import Deltas
 from scene.pose_correction import corrected_if_matching
 from utils.atomic import atomic_dir, atomic_write_json, check_output_dir
@@ -463,7 +463,7 @@ def split_audio(root: Path, ds: TalkingHeadDataset, split: str, out: Path) -> Pa
     if not wav_path.is_file():
         print(f"warning: '{wav_path}' not found; the video has no sound", file=sys.stderr)
         return None
-    first = int(read_json(root, f"transforms_{split}.json")["frames"][0]["aud_id"])
+    first = int(read_transforms(root, split)["frames"][0]["aud_id"])
     wav = load_audio(wav_path, SAMPLE_RATE)
     start = round(first / ds.fps * SAMPLE_RATE)
     write_wav(out, wav[start : start + round(len(ds) / ds.fps * SAMPLE_RATE)], SAMPLE_RATE)

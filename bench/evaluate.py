@@ -31,6 +31,7 @@ import torch
 
 from data_utils import landmark_indices as li
 from data_utils.audio_io import load_audio
+from scene.dataset import read_transforms
 from utils.atomic import atomic_write_json
 from utils.cli import ArgumentParser, UserError, run_cli
 from utils.lpips import LPIPS, default_lpips_dir, find_lpips_weights
@@ -384,7 +385,7 @@ def _face_ratio(lms: np.ndarray) -> float:
 
 def self_driven_quality(video: Path, data: Path, meta: dict, report_dir: Path) -> dict:
     """Quality of render_direct on the validation frames: images, landmarks, mouth motion vs GT and audio."""
-    frames = json.loads((data / "transforms_val.json").read_text())["frames"]
+    frames = read_transforms(data, "val")["frames"]
     fps = float(meta.get("fps", 25))
     result = image_quality(video, data, frames, int(meta["size"]))
     render_lms = video_landmarks(read_video_frames(video))

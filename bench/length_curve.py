@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from data_utils.quality import pose_coverage
-from scene.dataset import read_json
+from scene.dataset import read_transforms
 from utils.atomic import atomic_write_json
 from utils.cli import ArgumentParser, UserError, run_cli
 
@@ -59,14 +59,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _transforms(data: Path, split: str) -> dict:
-    """transforms_<split>.json of dataset `data`; UserError when it is missing or unreadable."""
-    return read_json(data, f"transforms_{split}.json")
-
-
 def shortened_dataset(src: Path, dst: Path, keep: int) -> None:
     """Make dst a copy of dataset src made of links, whose training split keeps its first `keep` frames."""
-    meta = _transforms(src, "train")
+    meta = read_transforms(src, "train")
     if not 1 <= keep <= len(meta["frames"]):
         raise UserError(f"cannot keep {keep} of {len(meta['frames'])} training frames")
     dst.mkdir(parents=True)
@@ -78,8 +73,8 @@ def shortened_dataset(src: Path, dst: Path, keep: int) -> None:
 
 def mean_pose_gap_deg(data: Path) -> float:
     """Mean angle (degrees) from each validation head pose of dataset `data` to its nearest training pose."""
-    val = _transforms(data, "val")["frames"]
-    frames = _transforms(data, "train")["frames"] + val
+    val = read_transforms(data, "val")["frames"]
+    frames = read_transforms(data, "train")["frames"] + val
     c2w = np.array([f["transform_matrix"] for f in frames], dtype=np.float64)
     rot = np.transpose(c2w[:, :3, :3], (0, 2, 1))  # head -> camera
     return pose_coverage(rot, len(val))["val_pose_gap_mean_deg"]
@@ -129,7 +124,7 @@ def print_table(rows: list[dict]) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: one shortened run per fraction, the table, WORK/length_curve.json -> exit code."""
     args = parse_args(argv)
-    meta = _transforms(args.data, "train")
+    meta = read_transforms(args.data, "train")
     fps = float(meta.get("fps", 25))
     keeps = sorted({max(1, round(f * len(meta["frames"]))) for f in args.fractions})
     args.work.mkdir(parents=True, exist_ok=True)

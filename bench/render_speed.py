@@ -22,7 +22,7 @@ import torch
 from predict import InferenceRenderer
 from scene.avatar import Avatar
 from scene.checkpoint import load_avatar
-from scene.dataset import FrameBatch, read_json
+from scene.dataset import FrameBatch, read_transforms
 from scene.deformation import DeformConfig, Deltas
 from scene.gaussians import GaussianParams
 from utils.atomic import atomic_write_json
@@ -65,7 +65,7 @@ def trained_avatar(
 ) -> Setup:
     """Return a trained avatar and the first training camera of its dataset (normalised intrinsics)."""
     loaded = load_avatar(model_path, iteration, device)
-    meta = read_json(Path(reference_path), "transforms_train.json")
+    meta = read_transforms(Path(reference_path), "train")
     frame = meta["frames"][0]
     size = float(meta["w"])
     c2w = torch.tensor(frame["transform_matrix"], dtype=torch.float32)

@@ -65,7 +65,7 @@ def read_json(root: Path, name: str) -> dict:
         raise UserError(f"'{path}' is not valid JSON ({err}); rerun ./preprocess.sh") from err
 
 
-def _read_transforms(root: Path, split: str) -> dict:
+def read_transforms(root: Path, split: str) -> dict:
     """transforms_<split>.json with its required keys checked."""
     name = f"transforms_{split}.json"
     meta = read_json(root, name)
@@ -123,7 +123,7 @@ class TalkingHeadDataset:
         if not root.is_dir():
             raise UserError(f"dataset '{root}' does not exist; run ./preprocess.sh on your video first")
         preprocess = read_json(root, "preprocess.json")
-        meta = _read_transforms(root, split)
+        meta = read_transforms(root, split)
         frames = meta["frames"]
         self.source_size = int(meta["w"])
         self.size = size = int(resolution or self.source_size)
@@ -173,7 +173,7 @@ class TalkingHeadDataset:
                 f"'{self.root / fname}' has shape {feats.shape}, expected [frames, channels, window]"
             )
         if norm is None:
-            train_ids = [int(f["aud_id"]) for f in _read_transforms(self.root, "train")["frames"]]
+            train_ids = [int(f["aud_id"]) for f in read_transforms(self.root, "train")["frames"]]
             train = feats[np.clip(train_ids, 0, len(feats) - 1)]
             norm = {
                 "mean": train.mean(axis=(0, 2)).tolist(),
