@@ -16,9 +16,9 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from data_utils import landmark_indices as li
 from data_utils.audio_features import get_extractor, stream_features
 from data_utils.audio_io import iter_audio_chunks, load_audio, write_wav
+from evaluation.landmarks import MOUTH_LANDMARKS, landmark_distance, read_video_frames, video_landmarks
 from gaussian_renderer import render
 from scene.avatar import Avatar
 from scene.checkpoint import LoadedAvatar, load_avatar
@@ -29,20 +29,12 @@ from utils.atomic import atomic_dir, atomic_write_json, check_output_dir
 from utils.blink import synth_eye_track
 from utils.camera_path import CAMERA_MODES, camera_path
 from utils.cli import ArgumentParser, UserError, run_cli
-from utils.metrics import (
-    crop_box,
-    image_psnr,
-    image_ssim,
-    landmark_distance,
-    read_video_frames,
-    video_landmarks,
-)
+from utils.metrics import crop_box, image_psnr, image_ssim
 from utils.video_out import VideoWriter
 
 SAMPLE_RATE = 16000
 SILENCE_DBFS = -60.0
 AUDIO_CHUNK_SECONDS = 10.0
-MOUTH_LANDMARKS = np.concatenate([li.LIPS_OUTER, li.LIPS_INNER])
 
 
 def build_parser(prog: str = "predict.sh") -> argparse.ArgumentParser:

@@ -29,23 +29,19 @@ import cv2
 import numpy as np
 import torch
 
-from data_utils import landmark_indices as li
 from data_utils.audio_io import load_audio
+from evaluation.landmarks import (
+    MOUTH_LANDMARKS,
+    landmark_distance,
+    mouth_opening,
+    read_video_frames,
+    video_landmarks,
+)
 from scene.dataset import read_transforms
 from utils.atomic import atomic_write_json
 from utils.cli import ArgumentParser, UserError, run_cli
 from utils.lpips import LPIPS, default_lpips_dir, find_lpips_weights
-from utils.metrics import (
-    best_lag_correlation,
-    crop_box,
-    image_psnr,
-    image_ssim,
-    landmark_distance,
-    mouth_opening,
-    read_video_frames,
-    speech_envelope,
-    video_landmarks,
-)
+from utils.metrics import best_lag_correlation, crop_box, image_psnr, image_ssim, speech_envelope
 from utils.plots import plot_mouth_opening, plot_training_curves, read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,7 +50,6 @@ MAX_LAG_SECONDS = 0.2
 RENDER_BATCH = 32
 CPU_RENDER_BATCH = 4
 CPU_RENDER_VARIANTS = ("fp32", "cache")
-MOUTH_LANDMARKS = np.concatenate([li.LIPS_OUTER, li.LIPS_INNER])
 SAMPLE_RATE = 16000
 PLOTS = {
     "training": "training_curves.png",

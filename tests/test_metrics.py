@@ -15,16 +15,13 @@ import pytest
 from data_utils import landmark_indices as li
 from data_utils.audio_io import load_audio
 from data_utils.sample import generate_sample
+from evaluation.landmarks import landmark_distance, mouth_opening, read_video_frames, video_landmarks
 from utils.metrics import (
     best_lag_correlation,
     crop_box,
     image_psnr,
     image_ssim,
-    landmark_distance,
-    mouth_opening,
-    read_video_frames,
     speech_envelope,
-    video_landmarks,
 )
 from utils.plots import plot_mouth_opening, plot_training_curves
 

@@ -66,7 +66,7 @@ def test_predict_video_matches_audio(
     trained: tuple[Path, Path], speech_wav: Path, tmp_path: Path, mode: str
 ) -> None:
     from data_utils.audio_io import load_audio
-    from utils.metrics import read_video_frames
+    from evaluation.landmarks import read_video_frames
 
     data, _ = trained
     out = tmp_path / "res"

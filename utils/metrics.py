@@ -1,18 +1,12 @@
-"""Quality metrics on numpy images, landmark tracks, mouth motion and speech (used by bench/evaluate.py)."""
+"""Quality metrics on numpy images and on speech loudness and correlation of time series."""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Iterator
-from pathlib import Path
+from collections.abc import Iterable
 
-import cv2
 import numpy as np
 import torch
 
-from data_utils import landmark_indices as li
-from data_utils.video_io import probe_video, read_frames
-from utils.cli import UserError
 from utils.losses import psnr, ssim
 
 
@@ -52,28 +46,6 @@ def crop_box(img: np.ndarray, box: Iterable[float]) -> np.ndarray:
     if x1 <= x0 or y1 <= y0:
         raise ValueError(f"box {list(box)} is empty inside a {w}x{h} image")
     return img[y0:y1, x0:x1]
-
-
-def landmark_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean Euclidean distance (pixels) between landmark tracks a, b [T,K,2]; NaN points are skipped."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    if a.shape != b.shape:
-        raise ValueError(f"landmark shapes differ: {a.shape} vs {b.shape}")
-    dist = np.linalg.norm(a - b, axis=-1)
-    return float(np.nanmean(dist)) if np.isfinite(dist).any() else float("nan")
-
-
-def mouth_opening(lms: np.ndarray) -> np.ndarray:
-    """Inner-lip gap of MediaPipe landmarks [T,478,2] over the outer eye-corner distance -> [T] (NaN kept).
-
-    The eye-corner distance is the scale because, unlike mouth width or face height, it does not change
-    when the mouth opens or the lips round.
-    """
-    lms = np.asarray(lms, np.float64)
-    gap = np.linalg.norm(lms[:, li.UPPER_LIP_INNER_MID] - lms[:, li.LOWER_LIP_INNER_MID], axis=-1)
-    scale = np.linalg.norm(lms[:, li.RIGHT_EYE_CORNERS[0]] - lms[:, li.LEFT_EYE_CORNERS[0]], axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(scale > 0, gap / scale, np.nan)
 
 
 def speech_envelope(
@@ -130,31 +102,3 @@ def best_lag_correlation(
         if np.isfinite(corr) and (np.isnan(best_corr) or corr > best_corr):
             best_corr, best_lag = corr, lag
     return best_corr, best_lag
-
-
-def read_video_frames(path: str | Path) -> Iterator[np.ndarray]:
-    """Yield the frames of the video at `path` at its own frame rate as RGB uint8 arrays [H,W,3]."""
-    if not Path(path).is_file():
-        raise UserError(f"video '{path}' not found; check the path")
-    return read_frames(path, probe_video(path).fps)
-
-
-def video_landmarks(frames: Iterable[np.ndarray], min_side: int = 256) -> np.ndarray:
-    """Track MediaPipe face-mesh landmarks over RGB frames [H,W,3] -> [T,478,2] pixels (NaN where no face).
-
-    Frames whose shorter side is below `min_side` are upscaled by an integer factor for detection (MediaPipe
-    misses small faces); the landmarks are returned in the original frame's pixels.
-    """
-    from data_utils.face_mesh import detect_sequence
-
-    factors: list[int] = []
-
-    def upscaled() -> Iterator[np.ndarray]:
-        """Yield the frames enlarged by their integer factor, recording each factor."""
-        for frame in frames:
-            factors.append(max(1, math.ceil(min_side / min(frame.shape[:2]))))
-            k = factors[-1]
-            yield frame if k == 1 else cv2.resize(frame, None, fx=k, fy=k, interpolation=cv2.INTER_CUBIC)
-
-    lms = detect_sequence(upscaled(), progress=False)[0][..., :2]
-    return lms / np.asarray(factors, np.float64).reshape(-1, 1, 1)

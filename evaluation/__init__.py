@@ -1,0 +1,1 @@
+"""Scoring of renders and videos: frame quality, landmarks, lip sync."""
