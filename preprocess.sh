@@ -2,4 +2,4 @@
 # Thin wrapper: sets up the environment and forwards every argument to data_utils/process.py.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/scripts/env.sh"
-exec "$PY" "$EGSTALKER_ROOT/data_utils/process.py" "$@"
+exec "$PY" "$EGSTALKER_ROOT/scripts/launch.py" data_utils.process "$@"

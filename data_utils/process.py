@@ -43,8 +43,9 @@ from data_utils.smoothing import fill_gaps, smooth_sequence
 from data_utils.torso import torso_rgba
 from data_utils.tracking import Tracker, get_tracker
 from data_utils.video_io import VideoInfo, probe_video, read_frames
-from utils.atomic import atomic_dir, atomic_write_json, check_output_dir
+from utils.atomic import atomic_dir, atomic_write_json
 from utils.cli import ArgumentParser, UserError, run_cli
+from utils.output_policy import DATASET, check_output
 
 SAMPLE_RATE = 16000
 MIN_SECONDS = 2.0
@@ -54,6 +55,9 @@ MAX_MISSING_SHARE = 0.10
 JPEG_QUALITY = 95
 PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
 MOUTH_PAD = 0.15  # mouth_rect margin, fraction of the mouth width on each side
+MIN_DECODED_SHARE = 0.8  # fewer decoded frames than this share of the header's length: truncated
+MAX_ROLL_DEG = 40.0  # a face rolled further than this is refused (masks and poses assume it upright)
+AUDIO_SUFFIXES = (".wav", ".mp3", ".m4a", ".aac", ".flac", ".ogg", ".opus", ".wma")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -66,7 +70,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         epilog="example: ./preprocess.sh my_video.mp4 data/me --fps 25 --size 512",
     )
     p.add_argument(
-        "video", type=Path, metavar="VIDEO", help="input video (any ffmpeg format), 2-30 s, one face"
+        "video",
+        type=Path,
+        metavar="VIDEO",
+        help="input video (any ffmpeg format), at least 2 s (a minute or two is best), one face",
     )
     p.add_argument(
         "out_dir", type=Path, metavar="OUT_DIR", help="dataset folder to create, e.g. data/<subject>"
@@ -102,9 +109,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--force", action="store_true", help="replace OUT_DIR if it already exists")
     p.add_argument(
         "--preview",
-        action=argparse.BooleanOptionalAction,
+        action="store_true",
         default=True,
-        help="write preview.jpg: frame, landmarks, masks and crop side by side (default on)",
+        help="write preview.jpg: frame, landmarks, masks and crop side by side (the default)",
+    )
+    p.add_argument(
+        "--no_preview", "--no-preview", dest="preview", action="store_false", help="do not write preview.jpg"
     )
     args = p.parse_args(argv)
     if args.fps <= 0 or args.size < 64 or args.max_gap_frames < 0:
@@ -170,15 +180,21 @@ def _write_image(paths: list[Path], image: np.ndarray, ext: str, params: list[in
         path.write_bytes(data.tobytes())
 
 
+def file_advice(out_dir: Path) -> str:
+    """What to tell a user whose OUT_DIR is an existing file (an audio file was probably meant as --audio)."""
+    if out_dir.suffix.lower() in AUDIO_SUFFIXES:
+        return f"did you mean --audio {out_dir}?"
+    return "choose a new folder name for OUT_DIR"
+
+
+def check_out_dir(args: argparse.Namespace) -> None:
+    """Apply the output-folder policy to OUT_DIR (the video and --audio are its inputs)."""
+    check_output(args.out_dir, args.force, DATASET, (args.video, args.audio), file_advice(args.out_dir))
+
+
 def check_inputs(args: argparse.Namespace) -> VideoInfo:
     """Validate the video, the audio source and OUT_DIR before any work; return the video's info."""
-    check_output_dir(args.out_dir, args.force)
-    out = args.out_dir.resolve()
-    for given in (args.video, args.audio):
-        if given is not None and given.resolve().is_relative_to(out):
-            raise UserError(
-                f"'{given}' lies inside the output folder '{args.out_dir}'; choose another OUT_DIR"
-            )
+    check_out_dir(args)
     info = probe_video(args.video)
     if args.audio is not None and not args.audio.is_file():
         raise UserError(f"audio file '{args.audio}' not found; check the --audio path")
@@ -221,12 +237,16 @@ def run_pass1(args: argparse.Namespace, info: VideoInfo) -> Pass1:
     lms, counts = detect_sequence(_frames_with_sample(frames, estimate // 2, keep), progress=True)
     t = len(counts)
     name = args.video.name
+    check_decoded_length(name, t, estimate, args.fps)
     if t == 0 or not (counts > 0).any():
+        check_upright(name, keep["frame"])
         raise UserError(f"no face found in '{name}'; supply a video where one face is clearly visible")
     if (counts > 1).mean() > 0.5:
         raise UserError(f"several faces in most frames of '{name}'; crop the video to one person")
     missing = int((counts == 0).sum())
+    check_roll(name, lms[counts > 0])
     if missing > MAX_MISSING_SHARE * t:
+        check_upright(name, keep["frame"])
         raise UserError(
             f"no face in {missing} of {t} frames ({missing / t:.0%}) of '{name}'; "
             "trim the video to the part where the face is visible"
@@ -242,6 +262,62 @@ def run_pass1(args: argparse.Namespace, info: VideoInfo) -> Pass1:
         )
     crop = stable_square_crop(filled_lms[..., :2], info.width, info.height)
     return Pass1(filled_lms, counts, filled, crop, keep["frame"], scale)
+
+
+def check_decoded_length(name: str, decoded: int, expected: int, fps: float) -> None:
+    """UserError when far fewer frames decode than the header's duration promises (a truncated file), or
+    when what decodes is shorter than MIN_SECONDS."""
+    if decoded < MIN_DECODED_SHARE * expected and expected - decoded >= 3:
+        raise UserError(
+            f"decoded {decoded} of about {expected} frames of '{name}'; the file looks truncated: "
+            "copy or download it again, or re-encode it"
+        )
+    if decoded < round(MIN_SECONDS * fps) - 1:
+        raise UserError(
+            f"only {decoded / fps:.1f} s of '{name}' decode; supply a clip of at least {MIN_SECONDS:g} s"
+        )
+
+
+def face_roll_deg(lms: np.ndarray) -> np.ndarray:
+    """In-plane rotation (degrees, image y down; 0 = upright, +90 = turned clockwise) of landmarks
+    [T,478,2+] from the line between the eye centres."""
+    right = lms[:, li.RIGHT_EYE_CORNERS, :2].mean(axis=1)  # the subject's right eye: image left when upright
+    left = lms[:, li.LEFT_EYE_CORNERS, :2].mean(axis=1)
+    d = left - right
+    return np.degrees(np.arctan2(d[:, 1], d[:, 0]))
+
+
+def rotation_advice(roll: float) -> str:
+    """The ffmpeg filter that turns a face rolled by `roll` degrees upright, as advice."""
+    if abs(roll) > 135:
+        how = "by 180 degrees (ffmpeg -i IN -vf 'hflip,vflip' OUT)"
+    elif roll > 0:
+        how = "90 degrees counter-clockwise (ffmpeg -i IN -vf transpose=2 OUT)"
+    else:
+        how = "90 degrees clockwise (ffmpeg -i IN -vf transpose=1 OUT)"
+    return f"rotate the video {how} and run again"
+
+
+def check_roll(name: str, lms: np.ndarray) -> None:
+    """UserError when the faces found (landmarks [K,478,2+]) are rolled beyond MAX_ROLL_DEG."""
+    if len(lms) == 0:
+        return
+    roll = float(np.degrees(np.angle(np.exp(1j * np.radians(face_roll_deg(lms))).mean())))
+    if abs(roll) > MAX_ROLL_DEG:
+        raise UserError(
+            f"the face in '{name}' is rotated by about {roll:.0f} degrees; {rotation_advice(roll)}"
+        )
+
+
+def check_upright(name: str, frame: np.ndarray) -> None:
+    """Before refusing a clip for want of a face: UserError naming the rotation when one appears in RGB
+    `frame` [H,W,3] turned by 90, 180 or 270 degrees."""
+    with FaceMesh(static_image_mode=True) as mesh:
+        for k, roll in ((2, 180.0), (1, 90.0), (3, -90.0)):
+            if mesh.detect(np.ascontiguousarray(np.rot90(frame, k))):
+                raise UserError(
+                    f"the face in '{name}' is rotated by about {roll:.0f} degrees; {rotation_advice(roll)}"
+                )
 
 
 def _nearest_face(faces: list[np.ndarray], expected: np.ndarray) -> np.ndarray | None:
@@ -497,7 +573,13 @@ def build(args: argparse.Namespace, info: VideoInfo, tools: Tools, out: Path) ->
         )
     record = {
         "video": str(args.video),
-        "source": {"width": info.width, "height": info.height, "fps": info.fps, "duration": info.duration},
+        "source": {
+            "width": info.width,
+            "height": info.height,
+            "fps": info.fps,
+            "duration": info.duration,
+            "bytes": args.video.stat().st_size,
+        },
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "crop": list(p1.crop),
         "frames": t,
@@ -535,7 +617,8 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     info = check_inputs(args)
     tools = Tools(get_tracker(args.tracker), make_extractor(args))
-    with atomic_dir(args.out_dir, args.force) as tmp:
+    inputs = (args.video, args.audio)
+    with atomic_dir(args.out_dir, args.force, DATASET, inputs, file_advice(args.out_dir)) as tmp:
         record = build(args, info, tools, tmp)
     print_summary(record, args.out_dir, time.perf_counter() - start)
     return 0

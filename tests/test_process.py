@@ -191,13 +191,16 @@ def test_existing_out_dir_needs_force_and_survives_a_failed_run(
     out = tmp_path / "out"
     out.mkdir()
     (out / "old.txt").write_text("keep me")
+    with pytest.raises(UserError, match="not a dataset folder this tool wrote"):
+        main([str(silent_clip), str(out), "--audio", str(speech_wav), "--force"])
+    (out / "preprocess.json").write_text("{}")  # the marker of a dataset folder: --force may replace it
     with pytest.raises(UserError, match="--force"):
         main([str(silent_clip), str(out), "--audio", str(speech_wav)])
     with pytest.raises(UserError, match="no face"):
         main([str(no_face_clip), str(out), "--size", "64", "--force"])
     assert (out / "old.txt").read_text() == "keep me" and siblings(out) == ["out"]
     code = main(
-        [str(silent_clip), str(out), "--size", "64", "--no-preview", "--audio", str(speech_wav), "--force"]
+        [str(silent_clip), str(out), "--size", "64", "--no_preview", "--audio", str(speech_wav), "--force"]
     )
     assert code == 0 and siblings(out) == ["out"] and not (out / "old.txt").exists()
     meta = json.loads((out / "preprocess.json").read_text())

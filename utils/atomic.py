@@ -6,12 +6,13 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from utils.cli import UserError
+from utils.output_policy import ANY_FOLDER, OutputKind, check_output, claim_output
 
 
 def _umask() -> int:
@@ -21,32 +22,52 @@ def _umask() -> int:
     return mask
 
 
-def check_output_dir(path: Path, force: bool) -> None:
-    """Raise UserError if `path` exists (non-empty) and `force` is False."""
-    if path.exists() and (not path.is_dir() or any(path.iterdir())) and not force:
-        raise UserError(f"output '{path}' already exists; pass --force to overwrite it")
+def check_output_dir(path: Path, force: bool, kind: OutputKind = ANY_FOLDER) -> None:
+    """Raise UserError if `path` may not be written (see utils.output_policy.check_output)."""
+    check_output(path, force, kind)
 
 
 @contextmanager
-def atomic_dir(final: Path, force: bool = False) -> Iterator[Path]:
-    """Yield a temporary directory next to `final`; on success replace `final` with it, else delete it."""
+def atomic_dir(
+    final: Path,
+    force: bool = False,
+    kind: OutputKind = ANY_FOLDER,
+    inputs: Iterable[Path | None] = (),
+    file_advice: str | None = None,
+) -> Iterator[Path]:
+    """Yield a temporary directory next to `final` while holding the claim on its name; on success replace
+    `final` with it, else delete it. The output policy is checked before and again under the claim."""
     final = Path(final)
-    check_output_dir(final, force)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    tmp.chmod(0o777 & ~_umask())
-    try:
-        yield tmp
-    except BaseException:
+    check_output(final, force, kind, inputs, file_advice)
+    with claim_output(final):
+        check_output(final, force, kind, inputs, file_advice)
+        try:
+            tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+        except OSError as err:
+            raise UserError(
+                f"cannot write in '{final.parent}': {err.strerror}; choose a writable folder"
+            ) from err
+        tmp.chmod(0o777 & ~_umask())
+        try:
+            yield tmp
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        _replace_dir(final, tmp)
+
+
+def _replace_dir(final: Path, tmp: Path) -> None:
+    """Rename folder `tmp` to `final`, moving an earlier folder `final` aside and deleting it afterwards."""
+    if not final.exists():
+        tmp.rename(final)
+        return
+    if not final.is_dir():
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        final.rename(old)
-        tmp.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(final)
+        raise UserError(f"'{final}' became a file during the run; it was left as it is")
+    old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
