@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from data_utils.audio_features import get_extractor, stream_features
 from data_utils.audio_io import iter_audio_chunks, load_audio, write_wav
+from evaluation.frames import FrameScores, mean_scores, score_frames
 from evaluation.landmarks import MOUTH_LANDMARKS, landmark_distance, read_video_frames, video_landmarks
 from gaussian_renderer import render
 from scene.avatar import Avatar
@@ -29,7 +30,6 @@ from utils.atomic import atomic_dir, atomic_write_json, check_output_dir
 from utils.blink import synth_eye_track
 from utils.camera_path import CAMERA_MODES, camera_path
 from utils.cli import ArgumentParser, UserError, run_cli
-from utils.metrics import crop_box, image_psnr, image_ssim
 from utils.video_out import VideoWriter
 
 SAMPLE_RATE = 16000
@@ -408,33 +408,20 @@ def render_summary(stats: RenderStats) -> dict:
     }
 
 
-class FrameScores:
-    """Per-frame PSNR/SSIM of renders against ground truth, full frame and inside the face box."""
+class RenderScores:
+    """Per-frame scores (evaluation.frames.score_frames) of the rendered frames against ground truth."""
 
     def __init__(self) -> None:
-        self.rows: list[tuple[float, float, float, float]] = []
+        self.frames: list[FrameScores] = []
 
     def add(self, batch: FrameBatch, frames: np.ndarray) -> None:
-        """Score rendered uint8 frames [B,H,W,3] against batch.image inside and outside batch.face_rect."""
-        truth = to_uint8(batch.image)
-        rects = batch.face_rect.cpu().numpy()
-        for pred, gt, rect in zip(frames, truth, rects, strict=True):
-            face_pred, face_gt = crop_box(pred, rect), crop_box(gt, rect)
-            self.rows.append(
-                (
-                    image_psnr(pred, gt),
-                    image_ssim(pred, gt),
-                    image_psnr(face_pred, face_gt),
-                    image_ssim(face_pred, face_gt),
-                )
-            )
+        """Score the rendered uint8 frames [B,H,W,3] (as written) against batch.image and batch.face_rect."""
+        pred = torch.from_numpy(frames).to(batch.image.device)
+        self.frames.extend(score_frames(pred, batch.image, batch.face_rect))
 
     def summary(self) -> dict:
-        """Return the mean scores {psnr, ssim, face_psnr, face_ssim}."""
-        means = np.asarray(self.rows, dtype=np.float64)
-        means = np.where(np.isinf(means), np.nan, means)
-        keys = ("psnr", "ssim", "face_psnr", "face_ssim")
-        return {k: round(float(np.nanmean(means[:, i])), 4) for i, k in enumerate(keys)}
+        """Return the mean scores {psnr, ssim, face_psnr, face_ssim} (finite values, 4 decimals)."""
+        return {k: round(v, 4) for k, v in mean_scores(self.frames).items()}
 
 
 def landmark_scores(video: Path, truth: torch.Tensor) -> dict:
@@ -477,7 +464,7 @@ def predict_direct(args: argparse.Namespace, loaded: LoadedAvatar, device: torch
         ds.viewmats = corrected_if_matching(ds.viewmats, loaded.pose_corrections)
     video = tmp / video_name(loaded.iteration)
     audio_wav = split_audio(args.reference_path, ds, args.split, tmp / ".split.wav")
-    scores = FrameScores()
+    scores = RenderScores()
     with VideoWriter(video, ds.fps, ds.size, ds.size, audio_path=audio_wav) as writer:
         batches = dataset_batches(ds, args.batch_size)
         stats = render_stream(inference_renderer(loaded, args), batches, writer, len(ds), scores.add)

@@ -14,13 +14,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
 from torch.profiler import record_function
 from tqdm import tqdm
 
+from evaluation.frames import mean_scores, score_frames
 from scene.avatar import Avatar
 from scene.checkpoint import (
     avatar_from_checkpoint,
@@ -36,7 +36,7 @@ from scene.gaussians import PARAM_NAMES, init_from_track
 from scene.pose_correction import PoseCorrection
 from utils.atomic import atomic_write_bytes, atomic_write_json
 from utils.cli import ArgumentParser, UserError, run_cli
-from utils.losses import dssim, l1, psnr, ssim, weighted_l1
+from utils.losses import dssim, l1, psnr, weighted_l1
 from utils.lpips import LPIPS, default_lpips_dir, find_lpips_weights
 
 RUN_CONTROL = ("iterations", "stop_at", "eval_every", "preview_every", "save_every", "log_every")
@@ -289,21 +289,20 @@ def compute_loss(
     return loss
 
 
-def _crop(image: Tensor, rect: Tensor) -> Tensor:
-    """image [H,W,3] cropped to rect [4] (x0,y0,x1,y1 px, clamped, at least 1 px) -> [1,h,w,3]."""
-    h, w = image.shape[:2]
-    x0, y0, x1, y1 = rect.round().long().tolist()
-    x0, y0 = min(max(x0, 0), w - 1), min(max(y0, 0), h - 1)
-    x1, y1 = max(min(x1, w), x0 + 1), max(min(y1, h), y0 + 1)
-    return image[None, y0:y1, x0:x1]
+VAL_KEYS = {  # evaluation.frames.mean_scores key -> metrics.jsonl / train_summary.json key
+    "psnr": "val_psnr",
+    "ssim": "val_ssim",
+    "face_psnr": "val_psnr_face",
+    "face_ssim": "val_ssim_face",
+}
 
 
 @torch.no_grad()
 def evaluate(
     avatar: Avatar, dataset: TalkingHeadDataset, stage: str, cfg: TrainConfig
 ) -> tuple[dict[str, float], Tensor, Tensor]:
-    """Validation PSNR/SSIM (full frame and face box, per-frame means) on <= num_eval_frames evenly spaced
-    frames -> (metrics, renders [K,H,W,3], ground truth [K,H,W,3])."""
+    """Validation PSNR/SSIM (full frame and face box, evaluation.frames.score_frames, per-frame means) on
+    <= num_eval_frames evenly spaced frames -> (metrics, renders [K,H,W,3], ground truth [K,H,W,3])."""
     indices = dataset.evenly_spaced(cfg.num_eval_frames)
     renders, gts, rects = [], [], []
     for chunk in indices.split(max(cfg.batch_size, 1)):
@@ -312,19 +311,8 @@ def evaluate(
         gts.append(batch.image)
         rects.append(batch.face_rect)
     pred, gt, rect = torch.cat(renders), torch.cat(gts), torch.cat(rects)
-    scores: dict[str, list[float]] = {
-        "val_psnr": [],
-        "val_ssim": [],
-        "val_psnr_face": [],
-        "val_ssim_face": [],
-    }
-    for k in range(pred.shape[0]):
-        scores["val_psnr"].append(psnr(pred[k], gt[k]).item())
-        scores["val_ssim"].append(ssim(pred[k : k + 1], gt[k : k + 1]).item())
-        face_pred, face_gt = _crop(pred[k], rect[k]), _crop(gt[k], rect[k])
-        scores["val_psnr_face"].append(psnr(face_pred, face_gt).item())
-        scores["val_ssim_face"].append(ssim(face_pred, face_gt).item())
-    return {k: float(np.mean(v)) for k, v in scores.items()}, pred, gt
+    means = mean_scores(score_frames(pred, gt, rect))
+    return {VAL_KEYS[k]: v for k, v in means.items()}, pred, gt
 
 
 def write_preview(path: Path, renders: Tensor, gts: Tensor) -> None:

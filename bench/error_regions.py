@@ -2,13 +2,14 @@
 
     python -m bench.error_regions --model_path output/me --data data/me [--fit_val_poses]
 
-Regions: full frame, face box, head interior, a band along the head-mask edge, everything outside the head,
-and the mouth box. Two reference rows per split: the static (coarse) model, and the background composite
-alone outside the head (the ceiling that the composite leaves however good the head is). Training frames are
-rendered with the pose corrections learned in training when the model has them. `--fit_val_poses` adds a
-row where each validation camera is refitted to its frame by a pose-only photometric fit against the frozen
-model: the error that remains is the model's, not the tracker's. The row `val_near` keeps only the validation
-frames whose head pose is within NOVEL_POSE_DEG of a training pose: the others are novel views.
+Regions: full frame and face box (scored by evaluation.frames.score_frame, as in the trainer's validation),
+head interior, a band along the head-mask edge, everything outside the head, and the mouth box. Two
+reference rows per split: the static (coarse) model, and the background composite alone outside the head
+(the ceiling that the composite leaves however good the head is). Training frames are rendered with the pose
+corrections learned in training when the model has them. `--fit_val_poses` adds a row where each validation
+camera is refitted to its frame by a pose-only photometric fit against the frozen model: the error that
+remains is the model's, not the tracker's. The row `val_near` keeps only the validation frames whose head
+pose is within NOVEL_POSE_DEG of a training pose: the others are novel views.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from PIL import Image
 from torch import Tensor
 
 from data_utils.quality import NOVEL_POSE_DEG
+from evaluation.frames import score_frames
 from scene.avatar import Avatar
 from scene.checkpoint import load_avatar
 from scene.dataset import FrameBatch, TalkingHeadDataset
@@ -57,19 +59,13 @@ def masked_psnr(sq_err: Tensor, mask: Tensor) -> float:
 
 
 def region_masks(batch: FrameBatch, edge_px: int) -> dict[str, Tensor]:
-    """Bool masks [B,H,W] of each region in REGIONS (edge band `edge_px` wide) of a batch with targets."""
+    """Bool masks [B,H,W] of the regions of REGIONS past full and face (edge band `edge_px` wide) of a batch
+    with targets; full and face are scored by evaluation.frames.score_frame."""
     head = batch.head_mask[..., 0][:, None]
     k = 2 * (edge_px // 2) + 1
     inner = -F.max_pool2d(-head, k, 1, k // 2)[:, 0] > 0.5
     outer = F.max_pool2d(head, k, 1, k // 2)[:, 0] > 0.5
-    b, h, w = inner.shape
-    ys = torch.arange(h, device=head.device)[None, :, None]
-    xs = torch.arange(w, device=head.device)[None, None, :]
-    r = batch.face_rect.round()[:, :, None, None]
-    face = (xs >= r[:, 0]) & (xs < r[:, 2]) & (ys >= r[:, 1]) & (ys < r[:, 3])
     return {
-        "full": torch.ones_like(inner),
-        "face": face,
         "head_interior": inner,
         "head_edge": outer & ~inner,
         "outside_head": ~outer,
@@ -115,15 +111,20 @@ def measure_split(
             fine = avatar.render(batch, "fine").image.clamp(0, 1)
             coarse = avatar.render(batch, "coarse").image.clamp(0, 1)
         masks = region_masks(batch, edge_px)
-        rows = (  # (column prefix, squared error [B,H,W], regions scored)
-            ("", (fine - batch.image).square().mean(-1), REGIONS),
-            ("static_", (coarse - batch.image).square().mean(-1), ("full", "face")),
-            ("composite_", (batch.background - batch.image).square().mean(-1), ("outside_head",)),
-        )
+        frame_scores = {  # column prefix -> full frame and face box scores [B]
+            "": score_frames(fine, batch.image, batch.face_rect),
+            "static_": score_frames(coarse, batch.image, batch.face_rect),
+        }
+        fine_err = (fine - batch.image).square().mean(-1)
+        composite_err = (batch.background - batch.image).square().mean(-1)
         for j in range(len(chunk)):
-            for prefix, err, names in rows:
-                for name in names:
-                    scores.setdefault(prefix + name, []).append(masked_psnr(err[j], masks[name][j]))
+            row = {"full": frame_scores[""][j].psnr, "face": frame_scores[""][j].face_psnr}
+            row.update({name: masked_psnr(fine_err[j], mask[j]) for name, mask in masks.items()})
+            row["static_full"] = frame_scores["static_"][j].psnr
+            row["static_face"] = frame_scores["static_"][j].face_psnr
+            row["composite_outside_head"] = masked_psnr(composite_err[j], masks["outside_head"][j])
+            for column, value in row.items():
+                scores.setdefault(column, []).append(value)
         if len(strips) < 4:
             heat = ((fine[0] - batch.image[0]).abs().mean(-1, keepdim=True) * 5).clamp(0, 1).expand(-1, -1, 3)
             strips.append(torch.cat([fine[0], batch.image[0], heat], dim=1).cpu())
@@ -131,11 +132,14 @@ def measure_split(
 
 
 def mean_row(scores: dict[str, list[float]], keep: np.ndarray | None = None) -> dict[str, float]:
-    """Mean of each column of per-frame scores over the frames where keep [F] is True (all when None)."""
-    return {
-        k: round(float(np.mean(np.asarray(v) if keep is None else np.asarray(v)[keep])), 2)
-        for k, v in scores.items()
-    }
+    """Mean of each column of per-frame scores over the frames where keep [F] is True (all when None) and
+    the value is finite (as evaluation.frames.mean_scores); NaN where none is."""
+    row = {}
+    for k, v in scores.items():
+        values = np.asarray(v, np.float64) if keep is None else np.asarray(v, np.float64)[keep]
+        finite = values[np.isfinite(values)]
+        row[k] = round(float(finite.mean()), 2) if finite.size else math.nan
+    return row
 
 
 def pose_gaps(val: TalkingHeadDataset, train: TalkingHeadDataset, frames: Tensor) -> np.ndarray:

@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 
 from data_utils.audio_io import load_audio
+from evaluation.frames import FrameScores, load_ground_truth, mean_scores, score_frame
 from evaluation.landmarks import (
     MOUTH_LANDMARKS,
     landmark_distance,
@@ -41,7 +41,7 @@ from scene.dataset import read_transforms
 from utils.atomic import atomic_write_json
 from utils.cli import ArgumentParser, UserError, run_cli
 from utils.lpips import LPIPS, default_lpips_dir, find_lpips_weights
-from utils.metrics import best_lag_correlation, crop_box, image_psnr, image_ssim, speech_envelope
+from utils.metrics import best_lag_correlation, speech_envelope
 from utils.plots import plot_mouth_opening, plot_training_curves, read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
@@ -297,19 +297,11 @@ def render_speed(model: Path, data: Path, resolution: int, out_json: Path) -> di
     }
 
 
-def _load_rgb(path: Path) -> np.ndarray:
-    """Read an image file as RGB uint8 [H,W,3]; UserError if unreadable."""
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise UserError(f"cannot read image '{path}'; rerun preprocess.sh")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
 def _gt_frames(data: Path, ids: list[int], size: tuple[int, int]) -> Iterator[np.ndarray]:
-    """Ground-truth frames gt_imgs/<id>.jpg resized to `size` (width, height) when needed."""
+    """Ground-truth frames gt_imgs/<id>.jpg at `size` (width, height), resized as the dataset does."""
+    width, height = size
     for i in ids:
-        img = _load_rgb(data / "gt_imgs" / f"{i}.jpg")
-        yield img if img.shape[1::-1] == size else cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+        yield load_ground_truth(data / "gt_imgs" / f"{i}.jpg", height, width)
 
 
 def load_lpips_metric() -> tuple[LPIPS | None, str]:
@@ -317,13 +309,6 @@ def load_lpips_metric() -> tuple[LPIPS | None, str]:
     if find_lpips_weights() is None:
         return None, f"not measured: no LPIPS weights in {default_lpips_dir()} (nothing is downloaded)"
     return LPIPS.load(), "alex"
-
-
-def lpips_value(net: LPIPS, a: np.ndarray, b: np.ndarray) -> float:
-    """LPIPS distance of two RGB uint8 images [H,W,3]."""
-    ta, tb = (torch.from_numpy(x)[None].float() / 255.0 for x in (a, b))
-    with torch.no_grad():
-        return float(net(ta, tb)[0])
 
 
 def _video_size(video: Path) -> tuple[int, int]:
@@ -334,31 +319,21 @@ def _video_size(video: Path) -> tuple[int, int]:
     return first.shape[1], first.shape[0]
 
 
-def _mean(values: list[float]) -> float:
-    """Mean of the finite values (NaN if none)."""
-    finite = [v for v in values if math.isfinite(v)]
-    return float(np.mean(finite)) if finite else float("nan")
-
-
 def image_quality(video: Path, data: Path, frames: list[dict], data_size: int) -> dict:
-    """PSNR/SSIM (full frame and face box) and LPIPS of rendered validation frames vs ground truth."""
+    """PSNR/SSIM (full frame and face box) and LPIPS of rendered validation frames vs ground truth, scored
+    by evaluation.frames.score_frame at the video's size."""
     width, height = _video_size(video)
     scale = np.array([width, height, width, height]) / data_size
     ids = [f["img_id"] for f in frames]
     net, lpips_note = load_lpips_metric()
-    scores: dict[str, list[float]] = {"psnr": [], "ssim": [], "face_psnr": [], "face_ssim": [], "lpips": []}
+    scores: list[FrameScores] = []
     pairs = zip(read_video_frames(video), _gt_frames(data, ids, (width, height)), frames, strict=False)
     for render, gt, frame in pairs:
-        scores["psnr"].append(image_psnr(render, gt))
-        scores["ssim"].append(image_ssim(render, gt))
         box = np.asarray(frame["face_rect"], np.float64) * scale
-        scores["face_psnr"].append(image_psnr(crop_box(render, box), crop_box(gt, box)))
-        scores["face_ssim"].append(image_ssim(crop_box(render, box), crop_box(gt, box)))
-        if net is not None:
-            scores["lpips"].append(lpips_value(net, render, gt))
-    result = {k: _mean(v) for k, v in scores.items() if k != "lpips"}
-    result["lpips"] = _mean(scores["lpips"]) if net is not None else lpips_note
-    result.update(frames_compared=len(scores["psnr"]), frames_expected=len(ids), size=[width, height])
+        scores.append(score_frame(render, gt, box, lpips=net))
+    result: dict[str, Any] = mean_scores(scores)
+    result.setdefault("lpips", lpips_note if net is None else float("nan"))
+    result.update(frames_compared=len(scores), frames_expected=len(ids), size=[width, height])
     return result
 
 

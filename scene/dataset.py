@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from evaluation.frames import load_ground_truth
 from utils.cli import UserError
 
 FRAME_KEYS = ("img_id", "aud_id", "transform_matrix", "eye", "face_rect", "mouth_rect")
@@ -210,7 +211,7 @@ class TalkingHeadDataset:
             background = np.round(torso[..., :3] * alpha + bc * (1 - alpha)).astype(np.uint8)
             if not targets:
                 return None, background, None
-            image = _load_rgb(root / "gt_imgs" / f"{i}.jpg", size, Image.Resampling.BILINEAR)
+            image = load_ground_truth(root / "gt_imgs" / f"{i}.jpg", size, size)
             parsing = _load_rgb(root / "parsing" / f"{i}.png", size, Image.Resampling.NEAREST)
             head = (parsing[..., 0] > 127) & (parsing[..., 1] < 128) & (parsing[..., 2] < 128)
             return image, background, head[..., None]

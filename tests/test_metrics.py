@@ -1,4 +1,4 @@
-"""Tests for utils.metrics, utils.plots and the bench/evaluate.py command line."""
+"""Tests for utils.metrics, evaluation.landmarks, utils.plots and the bench/evaluate.py command line."""
 
 from __future__ import annotations
 
@@ -16,13 +16,7 @@ from data_utils import landmark_indices as li
 from data_utils.audio_io import load_audio
 from data_utils.sample import generate_sample
 from evaluation.landmarks import landmark_distance, mouth_opening, read_video_frames, video_landmarks
-from utils.metrics import (
-    best_lag_correlation,
-    crop_box,
-    image_psnr,
-    image_ssim,
-    speech_envelope,
-)
+from utils.metrics import best_lag_correlation, speech_envelope
 from utils.plots import plot_mouth_opening, plot_training_curves
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,37 +26,6 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 def _image(seed: int = 0, size: int = 32) -> np.ndarray:
     """A random uint8 RGB image [size,size,3]."""
     return np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
-
-
-def test_identical_images_give_inf_psnr_and_unit_ssim() -> None:
-    img = _image()
-    assert image_psnr(img, img) == float("inf")
-    assert image_ssim(img, img) == pytest.approx(1.0, abs=1e-6)
-
-
-def test_constant_offset_gives_expected_psnr() -> None:
-    a = np.random.default_rng(1).uniform(0.0, 0.8, (24, 24, 3)).astype(np.float32)
-    assert image_psnr(a, a + 0.1) == pytest.approx(20.0, abs=1e-3)
-    assert image_ssim(a, a + 0.1) < 1.0
-
-
-def test_uint8_and_float_images_agree() -> None:
-    a, b = _image(2), _image(3)
-    assert image_psnr(a, b) == pytest.approx(image_psnr(a / 255.0, b / 255.0), rel=1e-5)
-    assert image_ssim(a, b) == pytest.approx(image_ssim(a / 255.0, b / 255.0), rel=1e-4)
-
-
-def test_mismatched_image_shapes_raise() -> None:
-    with pytest.raises(ValueError, match="differ"):
-        image_psnr(_image(size=16), _image(size=32))
-
-
-def test_crop_box_rounds_and_clips() -> None:
-    img = _image(size=20)
-    assert crop_box(img, [-5, 2.4, 10, 30]).shape == (18, 10, 3)
-    np.testing.assert_array_equal(crop_box(img, [3, 4, 8, 9]), img[4:9, 3:8])
-    with pytest.raises(ValueError, match="empty"):
-        crop_box(img, [25, 0, 30, 5])
 
 
 def test_landmark_distance_of_shifted_set_and_nan_frames() -> None:
@@ -211,7 +174,8 @@ def test_evaluate_missing_video_is_one_line_error(tmp_path: Path) -> None:
 
 
 def test_evaluate_lpips_needs_local_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from bench.evaluate import load_lpips_metric, lpips_value
+    from bench.evaluate import load_lpips_metric
+    from evaluation.frames import score_frame
     from tests.test_lpips import write_lpips_weights
 
     monkeypatch.setenv("EGSTALKER_CACHE", str(tmp_path))
@@ -221,4 +185,6 @@ def test_evaluate_lpips_needs_local_weights(tmp_path: Path, monkeypatch: pytest.
     net, note = load_lpips_metric()
     assert net is not None and note == "alex"
     a, b = _image(0, 64), _image(1, 64)
-    assert lpips_value(net, a, a) == pytest.approx(0.0, abs=1e-7) and lpips_value(net, a, b) > 0
+    box = [0, 0, 64, 64]
+    assert score_frame(a, a, box, lpips=net).lpips == pytest.approx(0.0, abs=1e-7)
+    assert score_frame(a, b, box, lpips=net).lpips > 0

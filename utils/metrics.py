@@ -1,51 +1,8 @@
-"""Quality metrics on numpy images and on speech loudness and correlation of time series."""
+"""Speech loudness per video frame and best-lag correlation of time series (frame scores: evaluation)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import numpy as np
-import torch
-
-from utils.losses import psnr, ssim
-
-
-def _image_tensor(img: np.ndarray) -> torch.Tensor:
-    """HxWx3 uint8 (0..255) or float (0..1) image -> float32 tensor [1,H,W,3] in [0,1]."""
-    arr = np.asarray(img)
-    if arr.ndim != 3 or arr.shape[2] != 3:
-        raise ValueError(f"expected an HxWx3 image, got shape {arr.shape}")
-    arr = arr.astype(np.float32) / 255.0 if arr.dtype == np.uint8 else arr.astype(np.float32)
-    return torch.from_numpy(np.ascontiguousarray(arr))[None]
-
-
-def _image_pair(a: np.ndarray, b: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two same-shape HxWx3 images -> two tensors [1,H,W,3] in [0,1]."""
-    ta, tb = _image_tensor(a), _image_tensor(b)
-    if ta.shape != tb.shape:
-        raise ValueError(f"image shapes differ: {tuple(ta.shape[1:])} vs {tuple(tb.shape[1:])}")
-    return ta, tb
-
-
-def image_psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB of two HxWx3 images (uint8 or float in [0,1]); inf when identical."""
-    return float(psnr(*_image_pair(a, b)))
-
-
-def image_ssim(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean SSIM (11x11 gaussian window) of two HxWx3 images (uint8 or float in [0,1]); 1.0 when identical."""
-    return float(ssim(*_image_pair(a, b)))
-
-
-def crop_box(img: np.ndarray, box: Iterable[float]) -> np.ndarray:
-    """Crop HxWx... `img` to box [x0,y0,x1,y1] (pixels, x1/y1 exclusive), rounded and clipped to the image."""
-    x0, y0, x1, y1 = (int(round(v)) for v in box)
-    h, w = img.shape[:2]
-    x0, x1 = max(0, min(x0, w)), max(0, min(x1, w))
-    y0, y1 = max(0, min(y0, h)), max(0, min(y1, h))
-    if x1 <= x0 or y1 <= y0:
-        raise ValueError(f"box {list(box)} is empty inside a {w}x{h} image")
-    return img[y0:y1, x0:x1]
 
 
 def speech_envelope(
