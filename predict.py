@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -25,11 +26,13 @@ from scene.avatar import Avatar
 from scene.checkpoint import LoadedAvatar, load_avatar
 from scene.dataset import FrameBatch, TalkingHeadDataset, read_transforms
 from scene.deformation import Deltas
+from scene.fingerprint import dataset_fingerprint, fingerprint_differences
 from scene.pose_correction import corrected_if_matching
-from utils.atomic import atomic_dir, atomic_write_json, check_output_dir
+from utils.atomic import atomic_dir, atomic_write_json
 from utils.blink import synth_eye_track
 from utils.camera_path import CAMERA_MODES, camera_path
 from utils.cli import ArgumentParser, UserError, run_cli
+from utils.output_policy import RESULTS, check_output
 from utils.video_out import VideoWriter
 
 SAMPLE_RATE = 16000
@@ -37,13 +40,20 @@ SILENCE_DBFS = -60.0
 AUDIO_CHUNK_SECONDS = 10.0
 
 
+DESCRIPTIONS = {
+    "predict.sh": "Make a trained avatar speak an audio file.",
+    "render_direct.sh": "Re-render a trained avatar's validation (or training) frames with their own audio "
+    "and cameras and score them against the ground truth.",
+}
+
+
 def build_parser(prog: str = "predict.sh") -> argparse.ArgumentParser:
-    """Return the command-line parser of predict.sh / render_direct.sh."""
+    """Return the command-line parser of predict.sh, or of render_direct.sh (only the flags it uses)."""
+    direct = prog == "render_direct.sh"
     p = ArgumentParser(
         prog=prog,
-        description="Make a trained avatar speak an audio file (predict.sh), or re-render its validation "
-        "frames and score them against the ground truth (render_direct.sh = predict.py --direct). "
-        "The architecture, audio features and resolution always come from the checkpoint.",
+        description=DESCRIPTIONS[prog]
+        + " The architecture, audio features and resolution always come from the checkpoint.",
     )
     p.add_argument("--model_path", required=True, type=Path, help="trained model folder (output of train.sh)")
     p.add_argument(
@@ -53,16 +63,19 @@ def build_parser(prog: str = "predict.sh") -> argparse.ArgumentParser:
         help="preprocessed dataset folder of the subject (background, torso and training cameras)",
     )
     p.add_argument("--output_dir", required=True, type=Path, help="results folder to create")
-    p.add_argument(
-        "--audio_path", type=Path, help="speech to say: WAV, MP3, FLAC, M4A/AAC, OGG or a video file"
-    )
-    p.add_argument(
-        "--camera_mode",
-        choices=CAMERA_MODES,
-        default="cycle",
-        help="cycle (default): training cameras back and forth; static: first camera; orbit: slow orbit "
-        "about the head",
-    )
+    if direct:
+        p.set_defaults(audio_path=None, camera_mode="cycle")
+    else:
+        p.add_argument(
+            "--audio_path", type=Path, help="speech to say: WAV, MP3, FLAC, M4A/AAC, OGG or a video file"
+        )
+        p.add_argument(
+            "--camera_mode",
+            choices=CAMERA_MODES,
+            default="cycle",
+            help="cycle (default): training cameras back and forth; static: first camera; orbit: slow orbit "
+            "about the head",
+        )
     p.add_argument("--batch_size", type=int, help="frames rendered at once (default: 32 on CUDA, 4 on CPU)")
     p.add_argument("--fps", type=float, help="output frame rate (default: the training video's)")
     p.add_argument("--iteration", type=int, help="checkpoint iteration to load (default: the latest)")
@@ -79,13 +92,19 @@ def build_parser(prog: str = "predict.sh") -> argparse.ArgumentParser:
         help="torch.compile the deformation network: slower start, then several times faster on CUDA",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic blinks (default: 0)")
-    p.add_argument("--force", action="store_true", help="replace --output_dir if it exists")
     p.add_argument(
-        "--direct", action="store_true", help="render a dataset split with its own audio and cameras"
+        "--force",
+        action="store_true",
+        help="replace an earlier --output_dir of this tool; accept a reference dataset other than the "
+        "training one",
     )
-    p.add_argument(
-        "--split", default="val", choices=("val", "train"), help="split rendered by --direct (default: val)"
-    )
+    p.add_argument("--direct", action="store_true", help=argparse.SUPPRESS)  # set by render_direct.sh
+    if direct:
+        p.add_argument(
+            "--split", default="val", choices=("val", "train"), help="split to render (default: val)"
+        )
+    else:
+        p.set_defaults(split="val")
     return p
 
 
@@ -332,6 +351,12 @@ def video_name(iteration: int) -> str:
 
 def check_inputs(args: argparse.Namespace) -> None:
     """Raise UserError for missing model/dataset folders, misused flags or an existing output folder."""
+    match = re.fullmatch(r"chkpnt(\d+)\.pth", args.model_path.name)
+    if args.model_path.is_file() and match:
+        raise UserError(
+            f"'{args.model_path}' is a checkpoint file; pass its folder and iteration: "
+            f"--model_path {args.model_path.parent} --iteration {match.group(1)}"
+        )
     if not args.model_path.is_dir():
         raise UserError(f"model '{args.model_path}' not found; train one with ./train.sh or fix --model_path")
     if not args.reference_path.is_dir():
@@ -348,7 +373,28 @@ def check_inputs(args: argparse.Namespace) -> None:
         raise UserError(f"--batch_size must be at least 1, got {args.batch_size}")
     if args.fps is not None and args.fps <= 0:
         raise UserError(f"--fps must be positive, got {args.fps:g}")
-    check_output_dir(args.output_dir, args.force)
+    check_output(args.output_dir, args.force, RESULTS, prediction_inputs(args))
+
+
+def prediction_inputs(args: argparse.Namespace) -> tuple[Path | None, ...]:
+    """The inputs that --output_dir must keep clear of: the model, the reference dataset and the audio."""
+    return (args.model_path, args.reference_path, args.audio_path)
+
+
+def check_reference(loaded: LoadedAvatar, reference: Path, force: bool) -> None:
+    """UserError (unless `force`) when the reference dataset is not the one the model was trained on."""
+    if loaded.iteration < 1:
+        raise UserError(
+            f"the checkpoint of iteration {loaded.iteration} is untrained; "
+            "train it further with ./train.sh --resume"
+        )
+    diffs = fingerprint_differences(loaded.dataset_meta.get("fingerprint"), dataset_fingerprint(reference))
+    if not diffs:
+        return
+    what = f"--reference_path '{reference}' is not the dataset the model was trained on ({'; '.join(diffs)})"
+    if not force:
+        raise UserError(f"{what}; pass the training dataset, or --force to use this one anyway")
+    print(f"warning: {what}; rendering with it because of --force", file=sys.stderr)
 
 
 def predict_audio(
@@ -496,10 +542,11 @@ def main(argv: list[str] | None = None) -> int:
     loaded = load_avatar(args.model_path, args.iteration, device)
     loaded.avatar.eval()
     load_s = time.perf_counter() - t0
+    check_reference(loaded, args.reference_path, args.force)
     fps = float(args.fps or loaded.dataset_meta["fps"])
     speech = None if args.direct else scan_speech(args.audio_path, fps)
     out = args.output_dir.resolve()
-    with atomic_dir(out, args.force) as tmp:
+    with atomic_dir(out, args.force, RESULTS, prediction_inputs(args)) as tmp:
         if speech is None:
             summary = predict_direct(args, loaded, device, tmp)
         else:

@@ -32,14 +32,21 @@ from scene.checkpoint import (
 from scene.dataset import FrameBatch, TalkingHeadDataset, read_json
 from scene.deformation import DeformConfig, Deltas
 from scene.densify import DensifyStrategy
+from scene.fingerprint import dataset_fingerprint
 from scene.gaussians import PARAM_NAMES, init_from_track
 from scene.pose_correction import PoseCorrection
 from utils.atomic import atomic_write_bytes, atomic_write_json
 from utils.cli import ArgumentParser, UserError, run_cli
 from utils.losses import dssim, l1, psnr, weighted_l1
 from utils.lpips import LPIPS, default_lpips_dir, find_lpips_weights
+from utils.output_policy import MODEL, check_output, claim_output
 
 RUN_CONTROL = ("iterations", "stop_at", "eval_every", "preview_every", "save_every", "log_every")
+AT_LEAST_ONE = (
+    "iterations", "batch_size", "stop_at", "eval_every", "preview_every", "save_every", "log_every",
+    "num_eval_frames", "init_points", "max_gaussians", "refine_every", "reset_every",
+)  # fmt: skip
+MIN_RESOLUTION = 16
 
 
 @dataclass
@@ -230,7 +237,23 @@ def parse_config(argv: list[str] | None) -> tuple[TrainConfig, dict[str, Any], b
     """(config, the explicitly given settings, resume, force) from the command line."""
     given = vars(build_parser().parse_args(argv))
     resume, force = given.pop("resume", False), given.pop("force", False)
+    check_numbers(given)
     return dataclasses.replace(TrainConfig(), **given), given, resume, force
+
+
+def check_numbers(given: dict[str, Any]) -> None:
+    """UserError for a given count or period below 1, a negative coarse stage or a too small resolution."""
+    for name in AT_LEAST_ONE:
+        if name in given and given[name] < 1:
+            raise UserError(f"--{name} must be at least 1, got {given[name]}")
+    if given.get("coarse_iterations", 0) < 0:
+        raise UserError(f"--coarse_iterations must be 0 or more, got {given['coarse_iterations']}")
+    resolution = given.get("resolution")
+    if resolution is not None and resolution < MIN_RESOLUTION:
+        raise UserError(
+            f"--resolution must be at least {MIN_RESOLUTION} pixels, got {resolution}; "
+            "leave it out to train at the dataset's size"
+        )
 
 
 def make_optimizers(avatar: Avatar, cfg: TrainConfig, scene_scale: float) -> dict[str, torch.optim.Adam]:
@@ -421,22 +444,26 @@ class Trainer:
             write_preview(self.model_path / "previews" / f"iter_{self.step}.jpg", renders, gts)
 
 
+def _check_output(model_path: Path, source_path: Path, resume: bool, force: bool) -> None:
+    """The output-folder policy for model_path (the dataset is its input); --resume needs a checkpoint."""
+    check_output(model_path, force or resume, MODEL, (source_path,))
+    if resume and latest_checkpoint(model_path) is None:
+        raise UserError(f"'{model_path}' has no checkpoint to resume from; drop --resume to start afresh")
+
+
 def _prepare_output(model_path: Path, resume: bool, force: bool) -> None:
-    """Refuse to overwrite a trained model unless --force (which deletes its outputs) or --resume."""
-    if resume:
-        if latest_checkpoint(model_path) is None:
-            raise UserError(f"'{model_path}' has no checkpoint to resume from; drop --resume to start afresh")
-        return
-    if list_checkpoints(model_path) and not force:
-        raise UserError(f"'{model_path}' already holds a trained model; pass --resume to continue or --force")
-    if force:
+    """Create model_path; with --force (and no --resume) first delete the earlier run's outputs."""
+    if force and not resume:
         for _, path in list_checkpoints(model_path):
             path.unlink()
         for name in ("point_cloud", "previews"):
             shutil.rmtree(model_path / name, ignore_errors=True)
         for name in ("cfg_args", "metrics.jsonl", "train_summary.json"):
             (model_path / name).unlink(missing_ok=True)
-    model_path.mkdir(parents=True, exist_ok=True)
+    try:
+        model_path.mkdir(exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot create '{model_path}': {err.strerror}; choose a writable folder") from err
 
 
 def _load_data(
@@ -455,8 +482,13 @@ def _new_avatar(cfg: TrainConfig, train_set: TalkingHeadDataset, device: torch.d
     track_path = Path(cfg.source_path) / "track_params.pt"
     if not track_path.is_file():
         raise UserError(f"dataset '{cfg.source_path}' has no track_params.pt; run ./preprocess.sh first")
-    track = torch.load(track_path, map_location="cpu", weights_only=False)
-    if "shape" not in track or "R" not in track or "t" not in track:
+    try:
+        track = torch.load(track_path, map_location="cpu", weights_only=False)
+    except Exception as err:
+        raise UserError(
+            f"cannot read '{track_path}' ({type(err).__name__}); rerun ./preprocess.sh on the video"
+        ) from err
+    if not isinstance(track, dict) or "shape" not in track or "R" not in track or "t" not in track:
         raise UserError(f"'{track_path}' lacks 'shape', 'R' or 't'; rerun ./preprocess.sh")
     gaussians = init_from_track(track, cfg.init_points, cfg.seed, init_opacity=cfg.init_opacity)
     first = train_set.get(torch.zeros(1, dtype=torch.long))
@@ -525,7 +557,7 @@ def setup(cfg: TrainConfig, given: dict[str, Any], resume: bool, device: torch.d
         "bounds": bounds.tolist(),
         "audio_extractor": train_set.audio_extractor,
         "audio_norm": train_set.audio_norm,
-        "dataset": train_set.meta(),
+        "dataset": {**train_set.meta(), "fingerprint": dataset_fingerprint(train_set.root)},
         "lpips_weights": lpips_weights,
     }
     trainer = Trainer(
@@ -655,21 +687,29 @@ def summarize(
 def main(argv: list[str] | None = None) -> int:
     """Entry point of train.sh: parse flags, train, save, summarise -> exit code."""
     cfg, given, resume, force = parse_config(argv)
-    model_path = Path(cfg.model_path)
-    _prepare_output(model_path, resume, force)
+    model_path, source_path = Path(cfg.model_path), Path(cfg.source_path)
+    _check_output(model_path, source_path, resume, force)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    with claim_output(model_path):
+        _check_output(model_path, source_path, resume, force)
+        return _train(cfg, given, resume, force, device)
+
+
+def _train(cfg: TrainConfig, given: dict[str, Any], resume: bool, force: bool, device: torch.device) -> int:
+    """Load the data (before the model folder is touched), train, save and summarise -> exit code."""
     try:
         trainer = setup(cfg, given, resume, device)
+        _prepare_output(Path(cfg.model_path), resume, force)
         started_at = trainer.step
         try:
             last_val = run(trainer)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as err:
             path = trainer.save()
             print(
                 f"\ninterrupted at iteration {trainer.step}; saved {path}; continue with --resume",
                 file=sys.stderr,
             )
-            return 130
+            return 128 + getattr(err, "signum", 2)
         checkpoint = trainer.save()
     except torch.OutOfMemoryError as err:
         raise UserError(

@@ -39,7 +39,7 @@ def rasterize_gsplat(
     except ImportError as err:
         raise UserError(
             f"gsplat is not importable ({err}); install it with 'pip install -r requirements-gpu.txt' "
-            "or render with backend='torch'"
+            "or pass --backend torch"
         ) from err
     num_cams = viewmats.shape[0]
     shared = means.dim() == 2

@@ -95,11 +95,15 @@ def avatar_from_checkpoint(checkpoint: dict, device: torch.device | str = "cpu")
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
     """The raw checkpoint dict at path (tensors on device); UserError if unreadable."""
     try:
-        return torch.load(path, map_location=device, weights_only=False)
-    except (OSError, RuntimeError, EOFError) as err:
+        checkpoint = torch.load(path, map_location=device, weights_only=False)
+    except Exception as err:  # a corrupt file raises UnpicklingError, UnicodeDecodeError, EOFError, ...
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise UserError(
-            f"cannot read checkpoint '{path}' ({err}); train again or pick another --iteration"
+            f"cannot read checkpoint '{path}' ({reason}); train again or pick another --iteration"
         ) from err
+    if not isinstance(checkpoint, dict) or not {"config", "model", "iteration"} <= checkpoint.keys():
+        raise UserError(f"'{path}' is not a checkpoint of train.sh; train again or pick another --iteration")
+    return checkpoint
 
 
 def load_avatar(

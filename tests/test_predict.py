@@ -183,9 +183,13 @@ def test_existing_output_needs_force(
     out = tmp_path / "results"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    code, err = run_predict([*base_args(trained, out), "--audio_path", str(speech_wav)], capsys)
+    args = [*base_args(trained, out), "--audio_path", str(speech_wav)]
+    code, err = run_predict([*args, "--force"], capsys)
+    assert code == 2 and "not a results folder this tool wrote" in err and err.count("\n") == 1
+    (out / "summary.json").write_text("{}")  # the marker of a results folder: --force may replace it
+    code, err = run_predict(args, capsys)
     assert code == 2 and "--force" in err and err.count("\n") == 1
-    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt", "summary.json"]
 
 
 def test_video_writer_discards_partial_output_on_error(tmp_path: Path) -> None:
