@@ -246,10 +246,11 @@ def test_random_net_scores_are_finite(weights: Path) -> None:
     assert math.isfinite(scores["lse_c"]) and math.isfinite(scores["lse_d"])
     assert scores["lse_c"] >= 0 and scores["lse_d"] > 0
     assert -15 <= scores["offset_frames"] <= 15 and scores["frames_used"] == 21
-    # batching does not change the result (eval-mode batch norm)
-    again = lse_scores(net, crops, wav, 16000, batch_size=6, max_offset=15)
-    assert again["lse_d"] == pytest.approx(scores["lse_d"], rel=1e-4)
-    assert again["offset_frames"] == scores["offset_frames"]
+    # eval-mode batch norm: a window's embedding does not depend on the rest of its batch
+    windows = torch.from_numpy(np.stack([crops[i : i + 5] for i in range(3)])).permute(0, 4, 1, 2, 3).float()
+    together = net.forward_lips(windows)
+    alone = torch.cat([net.forward_lips(windows[[i]]) for i in range(3)])
+    assert float((together - alone).norm() / alone.norm()) < 1e-5  # float32 rounding only
     with pytest.raises(UserError, match="too short"):
         lse_scores(net, crops[:20], wav, 16000)
     with pytest.raises(UserError, match="25 fps"):
