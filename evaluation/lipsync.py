@@ -1,0 +1,238 @@
+"""A weights-free lip-sync score of a face video against speech: phones of the audio, lip shape of the video.
+
+The audio is turned into English phones by pocketsphinx's phone recogniser (its model ships in the wheel); the
+video into the vertical opening of the outer lips by MediaPipe's face mesh. Speakers of any voice and language
+open the jaw for open vowels and close or narrow the lips for the labial consonants, so the score asks: how
+often does a frame where the audio has an open vowel (AA AE AH AO AW AY EH OW) show a wider mouth than a frame
+where it has a labial consonant (P B M F V W)? That probability (an AUC, at the best audio-video lag within
+LAG_SECONDS) is compared with what the same video scores against the same phones shifted in time by more than
+NULL_MIN_SHIFT_SECONDS (circularly): unrelated speech with the same phone statistics. The score is
+
+    score = (auc - null_mean) / (1 - null_mean)
+
+so 0 is chance (no relation to the speech) and 1 is a perfect ordering; a negative score is worse than chance.
+`z` and `p_value` say how far the clip's AUC lies above that null distribution.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from data_utils import landmark_indices as li
+from data_utils.audio_features import MODEL_RATE, PHONE_RATE, PHONES, PhonemeExtractor, resample
+
+OPEN_VOWELS = ("AA", "AE", "AH", "AO", "AW", "AY", "EH", "OW")
+LABIALS = ("P", "B", "M", "F", "V", "W")
+LAG_SECONDS = 0.12
+NULL_MIN_SHIFT_SECONDS = 1.0
+NULL_SHIFTS = 100
+MIN_FRAMES_PER_CLASS = 5
+SILENCE_RUN_SECONDS = 0.3
+
+_OPEN_IDS = np.array([PHONES.index(p) for p in OPEN_VOWELS])
+_LABIAL_IDS = np.array([PHONES.index(p) for p in LABIALS])
+_SIL_ID = PHONES.index("SIL")
+
+
+@dataclass
+class LipSyncScore:
+    """The lip-sync score of one video against one audio track, with what it rests on."""
+
+    score: float  # (auc - null_mean) / (1 - null_mean): 0 = chance, 1 = perfect; NaN when not computable
+    judged: bool  # False when the clip has too few open-vowel or labial frames to judge
+    reason: str  # why it was not judged ("" when judged)
+    auc: float  # P(open-vowel frame shows a wider mouth than a labial frame) at the best lag
+    lag_frames: int  # best lag: the video frame t + lag is paired with the audio at frame t
+    null_mean: float  # mean AUC of the phones shifted by more than NULL_MIN_SHIFT_SECONDS
+    null_std: float
+    z: float  # (auc - null_mean) / null_std
+    p_value: float  # share of shifted phone tracks that score at least auc (with the unshifted one counted)
+    open_frames: int  # frames where the audio has an open vowel and the video a face
+    labial_frames: int  # frames where the audio has a labial consonant and the video a face
+    frames: int  # frames scored (the overlap of audio and video)
+    fps: float
+    silence_opening: float  # median lip opening in runs of silence >= SILENCE_RUN_SECONDS (NaN if none)
+    speech_opening: float  # median lip opening on open-vowel frames
+
+    def to_dict(self) -> dict:
+        """Return the fields as a JSON-ready dict (NaN -> None)."""
+        return {
+            k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(self).items()
+        }
+
+
+def lip_opening(lms: np.ndarray) -> np.ndarray:
+    """Outer-lip vertical opening of MediaPipe landmarks [T,478,2] over the outer eye-corner distance -> [T].
+
+    The outer lip midpoints move with the jaw and are tracked more steadily than the inner-lip gap, which
+    MediaPipe often reports as closed for a slightly open mouth. NaN where the frame has no face.
+    """
+    lms = np.asarray(lms, np.float64)
+    gap = np.linalg.norm(lms[:, li.UPPER_LIP_OUTER_MID] - lms[:, li.LOWER_LIP_OUTER_MID], axis=-1)
+    scale = np.linalg.norm(lms[:, li.RIGHT_EYE_CORNERS[0]] - lms[:, li.LEFT_EYE_CORNERS[0]], axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(scale > 0, gap / scale, np.nan)
+
+
+def frame_phones(wav: np.ndarray, sr: int, fps: float, n_frames: int) -> np.ndarray:
+    """Phone index into PHONES heard at the centre of each video frame of mono `wav` [n] -> [n_frames]."""
+    labels = PhonemeExtractor().phone_labels(resample(wav, sr, MODEL_RATE))
+    centres = ((np.arange(n_frames) + 0.5) / fps * PHONE_RATE).astype(np.int64)
+    return labels[np.clip(centres, 0, len(labels) - 1)]
+
+
+def _auc(opening: np.ndarray, high: np.ndarray, low: np.ndarray) -> float:
+    """P(opening[i] > opening[j]), ties half, for i in mask `high`, j in mask `low` [T] -> float or NaN."""
+    a, b = opening[high & np.isfinite(opening)], opening[low & np.isfinite(opening)]
+    if a.size == 0 or b.size == 0:
+        return float("nan")
+    diff = a[:, None] - b[None, :]
+    return float((diff > 0).mean() + 0.5 * (diff == 0).mean())
+
+
+def _shifted(x: np.ndarray, lag: int) -> np.ndarray:
+    """x [T] moved so that out[t] = x[t + lag] (NaN where that falls outside) -> [T]."""
+    out = np.full(x.shape, np.nan)
+    if lag >= 0:
+        out[: x.size - lag] = x[lag:]
+    else:
+        out[-lag:] = x[:lag]
+    return out
+
+
+def best_lag_auc(opening: np.ndarray, phones: np.ndarray, max_lag: int) -> tuple[float, int]:
+    """Highest open-vowel-vs-labial AUC of `opening` [T] against `phones` [T] over lags within ±max_lag.
+
+    Returns (auc, lag); ties go to the smallest |lag|; (NaN, 0) when a class is empty at every lag.
+    """
+    high, low = np.isin(phones, _OPEN_IDS), np.isin(phones, _LABIAL_IDS)
+    best, best_lag = float("nan"), 0
+    for lag in sorted(range(-max_lag, max_lag + 1), key=abs):
+        value = _auc(_shifted(opening, lag), high, low)
+        if math.isfinite(value) and not value <= best:
+            best, best_lag = value, lag
+    return best, best_lag
+
+
+def null_aucs(
+    opening: np.ndarray, phones: np.ndarray, max_lag: int, min_shift: int, count: int
+) -> np.ndarray:
+    """Best-lag AUCs of `opening` [T] against `phones` [T] rolled by up to `count` evenly spaced shifts of at
+    least `min_shift` frames either way -> [k] (finite values only)."""
+    n = phones.size
+    if n - 2 * min_shift < 1:
+        return np.zeros(0)
+    shifts = np.unique(np.linspace(min_shift, n - min_shift, min(count, n - 2 * min_shift + 1)).round())
+    values = [best_lag_auc(opening, np.roll(phones, int(s)), max_lag)[0] for s in shifts]
+    return np.array([v for v in values if math.isfinite(v)])
+
+
+def _silence_runs(phones: np.ndarray, min_len: int) -> np.ndarray:
+    """Mask [T] of the frames inside runs of SIL at least `min_len` frames long."""
+    mask = np.zeros(phones.size, bool)
+    start = None
+    for t, silent in enumerate(np.append(phones == _SIL_ID, False)):
+        if silent and start is None:
+            start = t
+        elif not silent and start is not None:
+            if t - start >= min_len:
+                mask[start:t] = True
+            start = None
+    return mask
+
+
+def _median(x: np.ndarray) -> float:
+    """Median of the finite values of x, NaN if none."""
+    x = x[np.isfinite(x)]
+    return float(np.median(x)) if x.size else float("nan")
+
+
+def score_lipsync(lms: np.ndarray, wav: np.ndarray, sr: int, fps: float) -> LipSyncScore:
+    """Score the lip sync of face landmarks [T,478,2] (video at `fps`) against mono speech `wav` [n] at `sr`.
+
+    Frame t of the video is taken to show the moment t / fps of the audio; only the frames both cover are
+    scored.
+    """
+    n = min(len(lms), int(len(wav) / sr * fps))
+    opening = lip_opening(np.asarray(lms)[:n])
+    phones = frame_phones(wav, sr, fps, n)
+    return score_phones(opening, phones, fps)
+
+
+def score_phones(opening: np.ndarray, phones: np.ndarray, fps: float) -> LipSyncScore:
+    """Score lip openings [T] (NaN = no face) against frame phones [T] (indices into PHONES) at `fps`."""
+    n = opening.size
+    max_lag = max(1, round(LAG_SECONDS * fps))
+    auc, lag = best_lag_auc(opening, phones, max_lag)
+    null = null_aucs(opening, phones, max_lag, math.ceil(NULL_MIN_SHIFT_SECONDS * fps), NULL_SHIFTS)
+    face = np.isfinite(opening)
+    open_frames = int((np.isin(phones, _OPEN_IDS) & face).sum())
+    labial_frames = int((np.isin(phones, _LABIAL_IDS) & face).sum())
+    reason = ""
+    if min(open_frames, labial_frames) < MIN_FRAMES_PER_CLASS:
+        reason = (
+            f"too short to judge: {open_frames} open-vowel and {labial_frames} labial frames, "
+            f"{MIN_FRAMES_PER_CLASS} of each needed (a few seconds of speech)"
+        )
+    elif null.size < 5:
+        reason = (
+            f"too short to judge: {n / fps:.1f} s leaves too few shifts of over {NULL_MIN_SHIFT_SECONDS:g} s"
+        )
+    null_mean = float(null.mean()) if null.size else float("nan")
+    null_std = float(null.std()) if null.size else float("nan")
+    if math.isfinite(auc) and math.isfinite(null_mean) and null_mean < 1:
+        score = (auc - null_mean) / (1 - null_mean)
+    else:
+        score = float("nan")
+    z = (auc - null_mean) / null_std if null_std > 0 else float("nan")
+    p_value = (
+        float((1 + (null >= auc).sum()) / (1 + null.size))
+        if null.size and math.isfinite(auc)
+        else float("nan")
+    )
+    return LipSyncScore(
+        score=score,
+        judged=not reason and math.isfinite(score),
+        reason=reason or ("" if math.isfinite(score) else "no face or no speech to score"),
+        auc=auc,
+        lag_frames=lag,
+        null_mean=null_mean,
+        null_std=null_std,
+        z=z,
+        p_value=p_value,
+        open_frames=open_frames,
+        labial_frames=labial_frames,
+        frames=n,
+        fps=fps,
+        silence_opening=_median(opening[_silence_runs(phones, math.ceil(SILENCE_RUN_SECONDS * fps))]),
+        speech_opening=_median(opening[np.isin(phones, _OPEN_IDS)]),
+    )
+
+
+def score_video(video: Path, audio: Path | None = None, syncnet_weights: Path | None = None) -> dict:
+    """Lip sync of the face video at `video` against `audio` (default: the video's own track) -> report dict.
+
+    The report holds the phone-based score (`score` and what it rests on, see LipSyncScore), and LSE-C /
+    LSE-D under `syncnet` when SyncNet weights are found (`find_syncnet_weights`), else "not measured".
+    """
+    from data_utils.audio_io import load_audio
+    from data_utils.video_io import probe_video
+    from evaluation.landmarks import read_video_frames, video_landmarks
+    from evaluation.syncnet import find_syncnet_weights, lse_report
+
+    fps = probe_video(video).fps
+    wav = load_audio(audio or video, MODEL_RATE)
+    weights = find_syncnet_weights(syncnet_weights)
+    frames = list(read_video_frames(video)) if weights is not None else None
+    lms = video_landmarks(frames if frames is not None else read_video_frames(video))
+    result = score_lipsync(lms, wav, MODEL_RATE, fps).to_dict()
+    if frames is not None:
+        n = min(len(frames), result["frames"])
+        result["syncnet"] = lse_report(np.stack(frames[:n]), lms[:n], wav, MODEL_RATE, fps, weights)
+    else:
+        result["syncnet"] = lse_report(np.zeros((0, 1, 1, 3), np.uint8), lms, wav, MODEL_RATE, fps, None)
+    return {"video": str(video), "audio": str(audio or video), **result}
