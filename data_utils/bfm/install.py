@@ -46,6 +46,7 @@ from data_utils.bfm import (
 )
 from utils.atomic import atomic_dir, atomic_write_json, check_output_dir
 from utils.cli import ArgumentParser, UserError, run_cli
+from utils.output_policy import OutputKind
 
 TO_DECIMETRES = 1e-5  # BFM 2009 coordinates are micrometres
 AXES_FLIP = np.array([1.0, -1.0, -1.0])  # BFM (y up, z to the viewer) -> OpenCV-like (y down, z away)
@@ -67,6 +68,9 @@ class Sources:
     std_exp: Path | None
     front_idx: Path | None
     keypoints: Path | None
+
+
+BFM_FOLDER = OutputKind("Basel Face Model", "--dest", (METADATA_NAME,))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -97,6 +101,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="68 landmark vertex indices: .mat with a 'keypoints' variable (1-based) or .txt/.npy (0-based)",
     )
     p.add_argument(
+        "--keypoints_space",
         "--keypoints-space",
         choices=["auto", "trimmed", "front", "full"],
         default="auto",
@@ -262,14 +267,14 @@ def read_keypoints(src: Sources, space: str, trim: np.ndarray, n_full: int) -> t
     if space == "front":
         if src.front_idx is None:
             raise UserError(
-                f"'{path}' indexes the front mesh; add BFM_front_idx.mat or set --keypoints-space"
+                f"'{path}' indexes the front mesh; add BFM_front_idx.mat or set --keypoints_space"
             )
         front = read_index(src.front_idx, "idx", trim.size)
         kp = front[_checked(kp, front.size, path, space)]
     elif space == "full":
         kp = _inverse_index(trim, n_full)[_checked(kp, n_full, path, space)]
         if (kp < 0).any():
-            raise UserError(f"'{path}': some landmarks lie outside the trimmed mesh; check --keypoints-space")
+            raise UserError(f"'{path}': some landmarks lie outside the trimmed mesh; check --keypoints_space")
     kp = _checked(kp, trim.size, path, space)
     return kp, f"{path.name} ({space} mesh)"
 
@@ -374,11 +379,11 @@ def install(
     expected_sha256: dict[str, str] | None = None,
 ) -> dict:
     """Verify the files under `folder`, convert them and write `dest`/{bfm_compact.npz, metadata.json}."""
-    check_output_dir(dest, force)
+    check_output_dir(dest, force, BFM_FOLDER)
     src = find_sources(folder, keypoints)
     sources = _hash_sources(src, expected_sha256 or {})
     arrays, metadata = convert(src, keypoint_space)
-    with atomic_dir(dest, force=force) as tmp:
+    with atomic_dir(dest, force=force, kind=BFM_FOLDER, inputs=(folder,)) as tmp:
         np.savez(tmp / COMPACT_NAME, **arrays)
         metadata.update(
             sources=sources,
@@ -466,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(HOW_TO_GET)
     expected = _parse_sha256(args.sha256)
     if args.url:
-        check_output_dir(dest, args.force)
+        check_output_dir(dest, args.force, BFM_FOLDER)
         tmp = Path(tempfile.mkdtemp(prefix="egstalker-bfm-"))
         try:
             download(args.url, tmp)
