@@ -14,6 +14,7 @@ from bench.evaluate import (
     cross_driven_lipsync,
     output_video,
     read_json,
+    real_clip_lipsync,
     run_stage,
     wrapper,
 )
@@ -26,7 +27,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = ArgumentParser(
         prog="bench/cross_driven.py",
         description="Drive a trained avatar with each given speech file (predict.sh) and score its lip "
-        "sync: best-lag correlation of mouth opening with the speech envelope, the real clip alongside.",
+        "sync with evaluation.lipsync (python -m bench.lipsync --help gives the scale: 0 = chance, "
+        "1 = perfect), the real clip with its own audio alongside.",
     )
     p.add_argument("--model_path", type=Path, required=True, help="trained model folder (train.sh output)")
     p.add_argument("--reference_path", type=Path, required=True, help="the model's preprocessed dataset")
@@ -39,6 +41,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _num(value: float | None) -> str:
+    """A score for the table, or 'n/a'."""
+    return "n/a" if value is None else f"{value:.2f}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Render and score every audio; returns the exit code."""
     args = parse_args(argv)
@@ -49,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     work = args.workdir.resolve()
     work.mkdir(parents=True, exist_ok=True)
     rows = {}
+    real = real_clip_lipsync(args.reference_path, meta)
     for audio in args.audio:
         results = work / audio.stem
         cmd = [*wrapper("predict.sh"), "--model_path", str(args.model_path.resolve())]
@@ -56,15 +64,18 @@ def main(argv: list[str] | None = None) -> int:
         cmd += ["--output_dir", str(results), "--force", *args.predict_args.split()]
         run_stage(f"predict {audio.name}", cmd)
         video = output_video(read_json(results / "summary.json"), results)
-        rows[audio.name] = cross_driven_lipsync(video, audio, args.reference_path, meta, results)
+        rows[audio.name] = cross_driven_lipsync(video, audio, args.reference_path, meta, results, real)
     out = (args.out or work / "report.json").resolve()
-    atomic_write_json(out, {"model_path": str(args.model_path), "audio": rows})
-    print(f"\n{'audio':<32}{'corr':>8}{'lag':>6}{'real clip':>11}{'lag':>6}")
+    atomic_write_json(out, {"model_path": str(args.model_path), "real_clip": real, "audio": rows})
+    print(f"\n{'audio':<32}{'score':>7}{'lag':>5}{'judged':>8}{'/ real':>8}")
     for name, row in rows.items():
-        ren, ref = row["render"], row["reference_real_clip"]
+        ren, ratio = row["render"], row["ratio_to_real_clip"]
         print(
-            f"{name:<32}{ren['corr']:>8.3f}{ren['lag_frames']:>6}{ref['corr']:>11.3f}{ref['lag_frames']:>6}"
+            f"{name:<32}{_num(ren['score']):>7}{ren['lag_frames']:>5}{str(ren['judged']):>8}{_num(ratio):>8}"
         )
+    print(
+        f"{'real clip, own audio':<32}{_num(real['score']):>7}{real['lag_frames']:>5}{str(real['judged']):>8}"
+    )
     print(f"report: {out}")
     return 0
 

@@ -37,6 +37,7 @@ from evaluation.landmarks import (
     read_video_frames,
     video_landmarks,
 )
+from evaluation.lipsync import score_lipsync
 from scene.dataset import read_transforms
 from utils.atomic import atomic_write_json
 from utils.cli import ArgumentParser, UserError, run_cli
@@ -342,10 +343,16 @@ def _max_lag(fps: float) -> int:
     return int(MAX_LAG_SECONDS * fps)
 
 
-def _lipsync(envelope: np.ndarray, opening: np.ndarray, fps: float) -> dict:
-    """Best-lag correlation of mouth opening with the speech envelope (positive lag: mouth lags audio)."""
-    corr, lag = best_lag_correlation(envelope, opening, _max_lag(fps))
-    return {"corr": corr, "lag_frames": lag, "lag_seconds": lag / fps, "frames": int(opening.size)}
+def _val_audio(data: Path, frames: list[dict], fps: float) -> np.ndarray:
+    """The dataset's audio [n] (16 kHz) over the time span of `frames` (their aud_id range)."""
+    wav = load_audio(data / "aud.wav")
+    first, last = int(frames[0]["aud_id"]), int(frames[-1]["aud_id"])
+    return wav[round(first / fps * SAMPLE_RATE) : round((last + 1) / fps * SAMPLE_RATE)]
+
+
+def _lipsync(lms: np.ndarray, wav: np.ndarray, fps: float) -> dict:
+    """The lip-sync report (evaluation.lipsync) of landmarks [T,478,2] against speech `wav` [n] at 16 kHz."""
+    return score_lipsync(lms, wav, SAMPLE_RATE, fps).to_dict()
 
 
 def _face_ratio(lms: np.ndarray) -> float:
@@ -363,11 +370,10 @@ def self_driven_quality(video: Path, data: Path, meta: dict, report_dir: Path) -
     n = min(len(render_lms), len(gt_lms))
     render_lms, gt_lms = render_lms[:n], gt_lms[:n]
     render_open, gt_open = mouth_opening(render_lms), mouth_opening(gt_lms)
-    envelope_all = speech_envelope(load_audio(data / "aud.wav"), SAMPLE_RATE, fps, int(meta["frames"]))
-    envelope = envelope_all[np.clip([f["aud_id"] for f in frames[:n]], 0, envelope_all.size - 1)]
     series = {"render": render_open, "ground truth": gt_open}
     plot_mouth_opening(series, fps, report_dir / PLOTS["mouth_val"])
     best_corr, best_lag = best_lag_correlation(gt_open, render_open, _max_lag(fps))
+    wav = _val_audio(data, frames[:n], fps)
     result.update(
         lmd_mouth_px=landmark_distance(render_lms[:, MOUTH_LANDMARKS], gt_lms[:, MOUTH_LANDMARKS]),
         lmd_face_px=landmark_distance(render_lms, gt_lms),
@@ -375,31 +381,43 @@ def self_driven_quality(video: Path, data: Path, meta: dict, report_dir: Path) -
         gt_frames_with_face=_face_ratio(gt_lms),
         mouth_opening_corr=best_lag_correlation(gt_open, render_open, 0)[0],
         mouth_opening_best_lag={"corr": best_corr, "lag_frames": best_lag},
-        lipsync_render=_lipsync(envelope, render_open, fps),
-        lipsync_gt=_lipsync(envelope, gt_open, fps),
+        lipsync_render=_lipsync(render_lms, wav, fps),
+        lipsync_gt=_lipsync(gt_lms, wav, fps),
         note="images decoded from the rendered video (lossy codec); landmark distances in pixels of the "
-        "rendered size, MediaPipe on render and GT alike",
+        "rendered size, MediaPipe on render and GT alike; lip sync by evaluation.lipsync (0 = chance)",
     )
     return result
 
 
-def cross_driven_lipsync(video: Path, audio: Path, data: Path, meta: dict, report_dir: Path) -> dict:
-    """Lip sync of a render driven by other speech, with the real clip and its own audio as reference."""
+def real_clip_lipsync(data: Path, meta: dict) -> dict:
+    """Lip-sync report of the dataset's own frames (gt_imgs, MediaPipe as on renders) against its audio."""
+    count = int(meta["frames"])
+    size = int(meta["size"])
+    lms = video_landmarks(_gt_frames(data, list(range(count)), (size, size)))
+    return _lipsync(lms, load_audio(data / "aud.wav"), float(meta.get("fps", 25)))
+
+
+def cross_driven_lipsync(
+    video: Path, audio: Path, data: Path, meta: dict, report_dir: Path, real: dict | None = None
+) -> dict:
+    """Lip sync of a render driven by other speech, with the real clip and its own audio as reference
+    (`real`: a real_clip_lipsync report already computed for this dataset)."""
     fps = float(meta.get("fps", 25))
     lms = video_landmarks(read_video_frames(video))
+    wav = load_audio(audio)
     opening = mouth_opening(lms)
-    envelope = speech_envelope(load_audio(audio), SAMPLE_RATE, fps, len(opening))
-    count = int(meta["frames"])
-    real_lms = np.stack([np.loadtxt(data / "ori_imgs" / f"{i}.lms")[:, :2] for i in range(count)])
-    real_envelope = speech_envelope(load_audio(data / "aud.wav"), SAMPLE_RATE, fps, count)
+    envelope = speech_envelope(wav, SAMPLE_RATE, fps, len(opening))
     series = {"mouth opening (z)": _zscore(opening), "speech envelope (z)": _zscore(envelope)}
     plot_mouth_opening(series, fps, report_dir / PLOTS["mouth_cross"], ylabel="z-score")
+    render = {**_lipsync(lms, wav, fps), "frames_with_face": _face_ratio(lms)}
+    real = real or real_clip_lipsync(data, meta)
+    ratio = render["score"] / real["score"] if render["score"] is not None and real["score"] else None
     return {
-        "render": {**_lipsync(envelope, opening, fps), "frames_with_face": _face_ratio(lms)},
-        "reference_real_clip": _lipsync(real_envelope, mouth_opening(real_lms), fps),
-        "max_lag_frames": _max_lag(fps),
-        "method": "Pearson correlation of mouth opening (inner-lip gap / eye-corner distance) with the "
-        "log RMS speech envelope per frame, maximised over lags; positive lag = mouth lags audio",
+        "render": render,
+        "reference_real_clip": real,
+        "ratio_to_real_clip": ratio,
+        "method": "evaluation.lipsync: open-vowel vs labial AUC of the outer-lip opening against "
+        "pocketsphinx phones, chance-corrected (0 = chance, 1 = perfect)",
     }
 
 
@@ -541,8 +559,10 @@ def summary_lines(report: dict) -> list[str]:
     )
     ren, ref = quality["cross_driven"]["render"], quality["cross_driven"]["reference_real_clip"]
     lines.append(
-        f"lip sync, other speech: corr {_fmt(ren['corr'], '', 3)} at lag {ren['lag_frames']} frames; "
-        f"real clip: {_fmt(ref['corr'], '', 3)} at lag {ref['lag_frames']}"
+        f"lip sync (0 = chance, 1 = perfect): other speech {_fmt(ren['score'])}, "
+        f"real clip {_fmt(ref['score'])}; "
+        f"validation render {_fmt(sd['lipsync_render']['score'])}, its ground truth "
+        f"{_fmt(sd['lipsync_gt']['score'])}"
     )
     return lines
 
