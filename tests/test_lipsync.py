@@ -1,0 +1,150 @@
+"""Tests for evaluation.lipsync (the phone-based lip-sync score) and its command, python -m bench.lipsync."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from data_utils import landmark_indices as li
+from data_utils.audio_features import PHONES
+from data_utils.audio_io import load_audio
+from evaluation.lipsync import (
+    LABIALS,
+    OPEN_VOWELS,
+    best_lag_auc,
+    lip_opening,
+    score_lipsync,
+    score_phones,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+FPS = 25.0
+
+
+def _phone_track(seconds: float, seed: int = 0) -> np.ndarray:
+    """Random frame phones [T]: runs of 2-5 frames of open vowels, labials, other phones, SIL."""
+    rng = np.random.default_rng(seed)
+    pools = [
+        [PHONES.index(p) for p in OPEN_VOWELS],
+        [PHONES.index(p) for p in LABIALS],
+        [PHONES.index(p) for p in ("S", "T", "IY", "K")],
+        [PHONES.index("SIL")],
+    ]
+    track: list[int] = []
+    while len(track) < seconds * FPS:
+        pool = pools[rng.integers(len(pools))]
+        track += [int(rng.choice(pool))] * int(rng.integers(2, 6))
+    return np.asarray(track[: int(seconds * FPS)])
+
+
+def _opening_following(phones: np.ndarray, noise: float = 0.03, seed: int = 1) -> np.ndarray:
+    """Lip openings [T] a speaker shows for `phones`: wide on open vowels, shut on labials, plus noise."""
+    rng = np.random.default_rng(seed)
+    target = np.full(phones.size, 0.12)
+    target[np.isin(phones, [PHONES.index(p) for p in OPEN_VOWELS])] = 0.35
+    target[np.isin(phones, [PHONES.index(p) for p in LABIALS])] = 0.02
+    return target + rng.normal(0.0, noise, phones.size)
+
+
+def test_score_is_high_when_the_mouth_follows_the_phones_and_near_chance_otherwise() -> None:
+    phones = _phone_track(12.0)
+    opening = _opening_following(phones)
+    own = score_phones(opening, phones, FPS)
+    assert own.judged and own.reason == ""
+    assert own.score > 0.8 and own.auc > 0.95 and own.p_value < 0.05 and own.z > 3
+    assert own.open_frames >= 5 and own.labial_frames >= 5 and own.frames == phones.size
+    other = score_phones(opening, _phone_track(12.0, seed=7), FPS)
+    assert abs(other.score) < 0.35 and other.p_value > 0.05
+    shifted = score_phones(opening, np.roll(phones, int(2 * FPS)), FPS)
+    assert shifted.score < own.score - 0.5
+
+
+def test_best_lag_is_recovered_with_its_sign() -> None:
+    phones = _phone_track(10.0, seed=3)
+    opening = _opening_following(phones, noise=0.01)
+    late = np.concatenate([np.full(2, 0.12), opening[:-2]])  # the mouth shows each phone 2 frames late
+    auc, lag = best_lag_auc(late, phones, max_lag=3)
+    assert lag == 2 and auc > 0.95
+    assert score_phones(late, phones, FPS).lag_frames == 2
+
+
+def test_too_few_labial_frames_is_not_judged() -> None:
+    phones = np.full(100, PHONES.index("AA"))
+    phones[40:43] = PHONES.index("M")  # 3 labial frames only
+    result = score_phones(_opening_following(phones), phones, FPS)
+    assert not result.judged and result.reason.startswith("too short to judge")
+    assert result.labial_frames == 3
+    assert result.to_dict()["judged"] is False
+
+
+def test_frames_without_a_face_are_skipped() -> None:
+    phones = _phone_track(12.0)
+    opening = _opening_following(phones)
+    opening[::3] = np.nan
+    result = score_phones(opening, phones, FPS)
+    assert result.judged and result.score > 0.7
+    assert result.open_frames == int(
+        (np.isin(phones, [PHONES.index(p) for p in OPEN_VOWELS]) & np.isfinite(opening)).sum()
+    )
+
+
+def test_silence_and_speech_opening_are_medians_of_their_frames() -> None:
+    phones = np.full(200, PHONES.index("AA"))
+    phones[100:150] = PHONES.index("SIL")  # a 2 s silence
+    opening = np.where(phones == PHONES.index("SIL"), 0.01, 0.3)
+    result = score_phones(opening, phones, FPS)
+    assert result.silence_opening == pytest.approx(0.01) and result.speech_opening == pytest.approx(0.3)
+
+
+def test_lip_opening_is_outer_lip_gap_over_eye_distance_and_scale_free() -> None:
+    lms = np.zeros((2, li.NUM_LANDMARKS, 2))
+    lms[:, li.RIGHT_EYE_CORNERS[0]] = [100.0, 100.0]
+    lms[:, li.LEFT_EYE_CORNERS[0]] = [200.0, 100.0]
+    lms[:, li.UPPER_LIP_OUTER_MID] = [150.0, 200.0]
+    lms[0, li.LOWER_LIP_OUTER_MID] = [150.0, 210.0]
+    lms[1, li.LOWER_LIP_OUTER_MID] = [150.0, 240.0]
+    np.testing.assert_allclose(lip_opening(lms), [0.1, 0.4])
+    np.testing.assert_allclose(lip_opening(lms * 2.5), [0.1, 0.4])
+
+
+def test_generated_talking_face_scores_above_its_shifted_audio(sample_video: Path) -> None:
+    from evaluation.landmarks import read_video_frames, video_landmarks
+
+    lms = video_landmarks(read_video_frames(sample_video))
+    wav = load_audio(sample_video)
+    own = score_lipsync(lms, wav, 16000, FPS)
+    half = 8000  # 0.5 s
+    shifted = score_lipsync(lms, np.concatenate([np.zeros(half, np.float32), wav[:-half]]), 16000, FPS)
+    assert own.frames == len(lms)
+    assert own.score > shifted.score + 0.2
+
+
+def _lipsync_cli(*args: str) -> subprocess.CompletedProcess:
+    """Run python -m bench.lipsync with `args` from the repository root."""
+    return subprocess.run(
+        [sys.executable, "-m", "bench.lipsync", *args], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_lipsync_command_prints_score_and_writes_json(sample_video: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    result = _lipsync_cli("--video", str(sample_video), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert isinstance(report["score"], float) and -1.0 <= report["score"] <= 1.0
+    assert f"lip-sync score {report['score']:.2f}" in result.stdout
+    assert report["syncnet"]["lse_c"] is None and "not measured" in report["syncnet"]["status"]
+    assert "0 is chance" in _lipsync_cli("--help").stdout
+
+
+def test_lipsync_command_missing_video_is_one_line_error(tmp_path: Path) -> None:
+    result = _lipsync_cli("--video", str(tmp_path / "none.mp4"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: video '{tmp_path / 'none.mp4'}' not found; pass an existing file with --video"
+    ]
