@@ -97,6 +97,7 @@ def test_predict_refuses_existing_output(
     out = tmp_path / "exists"
     out.mkdir()
     (out / "keep.txt").write_text("user file")
+    (out / "summary.json").write_text("{}")  # an earlier result of predict.sh: --force would replace it
     proc = predict(trained, speech_wav, out)
     assert proc.returncode != 0
     assert "--force" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
