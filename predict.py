@@ -21,6 +21,8 @@ from data_utils.audio_features import get_extractor, stream_features
 from data_utils.audio_io import iter_audio_chunks, load_audio, write_wav
 from evaluation.frames import FrameScores, mean_scores, score_frames
 from evaluation.landmarks import MOUTH_LANDMARKS, landmark_distance, read_video_frames, video_landmarks
+from evaluation.lipsync import score_video
+from evaluation.lipsync import summary_lines as lipsync_summary_lines
 from gaussian_renderer import render
 from scene.avatar import Avatar
 from scene.checkpoint import LoadedAvatar, load_avatar
@@ -92,6 +94,12 @@ def build_parser(prog: str = "predict.sh") -> argparse.ArgumentParser:
         help="torch.compile the deformation network: slower start, then several times faster on CUDA",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic blinks (default: 0)")
+    p.add_argument(
+        "--no_lipsync",
+        action="store_true",
+        help="skip the lip-sync score of the render in summary.json (python -m bench.lipsync --help gives "
+        "its scale; it runs MediaPipe over every frame, about 50-100 frames/s on a CPU)",
+    )
     p.add_argument(
         "--force",
         action="store_true",
@@ -572,6 +580,11 @@ def main(argv: list[str] | None = None) -> int:
             "load_model": round(load_s, 3),
             "total": round(total, 3),
         }
+        if not args.no_lipsync and (args.audio_path or (args.reference_path / "aud.wav").is_file()):
+            t0 = time.perf_counter()
+            summary["lipsync"] = score_video(tmp / name, args.audio_path)
+            summary["lipsync"].update(video=summary["video"], audio=str(args.audio_path or summary["video"]))
+            summary["seconds"]["lipsync_score"] = round(time.perf_counter() - t0, 3)
         atomic_write_json(tmp / "summary.json", summary)
     print_summary(summary)
     return 0
@@ -594,6 +607,8 @@ def print_summary(summary: dict) -> None:
             f"face PSNR {m['face_psnr']:.2f} dB, LMD mouth {m['lmd_mouth']:.2f} px, "
             f"face {m['lmd_face']:.2f} px"
         )
+    if "lipsync" in summary:
+        print("\n".join(lipsync_summary_lines(summary["lipsync"])))
 
 
 if __name__ == "__main__":

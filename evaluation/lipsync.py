@@ -236,3 +236,32 @@ def score_video(video: Path, audio: Path | None = None, syncnet_weights: Path | 
     else:
         result["syncnet"] = lse_report(np.zeros((0, 1, 1, 3), np.uint8), lms, wav, MODEL_RATE, fps, None)
     return {"video": str(video), "audio": str(audio or video), **result}
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    """A number for the summary, or 'n/a'."""
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def summary_lines(report: dict) -> list[str]:
+    """The readable summary of a lip-sync report."""
+    lines = [
+        f"lip-sync score {_fmt(report['score'])} (0 = chance, 1 = perfect)"
+        + ("" if report["judged"] else f"  [{report['reason']}]"),
+        f"  open-vowel vs labial AUC {_fmt(report['auc'])} at lag {report['lag_frames']:+d} frames; chance "
+        f"{_fmt(report['null_mean'])} ± {_fmt(report['null_std'])}, z {_fmt(report['z'], 1)}, "
+        f"p {_fmt(report['p_value'], 3)}",
+        f"  rests on {report['open_frames']} open-vowel and {report['labial_frames']} labial frames of "
+        f"{report['frames']} ({report['frames'] / report['fps']:.1f} s at {report['fps']:g} fps)",
+        f"  lip opening: {_fmt(report['speech_opening'], 3)} on open vowels, "
+        f"{_fmt(report['silence_opening'], 3)} in silences",
+    ]
+    sync = report["syncnet"]
+    if sync.get("lse_c") is None:
+        lines.append(f"  LSE-C / LSE-D: {sync['status']}")
+    else:
+        lines.append(
+            f"  LSE-C {sync['lse_c']:.3f}, LSE-D {sync['lse_d']:.3f}, "
+            f"AV offset {sync['offset_frames']:+d} frames"
+        )
+    return lines

@@ -90,7 +90,8 @@ def test_predict_video_matches_audio(
         audio = convert_audio(speech_wav, tmp_path / f"speech{fmt}", "-ac", "2", "-ar", "44100")
     out = tmp_path / "results"
     args = [*base_args(trained, out), "--audio_path", str(audio), "--camera_mode", mode, "--fps", str(FPS)]
-    code, err = run_predict([*args, "--batch_size", "8", "--device", "cpu"], capsys)
+    skip_lipsync = ["--no_lipsync"] if mode == "static" else []
+    code, err = run_predict([*args, "--batch_size", "8", "--device", "cpu", *skip_lipsync], capsys)
     assert code == 0, err
     mov = out / f"output_custom_{ITERATION}iter_renders.mov"
     summary = json.loads((out / "summary.json").read_text())
@@ -107,6 +108,13 @@ def test_predict_video_matches_audio(
     assert summary["render_fps"] > 0 and summary["end_to_end_fps"] > 0
     assert summary["video"] == str(mov)
     assert sorted(p.name for p in out.parent.iterdir() if p.name.startswith(".")) == []
+    if skip_lipsync:
+        assert "lipsync" not in summary
+    else:  # 8 frames of render: scored, and said to be too short to judge
+        sync = summary["lipsync"]
+        assert sync["frames"] == 8 and sync["video"] == str(mov) and sync["audio"] == str(audio)
+        assert sync["judged"] is False and sync["reason"].startswith("too short to judge")
+        assert sync["syncnet"]["lse_c"] is None
 
 
 def test_direct_writes_metrics(
@@ -120,6 +128,8 @@ def test_direct_writes_metrics(
     assert 5.0 < metrics["psnr"] < 60.0 and 0.0 < metrics["ssim"] <= 1.0
     assert np.isfinite(metrics["face_psnr"]) and 0.0 < metrics["face_ssim"] <= 1.0
     assert {"lmd_mouth", "lmd_face", "landmark_frames"} <= set(metrics)
+    sync = json.loads((out / "summary.json").read_text())["lipsync"]
+    assert sync["frames"] == 8 and sync["judged"] is False  # scored against the validation audio it carries
     info = probe_media(out / f"output_custom_{ITERATION}iter_renders.mov")
     assert info.frames == 8 and info.has_audio
     assert info.audio_seconds == pytest.approx(1.0, abs=0.05)
