@@ -148,3 +148,35 @@ def test_lipsync_command_missing_video_is_one_line_error(tmp_path: Path) -> None
     assert result.stderr.strip().splitlines() == [
         f"error: video '{tmp_path / 'none.mp4'}' not found; pass an existing file with --video"
     ]
+
+
+def test_validation_helpers_shift_and_loop() -> None:
+    from bench.lipsync_validation import looped, shifted
+
+    wav = np.arange(1, 32001, dtype=np.float32)  # 2 s at 16 kHz
+    later, earlier = shifted(wav, 0.5), shifted(wav, -0.5)
+    assert later.size == earlier.size == wav.size
+    assert (later[:8000] == 0).all() and later[8000] == 1.0 and earlier[0] == 8001.0
+    assert (earlier[-8000:] == 0).all()
+    np.testing.assert_array_equal(looped(wav[:3], 7), [1, 2, 3, 1, 2, 3, 1])
+
+
+def test_validation_command_scores_own_shifted_and_other_audio(
+    sample_video: Path, speech_wav: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "validation.json"
+    args = ["--videos", str(sample_video), "--audio", str(speech_wav), "--out", str(out)]
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.lipsync_validation", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode in (0, 1), result.stderr
+    scores = json.loads(out.read_text())["clips"][sample_video.stem]
+    assert set(scores) == {"own", "own +0.5 s", "own -0.5 s", speech_wav.stem}
+    assert scores["own"]["score"] > scores["own +0.5 s"]["score"]
+    assert {s["frames"] for s in scores.values()} == {scores["own"]["frames"]}
+    passed = result.stdout.strip().splitlines()[1].split()[-1]
+    assert passed == ("True" if result.returncode == 0 else "False")
