@@ -41,6 +41,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=Path,
         help="syncnet_v2.model for LSE-C/LSE-D (default: the one in ~/.cache/egstalker/syncnet, if there)",
     )
+    p.add_argument(
+        "--strip", type=Path, help="write a PNG of the mouth at open-vowel and labial moments here"
+    )
     return p.parse_args(argv)
 
 
@@ -51,11 +54,13 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"video '{args.video}' not found; pass an existing file with --video")
     if args.audio is not None and not args.audio.is_file():
         raise UserError(f"audio '{args.audio}' not found; pass an existing file with --audio")
-    report = score_video(args.video, args.audio, args.syncnet)
+    report = score_video(args.video, args.audio, args.syncnet, args.strip)
     print("\n".join(summary_lines(report)))
     if args.out:
         atomic_write_json(args.out, report)
         print(f"report: {args.out}")
+    if args.strip:
+        print(f"strip: {args.strip}")
     return 0
 
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from data_utils import landmark_indices as li
 from data_utils.audio_features import MODEL_RATE, PHONE_RATE, PHONES, PhonemeExtractor, resample
+from utils.cli import UserError
 
 OPEN_VOWELS = ("AA", "AE", "AH", "AO", "AW", "AY", "EH", "OW")
 LABIALS = ("P", "B", "M", "F", "V", "W")
@@ -157,10 +158,14 @@ def score_lipsync(lms: np.ndarray, wav: np.ndarray, sr: int, fps: float) -> LipS
     Frame t of the video is taken to show the moment t / fps of the audio; only the frames both cover are
     scored.
     """
-    n = min(len(lms), int(len(wav) / sr * fps))
-    opening = lip_opening(np.asarray(lms)[:n])
-    phones = frame_phones(wav, sr, fps, n)
+    opening, phones = _aligned(lms, wav, sr, fps)
     return score_phones(opening, phones, fps)
+
+
+def _aligned(lms: np.ndarray, wav: np.ndarray, sr: int, fps: float) -> tuple[np.ndarray, np.ndarray]:
+    """Lip openings [n] and frame phones [n] over the n frames both landmarks [T,478,2] and audio cover."""
+    n = min(len(lms), int(len(wav) / sr * fps))
+    return lip_opening(np.asarray(lms)[:n]), frame_phones(wav, sr, fps, n)
 
 
 def score_phones(opening: np.ndarray, phones: np.ndarray, fps: float) -> LipSyncScore:
@@ -213,11 +218,63 @@ def score_phones(opening: np.ndarray, phones: np.ndarray, fps: float) -> LipSync
     )
 
 
-def score_video(video: Path, audio: Path | None = None, syncnet_weights: Path | None = None) -> dict:
+def strip_moments(phones: np.ndarray, count: int = 8) -> list[int]:
+    """Frames [<= count] in time order at the middle of the longest open-vowel and labial runs of
+    `phones` [T], half of each class where the clip has them."""
+    runs: dict[bool, list[tuple[int, int]]] = {True: [], False: []}  # is_open -> [(length, middle)]
+    classes = np.where(np.isin(phones, _OPEN_IDS), 1, np.where(np.isin(phones, _LABIAL_IDS), 2, 0))
+    start = 0
+    for t in range(1, classes.size + 1):
+        if t == classes.size or classes[t] != classes[start]:
+            if classes[start]:
+                runs[bool(classes[start] == 1)].append((t - start, (start + t - 1) // 2))
+            start = t
+    picked = []
+    for is_open in (True, False):
+        picked += [mid for _, mid in sorted(runs[is_open], key=lambda r: (-r[0], r[1]))[: count // 2]]
+    return sorted(picked)
+
+
+def mouth_crop(frame: np.ndarray, lms: np.ndarray, size: int = 160) -> np.ndarray:
+    """The mouth of RGB frame [H,W,3] (a square around the lips of landmarks [478,2]) -> [size,size,3]."""
+    import cv2
+
+    centre = lms[li.LIPS_OUTER].mean(axis=0)
+    eyes = np.linalg.norm(lms[li.RIGHT_EYE_CORNERS[0]] - lms[li.LEFT_EYE_CORNERS[0]])
+    half = max(4.0, 0.6 * eyes)
+    x0, y0 = (centre - half).round().astype(int)
+    x1, y1 = (centre + half).round().astype(int)
+    h, w = frame.shape[:2]
+    crop = frame[max(0, y0) : min(h, y1), max(0, x0) : min(w, x1)]
+    return cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def write_strip(
+    frames: list[np.ndarray], lms: np.ndarray, phones: np.ndarray, opening: np.ndarray, fps: float, path: Path
+) -> list[int]:
+    """Write a PNG of the mouth at the strip_moments of `phones` [T], each captioned with the phone the
+    audio has there, its time and the measured lip opening; frames [T] RGB, landmarks [T,478,2] -> the
+    frames shown."""
+    from utils.plots import plot_image_strip
+
+    shown = [t for t in strip_moments(phones) if np.isfinite(lms[t]).all()]
+    if not shown:
+        raise UserError("no open-vowel or labial frame with a face to show; the strip needs speech")
+    crops = [mouth_crop(frames[t], lms[t]) for t in shown]
+    captions = [f"{PHONES[phones[t]]} at {t / fps:.2f} s\nopening {opening[t]:.2f}" for t in shown]
+    title = "what the audio says (open vowel: mouth should be open; P B M F V W: closed or narrow)"
+    plot_image_strip(crops, captions, title, path)
+    return shown
+
+
+def score_video(
+    video: Path, audio: Path | None = None, syncnet_weights: Path | None = None, strip: Path | None = None
+) -> dict:
     """Lip sync of the face video at `video` against `audio` (default: the video's own track) -> report dict.
 
     The report holds the phone-based score (`score` and what it rests on, see LipSyncScore), and LSE-C /
     LSE-D under `syncnet` when SyncNet weights are found (`find_syncnet_weights`), else "not measured".
+    With `strip`, a PNG of the mouth at open-vowel and labial moments is written there (write_strip).
     """
     from data_utils.audio_io import load_audio
     from data_utils.video_io import probe_video
@@ -227,14 +284,20 @@ def score_video(video: Path, audio: Path | None = None, syncnet_weights: Path | 
     fps = probe_video(video).fps
     wav = load_audio(audio or video, MODEL_RATE)
     weights = find_syncnet_weights(syncnet_weights)
-    frames = list(read_video_frames(video)) if weights is not None else None
+    frames = list(read_video_frames(video)) if weights is not None or strip is not None else None
     lms = video_landmarks(frames if frames is not None else read_video_frames(video))
-    result = score_lipsync(lms, wav, MODEL_RATE, fps).to_dict()
-    if frames is not None:
-        n = min(len(frames), result["frames"])
+    opening, phones = _aligned(lms, wav, MODEL_RATE, fps)
+    result = score_phones(opening, phones, fps).to_dict()
+    n = result["frames"]
+    if weights is not None and frames is not None:
         result["syncnet"] = lse_report(np.stack(frames[:n]), lms[:n], wav, MODEL_RATE, fps, weights)
     else:
         result["syncnet"] = lse_report(np.zeros((0, 1, 1, 3), np.uint8), lms, wav, MODEL_RATE, fps, None)
+    if strip is not None and frames is not None:
+        result["strip"] = {
+            "path": str(strip),
+            "frames": write_strip(frames, lms, phones, opening, fps, strip),
+        }
     return {"video": str(video), "audio": str(audio or video), **result}
 
 

@@ -132,10 +132,14 @@ def _lipsync_cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_lipsync_command_prints_score_and_writes_json(sample_video: Path, tmp_path: Path) -> None:
-    out = tmp_path / "report.json"
-    result = _lipsync_cli("--video", str(sample_video), "--out", str(out))
+    out, strip = tmp_path / "report.json", tmp_path / "strip.png"
+    result = _lipsync_cli("--video", str(sample_video), "--out", str(out), "--strip", str(strip))
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
+    assert strip.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and report["strip"]["path"] == str(strip)
+    assert 1 <= len(report["strip"]["frames"]) <= 8 and report["strip"]["frames"] == sorted(
+        report["strip"]["frames"]
+    )
     assert isinstance(report["score"], float) and -1.0 <= report["score"] <= 1.0
     assert f"lip-sync score {report['score']:.2f}" in result.stdout
     assert report["syncnet"]["lse_c"] is None and "not measured" in report["syncnet"]["status"]
@@ -148,6 +152,16 @@ def test_lipsync_command_missing_video_is_one_line_error(tmp_path: Path) -> None
     assert result.stderr.strip().splitlines() == [
         f"error: video '{tmp_path / 'none.mp4'}' not found; pass an existing file with --video"
     ]
+
+
+def test_strip_moments_pick_the_longest_runs_of_each_class_in_time_order() -> None:
+    from evaluation.lipsync import strip_moments
+
+    aa, m, s = PHONES.index("AA"), PHONES.index("M"), PHONES.index("S")
+    phones = np.array([s, aa, aa, aa, s, m, m, s, aa, s, m, m, m, m, s])
+    assert strip_moments(phones, count=2) == [2, 11]
+    assert strip_moments(phones, count=4) == [2, 5, 8, 11]
+    assert strip_moments(np.full(5, s), count=4) == []
 
 
 def test_validation_helpers_shift_and_loop() -> None:

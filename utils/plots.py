@@ -80,3 +80,20 @@ def plot_mouth_opening(
     ax.grid(alpha=0.3)
     ax.legend()
     _save(fig, out_png)
+
+
+def plot_image_strip(images: list[np.ndarray], captions: list[str], title: str, out_png: str | Path) -> None:
+    """Write RGB uint8 images [h,w,3] side by side, each with its caption below, under `title`, as a PNG."""
+    if not images or len(images) != len(captions):
+        raise ValueError(
+            f"need as many captions as images, got {len(images)} images, {len(captions)} captions"
+        )
+    fig = _figure(1.6 * len(images), 2.5)
+    for k, (image, caption) in enumerate(zip(images, captions, strict=True)):
+        ax = fig.add_subplot(1, len(images), k + 1)
+        ax.imshow(image)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_xlabel(caption, fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    _save(fig, out_png)
