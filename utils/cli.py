@@ -29,7 +29,7 @@ def _raise_terminated(signum: int, frame: Any) -> None:
 
 
 def install_signal_handlers() -> dict[int, Any]:
-    """Make SIGTERM and SIGHUP raise Terminated; return the previous handlers (for restore_signal_handlers)."""
+    """Make SIGTERM and SIGHUP raise Terminated; return the previous handlers (restore_signal_handlers)."""
     previous = {}
     for sig in STOP_SIGNALS:
         previous[sig] = signal.signal(sig, _raise_terminated)
