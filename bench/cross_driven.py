@@ -1,7 +1,8 @@
 """Lip sync of one trained avatar driven by several other speakers, with the real clip as the reference.
 
 Usage: python -m bench.cross_driven --model_path OUT --reference_path DATA --audio A.wav [B.mp3 ...]
-Writes one JSON report (and a mouth-vs-speech plot per audio) and prints a table.
+Writes one JSON report (and a strip of the mouth at the open vowels and labials of each audio) and prints a
+table.
 """
 
 from __future__ import annotations

@@ -37,12 +37,12 @@ from evaluation.landmarks import (
     read_video_frames,
     video_landmarks,
 )
-from evaluation.lipsync import score_lipsync
+from evaluation.lipsync import score_lipsync, score_video
 from scene.dataset import read_transforms
 from utils.atomic import atomic_write_json
 from utils.cli import ArgumentParser, UserError, run_cli
 from utils.lpips import LPIPS, default_lpips_dir, find_lpips_weights
-from utils.metrics import best_lag_correlation, speech_envelope
+from utils.metrics import best_lag_correlation
 from utils.plots import plot_mouth_opening, plot_training_curves, read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,7 +55,7 @@ SAMPLE_RATE = 16000
 PLOTS = {
     "training": "training_curves.png",
     "mouth_val": "mouth_opening_val.png",
-    "mouth_cross": "mouth_vs_speech_cross.png",
+    "strip_cross": "lipsync_strip_cross.png",
 }
 PACKAGES = ("numpy", "mediapipe", "opencv-contrib-python", "gsplat", "imageio-ffmpeg")
 
@@ -400,16 +400,11 @@ def real_clip_lipsync(data: Path, meta: dict) -> dict:
 def cross_driven_lipsync(
     video: Path, audio: Path, data: Path, meta: dict, report_dir: Path, real: dict | None = None
 ) -> dict:
-    """Lip sync of a render driven by other speech, with the real clip and its own audio as reference
-    (`real`: a real_clip_lipsync report already computed for this dataset)."""
-    fps = float(meta.get("fps", 25))
-    lms = video_landmarks(read_video_frames(video))
-    wav = load_audio(audio)
-    opening = mouth_opening(lms)
-    envelope = speech_envelope(wav, SAMPLE_RATE, fps, len(opening))
-    series = {"mouth opening (z)": _zscore(opening), "speech envelope (z)": _zscore(envelope)}
-    plot_mouth_opening(series, fps, report_dir / PLOTS["mouth_cross"], ylabel="z-score")
-    render = {**_lipsync(lms, wav, fps), "frames_with_face": _face_ratio(lms)}
+    """Lip sync of a render driven by other speech (evaluation.lipsync.score_video: LSE-C/LSE-D too when
+    SyncNet weights are found, and a strip of the mouth at the audio's open vowels and labials in
+    `report_dir`), with the real clip and its own audio as reference (`real`: a real_clip_lipsync report
+    already computed for this dataset)."""
+    render = score_video(video, audio, strip=report_dir / PLOTS["strip_cross"])
     real = real or real_clip_lipsync(data, meta)
     ratio = render["score"] / real["score"] if render["score"] is not None and real["score"] else None
     return {
@@ -419,12 +414,6 @@ def cross_driven_lipsync(
         "method": "evaluation.lipsync: open-vowel vs labial AUC of the outer-lip opening against "
         "pocketsphinx phones, chance-corrected (0 = chance, 1 = perfect)",
     }
-
-
-def _zscore(x: np.ndarray) -> np.ndarray:
-    """(x - mean) / std over finite values (NaN kept)."""
-    std = np.nanstd(x)
-    return (x - np.nanmean(x)) / std if std > 0 else x - np.nanmean(x)
 
 
 def output_video(summary: dict, results: Path) -> Path:

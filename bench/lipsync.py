@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_json(args.out, report)
         print(f"report: {args.out}")
     if args.strip:
-        print(f"strip: {args.strip}")
+        shown = report["strip"]["path"] is not None
+        print(f"strip: {args.strip}" if shown else "strip: not written (no open-vowel or labial moment)")
     return 0
 
 

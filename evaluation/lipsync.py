@@ -24,7 +24,6 @@ import numpy as np
 
 from data_utils import landmark_indices as li
 from data_utils.audio_features import MODEL_RATE, PHONE_RATE, PHONES, PhonemeExtractor, resample
-from utils.cli import UserError
 
 OPEN_VOWELS = ("AA", "AE", "AH", "AO", "AW", "AY", "EH", "OW")
 LABIALS = ("P", "B", "M", "F", "V", "W")
@@ -254,12 +253,12 @@ def write_strip(
 ) -> list[int]:
     """Write a PNG of the mouth at the strip_moments of `phones` [T], each captioned with the phone the
     audio has there, its time and the measured lip opening; frames [T] RGB, landmarks [T,478,2] -> the
-    frames shown."""
+    frames shown ([] and no file when there is no such moment)."""
     from utils.plots import plot_image_strip
 
     shown = [t for t in strip_moments(phones) if np.isfinite(lms[t]).all()]
-    if not shown:
-        raise UserError("no open-vowel or labial frame with a face to show; the strip needs speech")
+    if not shown:  # silence, or no face: nothing to show, nothing written
+        return []
     crops = [mouth_crop(frames[t], lms[t]) for t in shown]
     captions = [f"{PHONES[phones[t]]} at {t / fps:.2f} s\nopening {opening[t]:.2f}" for t in shown]
     title = "what the audio says (open vowel: mouth should be open; P B M F V W: closed or narrow)"

@@ -146,6 +146,16 @@ def test_lipsync_command_prints_score_and_writes_json(sample_video: Path, tmp_pa
     assert "0 is chance" in _lipsync_cli("--help").stdout
 
 
+def test_strip_of_silence_writes_nothing(tmp_path: Path) -> None:
+    from evaluation.lipsync import write_strip
+
+    phones = np.full(50, PHONES.index("SIL"))
+    frames = [np.zeros((64, 64, 3), np.uint8)] * 50
+    lms = np.full((50, li.NUM_LANDMARKS, 2), 30.0)
+    assert write_strip(frames, lms, phones, np.zeros(50), FPS, tmp_path / "s.png") == []
+    assert not (tmp_path / "s.png").exists()
+
+
 def test_lipsync_command_missing_video_is_one_line_error(tmp_path: Path) -> None:
     result = _lipsync_cli("--video", str(tmp_path / "none.mp4"))
     assert result.returncode == 2
@@ -194,3 +204,22 @@ def test_validation_command_scores_own_shifted_and_other_audio(
     assert {s["frames"] for s in scores.values()} == {scores["own"]["frames"]}
     passed = result.stdout.strip().splitlines()[1].split()[-1]
     assert passed == ("True" if result.returncode == 0 else "False")
+
+
+def test_cross_driven_report_scores_the_render_against_the_real_clip(
+    sample_video: Path, speech_wav: Path, tmp_path: Path
+) -> None:
+    from bench.evaluate import cross_driven_lipsync
+
+    real = {"score": 0.5}
+    report = cross_driven_lipsync(sample_video, speech_wav, tmp_path / "data", {"fps": 25}, tmp_path, real)
+    render = report["render"]
+    assert render["audio"] == str(speech_wav) and render["frames"] == 50  # the 2 s of speech over a 3 s video
+    assert report["reference_real_clip"] is real
+    if render["score"] is None:
+        assert report["ratio_to_real_clip"] is None
+    else:
+        assert report["ratio_to_real_clip"] == pytest.approx(render["score"] / 0.5)
+    strip = render["strip"]
+    assert (tmp_path / "lipsync_strip_cross.png").is_file() == bool(strip["frames"])
+    assert strip["path"] == (str(tmp_path / "lipsync_strip_cross.png") if strip["frames"] else None)

@@ -1,31 +1,8 @@
-"""Speech loudness per video frame and best-lag correlation of time series (frame scores: evaluation)."""
+"""Best-lag correlation of time series (frame and lip-sync scores live in evaluation/)."""
 
 from __future__ import annotations
 
 import numpy as np
-
-
-def speech_envelope(
-    wav: np.ndarray, sr: int, fps: float, n_frames: int, smooth_frames: int = 3, floor_db: float = 40.0
-) -> np.ndarray:
-    """Loudness per video frame of mono `wav` [n] -> [n_frames] in dB relative to the loudest frame.
-
-    Frame t uses the samples of [t/fps, (t+1)/fps) (zero past the end); its RMS is averaged over
-    `smooth_frames` neighbouring frames, converted to dB and floored at -floor_db.
-    """
-    wav = np.asarray(wav, np.float64).reshape(-1)
-    edges = np.round(np.arange(n_frames + 1) * sr / fps).astype(np.int64)
-    padded = np.concatenate([wav, np.zeros(max(0, int(edges[-1]) - wav.size))])
-    bounds = zip(edges[:-1], edges[1:], strict=True)
-    power = np.array([np.mean(padded[s:e] ** 2) if e > s else 0.0 for s, e in bounds])
-    if smooth_frames > 1:
-        power = np.convolve(np.pad(power, smooth_frames // 2, mode="edge"), np.ones(smooth_frames), "valid")
-        power = power[:n_frames] / smooth_frames
-    rms = np.sqrt(power)
-    peak = rms.max(initial=0.0)
-    if peak <= 0:
-        return np.full(n_frames, -floor_db)
-    return np.maximum(20.0 * np.log10(np.maximum(rms / peak, 1e-12)), -floor_db)
 
 
 def _pearson(x: np.ndarray, y: np.ndarray, min_overlap: int) -> float:
