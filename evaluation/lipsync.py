@@ -16,7 +16,9 @@ so 0 is chance (no relation to the speech) and 1 is a perfect ordering; a negati
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -249,11 +251,16 @@ def mouth_crop(frame: np.ndarray, lms: np.ndarray, size: int = 160) -> np.ndarra
 
 
 def write_strip(
-    frames: list[np.ndarray], lms: np.ndarray, phones: np.ndarray, opening: np.ndarray, fps: float, path: Path
+    frames: Mapping[int, np.ndarray],
+    lms: np.ndarray,
+    phones: np.ndarray,
+    opening: np.ndarray,
+    fps: float,
+    path: Path,
 ) -> list[int]:
     """Write a PNG of the mouth at the strip_moments of `phones` [T], each captioned with the phone the
-    audio has there, its time and the measured lip opening; frames [T] RGB, landmarks [T,478,2] -> the
-    frames shown ([] and no file when there is no such moment)."""
+    audio has there, its time and the measured lip opening; `frames` maps (at least) those frame indices to
+    RGB frames, landmarks [T,478,2] -> the frames shown ([] and no file when there is no such moment)."""
     from utils.plots import plot_image_strip
 
     shown = [t for t in strip_moments(phones) if np.isfinite(lms[t]).all()]
@@ -274,6 +281,8 @@ def score_video(
     The report holds the phone-based score (`score` and what it rests on, see LipSyncScore), and LSE-C /
     LSE-D under `syncnet` when SyncNet weights are found (`find_syncnet_weights`), else "not measured".
     With `strip`, a PNG of the mouth at open-vowel and labial moments is written there (write_strip).
+    The video is decoded once for the landmarks and again only for what SyncNet or the strip need, so
+    memory does not grow with its length unless SyncNet runs (it needs every frame).
     """
     from data_utils.audio_io import load_audio
     from data_utils.video_io import probe_video
@@ -283,20 +292,20 @@ def score_video(
     fps = probe_video(video).fps
     wav = load_audio(audio or video, MODEL_RATE)
     weights = find_syncnet_weights(syncnet_weights)
-    frames = list(read_video_frames(video)) if weights is not None or strip is not None else None
-    lms = video_landmarks(frames if frames is not None else read_video_frames(video))
+    lms = video_landmarks(read_video_frames(video))
     opening, phones = _aligned(lms, wav, MODEL_RATE, fps)
     result = score_phones(opening, phones, fps).to_dict()
     n = result["frames"]
-    if weights is not None and frames is not None:
-        result["syncnet"] = lse_report(np.stack(frames[:n]), lms[:n], wav, MODEL_RATE, fps, weights)
+    if weights is not None:
+        frames = np.stack(list(itertools.islice(read_video_frames(video), n)))
+        result["syncnet"] = lse_report(frames, lms[:n], wav, MODEL_RATE, fps, weights)
     else:
         result["syncnet"] = lse_report(np.zeros((0, 1, 1, 3), np.uint8), lms, wav, MODEL_RATE, fps, None)
-    if strip is not None and frames is not None:
-        result["strip"] = {
-            "path": str(strip),
-            "frames": write_strip(frames, lms, phones, opening, fps, strip),
-        }
+    if strip is not None:
+        wanted = set(strip_moments(phones))
+        picked = {t: f for t, f in enumerate(itertools.islice(read_video_frames(video), n)) if t in wanted}
+        shown = write_strip(picked, lms, phones, opening, fps, strip)
+        result["strip"] = {"path": str(strip) if shown else None, "frames": shown}
     return {"video": str(video), "audio": str(audio or video), **result}
 
 

@@ -150,7 +150,7 @@ def test_strip_of_silence_writes_nothing(tmp_path: Path) -> None:
     from evaluation.lipsync import write_strip
 
     phones = np.full(50, PHONES.index("SIL"))
-    frames = [np.zeros((64, 64, 3), np.uint8)] * 50
+    frames = dict.fromkeys(range(50), np.zeros((64, 64, 3), np.uint8))
     lms = np.full((50, li.NUM_LANDMARKS, 2), 30.0)
     assert write_strip(frames, lms, phones, np.zeros(50), FPS, tmp_path / "s.png") == []
     assert not (tmp_path / "s.png").exists()
