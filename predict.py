@@ -18,7 +18,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from data_utils.audio_features import get_extractor, stream_features
-from data_utils.audio_io import iter_audio_chunks, load_audio, write_wav
+from data_utils.audio_io import SAMPLE_RATE, iter_audio_chunks, load_audio, write_wav
 from evaluation.frames import FrameScores, mean_scores, score_frames
 from evaluation.landmarks import MOUTH_LANDMARKS, landmark_distance, read_video_frames, video_landmarks
 from evaluation.lipsync import score_video
@@ -37,7 +37,6 @@ from utils.cli import ArgumentParser, UserError, run_cli
 from utils.output_policy import RESULTS, check_output
 from utils.video_out import VideoWriter
 
-SAMPLE_RATE = 16000
 SILENCE_DBFS = -60.0
 AUDIO_CHUNK_SECONDS = 10.0
 

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from data_utils.audio_io import load_audio
+from data_utils.audio_io import SAMPLE_RATE, load_audio
 from evaluation.frames import FrameScores, load_ground_truth, mean_scores, score_frame
 from evaluation.landmarks import (
     MOUTH_LANDMARKS,
@@ -51,7 +51,6 @@ MAX_LAG_SECONDS = 0.2
 RENDER_BATCH = 32
 CPU_RENDER_BATCH = 4
 CPU_RENDER_VARIANTS = ("fp32", "cache")
-SAMPLE_RATE = 16000
 PLOTS = {
     "training": "training_curves.png",
     "mouth_val": "mouth_opening_val.png",

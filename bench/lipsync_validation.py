@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from data_utils.audio_io import load_audio
+from data_utils.audio_io import SAMPLE_RATE, load_audio
 from data_utils.video_io import probe_video
 from evaluation.landmarks import read_video_frames, video_landmarks
-from evaluation.lipsync import MODEL_RATE, score_lipsync
+from evaluation.lipsync import score_lipsync
 from utils.atomic import atomic_write_json
 from utils.cli import ArgumentParser, UserError, run_cli
 
@@ -39,8 +39,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def shifted(wav: np.ndarray, seconds: float) -> np.ndarray:
-    """`wav` [n] at MODEL_RATE moved later by `seconds` (earlier when negative), silence filling in -> [n]."""
-    k = min(round(abs(seconds) * MODEL_RATE), wav.size)
+    """`wav` [n] at SAMPLE_RATE moved later by `seconds` (earlier when negative), silence filling in."""
+    k = min(round(abs(seconds) * SAMPLE_RATE), wav.size)
     pad = np.zeros(k, np.float32)
     return np.concatenate([pad, wav[: wav.size - k]]) if seconds > 0 else np.concatenate([wav[k:], pad])
 
@@ -54,14 +54,14 @@ def validate_clip(video: Path, others: dict[str, np.ndarray], shift: float) -> d
     """Scores of one clip against its own, shifted and other audio -> {name: LipSyncScore dict}."""
     fps = probe_video(video).fps
     lms = video_landmarks(read_video_frames(video))
-    own = load_audio(video, MODEL_RATE)
+    own = load_audio(video, SAMPLE_RATE)
     tracks = {
         "own": own,
         f"own {shift:+g} s": shifted(own, shift),
         f"own {-shift:+g} s": shifted(own, -shift),
     }
     tracks.update({name: looped(wav, own.size) for name, wav in others.items()})
-    return {name: score_lipsync(lms, wav, MODEL_RATE, fps).to_dict() for name, wav in tracks.items()}
+    return {name: score_lipsync(lms, wav, SAMPLE_RATE, fps).to_dict() for name, wav in tracks.items()}
 
 
 def _num(value: float | None) -> str:
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in [*args.videos, *args.audio]:
         if not path.is_file():
             raise UserError(f"'{path}' not found; pass existing files to --videos and --audio")
-    others = {path.stem: load_audio(path, MODEL_RATE) for path in args.audio}
+    others = {path.stem: load_audio(path, SAMPLE_RATE) for path in args.audio}
     rows = {video.stem: validate_clip(video, others, args.shift) for video in args.videos}
     names = list(next(iter(rows.values())))
     print(f"{'clip':<28}" + "".join(f"{name[:14]:>15}" for name in names) + f"{'margin':>8}  pass")

@@ -13,9 +13,9 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 from scipy import signal
 
+from data_utils.audio_io import SAMPLE_RATE
 from utils.cli import UserError
 
-MODEL_RATE = 16000
 STEPS_PER_FRAME = 2
 
 
@@ -38,7 +38,7 @@ def num_video_frames(num_samples: int, sr: int, fps: float, num_frames: int | No
     return int(num_frames) if num_frames is not None else round(num_samples / sr * fps)
 
 
-def resample(wav: np.ndarray, sr: int, target: int = MODEL_RATE) -> np.ndarray:
+def resample(wav: np.ndarray, sr: int, target: int = SAMPLE_RATE) -> np.ndarray:
     """Return mono `wav` [n] resampled from `sr` to `target` Hz as float32 [round(n*target/sr)]."""
     wav = np.asarray(wav, dtype=np.float32)
     if sr == target:
@@ -116,7 +116,9 @@ class LogMelExtractor:
     def extract(self, wav: np.ndarray, sr: int, fps: float, num_frames: int | None = None) -> np.ndarray:
         """Return normalised log-mel windows [T, n_mels, window] float32."""
         t = num_video_frames(len(wav), sr, fps, num_frames)
-        mel = log_mel(resample(wav, sr), MODEL_RATE, step_times(t, fps) * MODEL_RATE, self.n_fft, self.n_mels)
+        mel = log_mel(
+            resample(wav, sr), SAMPLE_RATE, step_times(t, fps) * SAMPLE_RATE, self.n_fft, self.n_mels
+        )
         mel = (mel - mel.mean(0)) / (mel.std(0) + 1e-5)
         return frame_windows(mel, self.window)
 
@@ -183,7 +185,7 @@ class HubertExtractor:
             audio = (audio - audio.mean()) / np.sqrt(audio.var() + 1e-7)
         cfg = self._model.config
         rf, stride = _receptive_field(list(cfg.conv_kernel), list(cfg.conv_stride))
-        chunk = max(1, round(self.chunk_seconds * MODEL_RATE / stride)) * stride
+        chunk = max(1, round(self.chunk_seconds * SAMPLE_RATE / stride)) * stride
         extra = max(rf, stride) - stride
         audio = np.pad(audio, (0, (-len(audio)) % stride + extra))
         hidden = []
@@ -193,7 +195,7 @@ class HubertExtractor:
                 out = self._model(piece, output_hidden_states=True)
                 hidden.append(out.hidden_states[self.layer][0].float().numpy())
         feats = np.concatenate(hidden)
-        src_times = (np.arange(len(feats)) * stride + rf / 2) / MODEL_RATE
+        src_times = (np.arange(len(feats)) * stride + rf / 2) / SAMPLE_RATE
         return frame_windows(interpolate_steps(feats, src_times, step_times(t, fps)), self.window)
 
 
@@ -210,7 +212,7 @@ def mfcc(wav: np.ndarray, n_coeffs: int, hop: int = 160, n_fft: int = 512) -> np
     from scipy.fft import dct
 
     centres = np.arange(len(wav) // hop + 1) * hop
-    mel = log_mel(wav, MODEL_RATE, centres, n_fft, max(40, n_coeffs))
+    mel = log_mel(wav, SAMPLE_RATE, centres, n_fft, max(40, n_coeffs))
     return dct(mel, type=2, axis=1, norm="ortho")[:, :n_coeffs].astype(np.float32)
 
 
@@ -252,7 +254,7 @@ class DeepSpeechExtractor:
     def extract(self, wav: np.ndarray, sr: int, fps: float, num_frames: int | None = None) -> np.ndarray:
         """Return logit windows [T, n_chars, window] float32 (n_chars = 29 for DeepSpeech)."""
         t = num_video_frames(len(wav), sr, fps, num_frames)
-        hop = MODEL_RATE // 100
+        hop = SAMPLE_RATE // 100
         feats = mfcc(resample(wav, sr), self._n_features, hop)
         name = self._session.get_inputs()[0].name
         logits = self._session.run(None, {name: feats[None]})[0]
@@ -261,7 +263,7 @@ class DeepSpeechExtractor:
                 f"model_path '{self.model_path}' returned shape {logits.shape}; expected [1, time, 29]"
             )
         logits = logits[0].astype(np.float32)
-        duration = len(feats) * hop / MODEL_RATE
+        duration = len(feats) * hop / SAMPLE_RATE
         src_times = (np.arange(len(logits)) + 0.5) * duration / len(logits)
         return frame_windows(interpolate_steps(logits, src_times, step_times(t, fps)), self.window)
 
@@ -299,7 +301,7 @@ class PhonemeExtractor:
 
         lm = Path(get_model_path()) / "en-us" / "en-us-phone.lm.bin"
         decoder = Decoder(
-            allphone=str(lm), lw=2.0, pip=0.3, beam=1e-10, pbeam=1e-10, samprate=MODEL_RATE, loglevel="FATAL"
+            allphone=str(lm), lw=2.0, pip=0.3, beam=1e-10, pbeam=1e-10, samprate=SAMPLE_RATE, loglevel="FATAL"
         )
         decoder.start_utt()
         dither = np.random.default_rng(0).normal(
@@ -307,7 +309,7 @@ class PhonemeExtractor:
         )  # digital silence otherwise decodes as "S"
         decoder.process_raw((np.clip(wav + dither, -1.0, 1.0) * 32767).astype("<i2").tobytes(), full_utt=True)
         decoder.end_utt()
-        labels = np.zeros(len(wav) * PHONE_RATE // MODEL_RATE + 1, dtype=np.int64)
+        labels = np.zeros(len(wav) * PHONE_RATE // SAMPLE_RATE + 1, dtype=np.int64)
         for seg in decoder.seg():
             if seg.word in PHONES:
                 labels[seg.start_frame : seg.end_frame + 1] = PHONES.index(seg.word)

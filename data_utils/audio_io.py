@@ -14,6 +14,8 @@ import numpy as np
 
 from utils.cli import UserError
 
+SAMPLE_RATE = 16000  # Hz: every waveform the project decodes, stores and computes features from
+
 _BYTES_PER_SAMPLE = 4
 
 
@@ -34,7 +36,7 @@ def _decode_error(path: Path, stderr: str) -> UserError:
     )
 
 
-def iter_audio_chunks(path: Path, sr: int = 16000, chunk_seconds: float = 10.0) -> Iterator[np.ndarray]:
+def iter_audio_chunks(path: Path, sr: int = SAMPLE_RATE, chunk_seconds: float = 10.0) -> Iterator[np.ndarray]:
     """Stream `path` decoded to mono at `sr` Hz as float32 chunks [<= chunk_seconds*sr] in [-1, 1]."""
     path = Path(path)
     _check_exists(path)
@@ -57,7 +59,7 @@ def iter_audio_chunks(path: Path, sr: int = 16000, chunk_seconds: float = 10.0) 
         raise UserError(f"no audio samples in '{path}'; supply a file that contains audio")
 
 
-def load_audio(path: Path, sr: int = 16000) -> np.ndarray:
+def load_audio(path: Path, sr: int = SAMPLE_RATE) -> np.ndarray:
     """Decode the first audio stream of `path` (any ffmpeg format) to mono float32 [n] in [-1, 1] at `sr`."""
     return np.concatenate(list(iter_audio_chunks(path, sr, chunk_seconds=60.0)))
 
@@ -93,5 +95,5 @@ def audio_duration(path: Path) -> float:
     if match and "Audio:" in proc.stderr:
         hours, minutes, seconds = match.groups()
         return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
-    sr = 16000
+    sr = SAMPLE_RATE
     return sum(len(chunk) for chunk in iter_audio_chunks(path, sr)) / sr

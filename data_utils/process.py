@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from data_utils import landmark_indices as li
 from data_utils.audio_features import AudioFeatureExtractor, available_extractors, get_extractor
-from data_utils.audio_io import load_audio, write_wav
+from data_utils.audio_io import SAMPLE_RATE, load_audio, write_wav
 from data_utils.background import estimate_background, sample_indices
 from data_utils.crop import stable_square_crop, to_crop_coords
 from data_utils.eyes import eye_openness
@@ -47,7 +47,6 @@ from utils.atomic import atomic_dir, atomic_write_json
 from utils.cli import ArgumentParser, UserError, run_cli
 from utils.output_policy import DATASET, check_output
 
-SAMPLE_RATE = 16000
 MIN_SECONDS = 2.0
 LONG_SECONDS = 30.0
 PASS1_MAX_SIDE = 640

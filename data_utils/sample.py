@@ -16,12 +16,11 @@ import imageio_ffmpeg
 import numpy as np
 from scipy import signal
 
-from data_utils.audio_io import load_audio, write_wav
+from data_utils.audio_io import SAMPLE_RATE, load_audio, write_wav
 from utils.cli import ArgumentParser, UserError, run_cli
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
 DEFAULT_TEXT = (
     "Hello there. I am a digital avatar, made from one single photograph. "
     "My lips open and close with the sound of my voice, and my head moves a little while I speak. "

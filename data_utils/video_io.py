@@ -12,6 +12,7 @@ from pathlib import Path
 import imageio_ffmpeg
 import numpy as np
 
+from data_utils.audio_io import SAMPLE_RATE
 from utils.cli import UserError
 
 _DURATION_RE = re.compile(r"Duration:\s*(\d+):(\d+):(\d+(?:\.\d+)?)")
@@ -144,7 +145,7 @@ def read_frames(
             proc.stdout.close()
 
 
-def extract_audio(path: str | Path, out_wav: str | Path, sr: int = 16000) -> Path:
+def extract_audio(path: str | Path, out_wav: str | Path, sr: int = SAMPLE_RATE) -> Path:
     """Write the first audio track of `path` as mono PCM16 WAV at `sr` Hz to `out_wav`; return out_wav."""
     info = probe_video(path)
     if not info.has_audio:

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from data_utils import landmark_indices as li
-from data_utils.audio_features import MODEL_RATE, PHONE_RATE, PHONES, PhonemeExtractor, resample
+from data_utils.audio_features import PHONE_RATE, PHONES, SAMPLE_RATE, PhonemeExtractor, resample
 
 OPEN_VOWELS = ("AA", "AE", "AH", "AO", "AW", "AY", "EH", "OW")
 LABIALS = ("P", "B", "M", "F", "V", "W")
@@ -82,7 +82,7 @@ def lip_opening(lms: np.ndarray) -> np.ndarray:
 
 def frame_phones(wav: np.ndarray, sr: int, fps: float, n_frames: int) -> np.ndarray:
     """Phone index into PHONES heard at the centre of each video frame of mono `wav` [n] -> [n_frames]."""
-    labels = PhonemeExtractor().phone_labels(resample(wav, sr, MODEL_RATE))
+    labels = PhonemeExtractor().phone_labels(resample(wav, sr, SAMPLE_RATE))
     centres = ((np.arange(n_frames) + 0.5) / fps * PHONE_RATE).astype(np.int64)
     return labels[np.clip(centres, 0, len(labels) - 1)]
 
@@ -284,23 +284,23 @@ def score_video(
     The video is decoded once for the landmarks and again only for what SyncNet or the strip need, so
     memory does not grow with its length unless SyncNet runs (it needs every frame).
     """
-    from data_utils.audio_io import load_audio
+    from data_utils.audio_io import SAMPLE_RATE, load_audio
     from data_utils.video_io import probe_video
     from evaluation.landmarks import read_video_frames, video_landmarks
     from evaluation.syncnet import find_syncnet_weights, lse_report
 
     fps = probe_video(video).fps
-    wav = load_audio(audio or video, MODEL_RATE)
+    wav = load_audio(audio or video, SAMPLE_RATE)
     weights = find_syncnet_weights(syncnet_weights)
     lms = video_landmarks(read_video_frames(video))
-    opening, phones = _aligned(lms, wav, MODEL_RATE, fps)
+    opening, phones = _aligned(lms, wav, SAMPLE_RATE, fps)
     result = score_phones(opening, phones, fps).to_dict()
     n = result["frames"]
     if weights is not None:
         frames = np.stack(list(itertools.islice(read_video_frames(video), n)))
-        result["syncnet"] = lse_report(frames, lms[:n], wav, MODEL_RATE, fps, weights)
+        result["syncnet"] = lse_report(frames, lms[:n], wav, SAMPLE_RATE, fps, weights)
     else:
-        result["syncnet"] = lse_report(np.zeros((0, 1, 1, 3), np.uint8), lms, wav, MODEL_RATE, fps, None)
+        result["syncnet"] = lse_report(np.zeros((0, 1, 1, 3), np.uint8), lms, wav, SAMPLE_RATE, fps, None)
     if strip is not None:
         wanted = set(strip_moments(phones))
         picked = {t: f for t, f in enumerate(itertools.islice(read_video_frames(video), n)) if t in wanted}

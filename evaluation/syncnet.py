@@ -31,11 +31,11 @@ from scipy.ndimage import median_filter
 from scipy.signal import resample_poly
 from torch import Tensor, nn
 
+from data_utils.audio_io import SAMPLE_RATE
 from utils.cli import UserError
 from utils.lpips import default_lpips_dir
 
 WEIGHTS_NAME = "syncnet_v2.model"
-SAMPLE_RATE = 16000
 FPS = 25.0
 CROP_SIZE = 224
 CROP_SCALE = 0.4  # run_pipeline.py --crop_scale
