@@ -19,12 +19,12 @@ from pathlib import Path
 
 import torch
 
-from predict import InferenceRenderer
 from scene.avatar import Avatar
 from scene.checkpoint import load_avatar
 from scene.dataset import FrameBatch, read_transforms
 from scene.deformation import DeformConfig, Deltas
 from scene.gaussians import GaussianParams
+from scene.inference import InferenceRenderer
 from utils.atomic import atomic_write_json
 from utils.cli import ArgumentParser, UserError, run_cli
 
@@ -106,7 +106,7 @@ class AvatarRenderer:
 
 
 def make_renderer(avatar: Avatar, variant: str) -> AvatarRenderer | InferenceRenderer:
-    """Return a variant's renderer: 'fp32' is Avatar.render; else predict.py's InferenceRenderer with
+    """Return a variant's renderer: 'fp32' is Avatar.render; else scene.inference.InferenceRenderer with
     the '+'-joined options bf16 (autocast), cache (tri-plane features once) and compile (torch.compile)."""
     options = set(variant.split("+"))
     if options == {"fp32"}:

@@ -26,6 +26,7 @@ from evaluation.frames import (
     score_frame,
     score_frames,
 )
+from scene import inference
 from scene.dataset import FrameBatch, TalkingHeadDataset, read_transforms
 from tests.dataset_factory import make_dataset
 from utils.cli import UserError
@@ -215,11 +216,11 @@ def test_every_caller_gives_the_same_full_and_face_scores(
     # render_direct's metrics.json (predict.predict_direct): uint8 frames as written to the video
     direct = predict.RenderScores()
     for batch in predict.dataset_batches(ds, 3):
-        direct.add(batch, predict.to_uint8(_fake_render(batch)))
+        direct.add(batch, inference.to_uint8(_fake_render(batch)))
     direct_metrics = direct.summary()
 
     # bench/evaluate.py: the video's frames against gt_imgs at the source size, resized to the video's size
-    video_frames = [predict.to_uint8(_fake_render(b))[0] for b in predict.dataset_batches(ds, 1)]
+    video_frames = [inference.to_uint8(_fake_render(b))[0] for b in predict.dataset_batches(ds, 1)]
     monkeypatch.setattr(bench_evaluate, "read_video_frames", lambda _video: iter(video_frames))
     monkeypatch.setattr(bench_evaluate, "load_lpips_metric", lambda: (None, "not measured"))
     frames = read_transforms(data_root, "val")["frames"]

@@ -12,6 +12,7 @@ import torch
 
 import predict
 from data_utils.audio_io import write_wav
+from scene import inference
 from scene.avatar import Avatar
 from scene.checkpoint import load_avatar, save_checkpoint
 from scene.dataset import TalkingHeadDataset
@@ -229,10 +230,10 @@ def test_inference_renderer_matches_avatar_render(trained: tuple[Path, Path]) ->
     batch = ds.get(torch.arange(3))
     with torch.inference_mode():
         expected = loaded.avatar.render(batch).image
-        renderer = predict.InferenceRenderer(loaded.avatar)
+        renderer = inference.InferenceRenderer(loaded.avatar)
         assert loaded.avatar.deltas(batch).d_xyz.abs().max() > 1e-4
         torch.testing.assert_close(renderer(batch), expected, atol=1e-5, rtol=1e-5)
-        padded = predict.pad_batch(ds.get(torch.arange(2)), 5)
+        padded = inference.pad_batch(ds.get(torch.arange(2)), 5)
     assert padded.viewmat.shape[0] == padded.audio.shape[0] == padded.image.shape[0] == 5
     torch.testing.assert_close(padded.audio[4], padded.audio[1])
 

@@ -1,0 +1,133 @@
+"""Rendering a trained avatar for inference: the renderer (cached tri-plane features, bf16, torch.compile) and
+the loop that streams its frames to a video writer with timings. Used by predict.sh, render_direct.sh and
+bench.render_speed."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, fields, replace
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from gaussian_renderer import render
+from scene.avatar import Avatar
+from scene.dataset import FrameBatch
+from scene.deformation import Deltas
+from utils.video_out import VideoWriter
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """Return images [B,H,W,3] in [0,1] as uint8 numpy [B,H,W,3] on the CPU."""
+    return (images.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
+
+
+class InferenceRenderer:
+    """Renders FrameBatches for inference: the avatar's deformation network and rasterizer, with the tri-plane
+    features of the fixed canonical Gaussians computed once, optionally bf16 autocast and torch.compile."""
+
+    def __init__(self, avatar: Avatar, bf16: bool = False, cache: bool = True, compile: bool = False) -> None:
+        self.avatar = avatar
+        self.amp = bf16 and next(avatar.parameters()).is_cuda
+        deform = avatar.deform
+        self.forward = (
+            torch.compile(deform.forward_with_features) if compile else deform.forward_with_features
+        )
+        self.compiled = compile
+        self.batch_size: int | None = None
+        self.features = self.spatial_features() if cache else None
+
+    def spatial_features(self) -> Tensor:
+        """Return the tri-plane features [N,D] of the canonical Gaussians."""
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+            return self.avatar.deform.spatial_features(self.avatar.gaussians.params["means"])
+
+    def deltas(self, batch: FrameBatch) -> Deltas:
+        """Return the per-frame offsets [B,N,...] (float32) for the batch's audio, eye and camera."""
+        feat = self.features if self.features is not None else self.spatial_features()
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+            d = self.forward(feat, batch.audio, batch.eye, batch.cam)
+        return Deltas(*(t.float() for t in (d.d_xyz, d.d_rot, d.d_scale, d.d_opacity, d.d_color)))
+
+    def __call__(self, batch: FrameBatch) -> Tensor:
+        """Return the rendered images [B,H,W,3] over batch.background; a compiled network sees one batch size
+        (shorter batches are padded) so it compiles once."""
+        n = batch.viewmat.shape[0]
+        self.batch_size = self.batch_size or n
+        if self.compiled and n < self.batch_size:
+            batch = pad_batch(batch, self.batch_size)
+        g = self.avatar.apply_deltas(self.deltas(batch))
+        out = render(*g, batch.viewmat, batch.K, batch.width, batch.height, background=batch.background)
+        return out.image[:n]
+
+
+def pad_batch(batch: FrameBatch, size: int) -> FrameBatch:
+    """Return `batch` grown to `size` frames by repeating its last frame."""
+    n = batch.viewmat.shape[0]
+    grown = {}
+    for f in fields(batch):
+        value = getattr(batch, f.name)
+        if isinstance(value, Tensor):
+            grown[f.name] = torch.cat([value, value[-1:].expand(size - n, *value.shape[1:])])
+    return replace(batch, **grown)
+
+
+@dataclass
+class RenderStats:
+    """Frame count and seconds spent: avatar rendering alone (synchronised), the whole streaming loop and the
+    untimed first render on CUDA (kernel loading, compilation)."""
+
+    frames: int = 0
+    warmup_seconds: float = 0.0
+    render_seconds: float = 0.0
+    stream_seconds: float = 0.0
+
+
+def render_stream(
+    renderer: InferenceRenderer,
+    batches: Iterator[FrameBatch],
+    writer: VideoWriter,
+    n_frames: int,
+    on_batch: Callable[[FrameBatch, np.ndarray], None] | None = None,
+) -> RenderStats:
+    """Render every batch, stream the frames to `writer` (encoding overlaps the next batch) and time it; on
+    CUDA the first batch is rendered once untimed first."""
+    stats = RenderStats()
+    cuda = next(renderer.avatar.parameters()).is_cuda
+    start = time.perf_counter()
+    pending: Future | None = None
+    with (
+        torch.inference_mode(),
+        ThreadPoolExecutor(max_workers=1) as pool,
+        tqdm(total=n_frames, unit="frame", file=sys.stderr, dynamic_ncols=True, desc="render") as bar,
+    ):
+        for batch in batches:
+            if cuda and stats.frames == 0:
+                t0 = time.perf_counter()
+                renderer(batch)
+                torch.cuda.synchronize()
+                stats.warmup_seconds = time.perf_counter() - t0
+            if cuda:
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            image = renderer(batch)
+            if cuda:
+                torch.cuda.synchronize()
+            stats.render_seconds += time.perf_counter() - t0
+            frames = to_uint8(image)
+            if on_batch is not None:
+                on_batch(batch, frames)
+            if pending is not None:
+                pending.result()
+            pending = pool.submit(writer.write, frames)
+            stats.frames += len(frames)
+            bar.update(len(frames))
+        if pending is not None:
+            pending.result()
+    stats.stream_seconds = time.perf_counter() - start
+    return stats
