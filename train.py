@@ -4,111 +4,26 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import io
 import json
-import math
-import shutil
 import sys
-import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
-from torch import Tensor
-from torch.profiler import record_function
-from tqdm import tqdm
 
-from evaluation.frames import mean_scores, score_frames
-from scene.avatar import Avatar
-from scene.checkpoint import (
-    avatar_from_checkpoint,
-    latest_checkpoint,
-    list_checkpoints,
-    load_checkpoint,
-    save_checkpoint,
-)
-from scene.dataset import FrameBatch, TalkingHeadDataset, read_json
-from scene.deformation import DeformConfig, Deltas
-from scene.densify import DensifyStrategy
-from scene.fingerprint import dataset_fingerprint
-from scene.gaussians import PARAM_NAMES, init_from_track
-from scene.pose_correction import PoseCorrection
-from utils.atomic import atomic_write_bytes, atomic_write_json
+from scene.dataset import read_json
+from scene.deformation import DeformConfig
+from scene.train_config import TrainConfig
+from scene.trainer import Trainer, check_model_output, prepare_model_output, run, setup
+from utils.atomic import atomic_write_json
 from utils.cli import ArgumentParser, UserError, run_cli
-from utils.losses import dssim, l1, psnr, weighted_l1
-from utils.lpips import LPIPS, default_lpips_dir, find_lpips_weights
-from utils.output_policy import MODEL, check_output, claim_output
+from utils.output_policy import claim_output
 
-RUN_CONTROL = ("iterations", "stop_at", "eval_every", "preview_every", "save_every", "log_every")
 AT_LEAST_ONE = (
     "iterations", "batch_size", "stop_at", "eval_every", "preview_every", "save_every", "log_every",
     "num_eval_frames", "init_points", "max_gaussians", "refine_every", "reset_every",
 )  # fmt: skip
 MIN_RESOLUTION = 16
-
-
-@dataclass
-class TrainConfig:
-    """Every training setting (saved with the model; run-control fields may change on --resume)."""
-
-    source_path: str = ""
-    model_path: str = ""
-    iterations: int = 10_000
-    batch_size: int = 1
-    resolution: int | None = None
-    coarse_iterations: int | None = None
-    init_points: int = 30_000
-    max_gaussians: int = 80_000
-    init_opacity: float = 0.1
-    seed: int = 0
-    eval_every: int = 1000
-    preview_every: int = 1000
-    save_every: int = 5000
-    log_every: int = 50
-    stop_at: int | None = None
-    num_eval_frames: int = 8
-    lr_means: float = 1.6e-4
-    lr_scales: float = 5e-3
-    lr_quats: float = 1e-3
-    lr_opacity: float = 5e-2
-    lr_colors: float = 2.5e-3
-    lr_deform: float = 1e-3
-    lr_pose: float = 0.0
-    lr_final_ratio: float = 0.01
-    lambda_dssim: float = 0.2
-    lambda_mouth: float = 1.0
-    lambda_tv: float = 1e-4
-    lambda_dxyz: float = 1e-2
-    lambda_lpips: float = 1e-2
-    lpips_dir: str | None = None
-    audio_noise: float = 0.0
-    refine_start: int = 500
-    refine_stop: int | None = None
-    refine_every: int = 100
-    reset_every: int = 3000
-    grow_grad2d: float = 2e-4
-    backend: str = "auto"
-    bf16: bool = False
-    tf32: bool = True
-    deform: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_saved(cls, saved: dict[str, Any]) -> TrainConfig:
-        """The config saved with a model; settings this version no longer has (e.g. `compile`) are dropped."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in saved.items() if k in names})
-
-    def coarse_steps(self) -> int:
-        """Iterations of the static (coarse) stage: the setting, else min(1000, 20 % of iterations)."""
-        if self.coarse_iterations is not None:
-            return min(self.coarse_iterations, self.iterations)
-        return min(1000, self.iterations // 5)
-
-    def refine_until(self) -> int:
-        """Last densification step: the setting, else 60 % of iterations."""
-        return self.refine_stop if self.refine_stop is not None else int(0.6 * self.iterations)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -256,384 +171,6 @@ def check_numbers(given: dict[str, Any]) -> None:
         )
 
 
-def make_optimizers(avatar: Avatar, cfg: TrainConfig, scene_scale: float) -> dict[str, torch.optim.Adam]:
-    """One Adam per Gaussian tensor (gsplat style, lr scaled by sqrt(batch)) plus one for the network."""
-    lrs = {
-        "means": cfg.lr_means * scene_scale,
-        "log_scales": cfg.lr_scales,
-        "quats": cfg.lr_quats,
-        "opacity_logits": cfg.lr_opacity,
-        "color_logits": cfg.lr_colors,
-    }
-    bs = math.sqrt(cfg.batch_size)
-    params = avatar.gaussians.params
-    fused = True if params["means"].is_cuda else None  # one kernel per optimizer: steps are launch-bound
-    optimizers = {
-        name: torch.optim.Adam([params[name]], lr=lrs[name] * bs, eps=1e-15 / bs, fused=fused)
-        for name in PARAM_NAMES
-    }
-    optimizers["deform"] = torch.optim.Adam(avatar.deform.parameters(), lr=cfg.lr_deform, fused=fused)
-    return optimizers
-
-
-def make_schedulers(
-    optimizers: dict[str, torch.optim.Adam], cfg: TrainConfig
-) -> dict[str, torch.optim.lr_scheduler.ExponentialLR]:
-    """Exponential decay to lr_final_ratio: means over all iterations, the network over the fine stage."""
-    fine = max(cfg.iterations - cfg.coarse_steps(), 1)
-    return {
-        "means": torch.optim.lr_scheduler.ExponentialLR(
-            optimizers["means"], cfg.lr_final_ratio ** (1 / max(cfg.iterations, 1))
-        ),
-        "deform": torch.optim.lr_scheduler.ExponentialLR(
-            optimizers["deform"], cfg.lr_final_ratio ** (1 / fine)
-        ),
-    }
-
-
-def compute_loss(
-    image: Tensor,
-    batch: FrameBatch,
-    deltas: Deltas | None,
-    avatar: Avatar,
-    cfg: TrainConfig,
-    perceptual: LPIPS | None = None,
-) -> Tensor:
-    """L1 + lambda_dssim * D-SSIM + lambda_mouth * mouth L1 (+ lambda_lpips * LPIPS with `perceptual`;
-    + tri-plane TV and |d_xyz|^2 when deformed) of image [B,H,W,3] against the batch -> scalar."""
-    gt = batch.image
-    loss = l1(image, gt) + cfg.lambda_dssim * dssim(image, gt)
-    loss = loss + cfg.lambda_mouth * weighted_l1(image, gt, batch.mouth_mask)
-    if perceptual is not None:
-        loss = loss + cfg.lambda_lpips * perceptual(image, gt).mean()
-    if deltas is not None:
-        loss = loss + cfg.lambda_tv * avatar.deform.regularization()
-        loss = loss + cfg.lambda_dxyz * deltas.d_xyz.float().square().mean()
-    return loss
-
-
-VAL_KEYS = {  # evaluation.frames.mean_scores key -> metrics.jsonl / train_summary.json key
-    "psnr": "val_psnr",
-    "ssim": "val_ssim",
-    "face_psnr": "val_psnr_face",
-    "face_ssim": "val_ssim_face",
-}
-
-
-@torch.no_grad()
-def evaluate(
-    avatar: Avatar, dataset: TalkingHeadDataset, stage: str, cfg: TrainConfig
-) -> tuple[dict[str, float], Tensor, Tensor]:
-    """Validation PSNR/SSIM (full frame and face box, evaluation.frames.score_frames, per-frame means) on
-    <= num_eval_frames evenly spaced frames -> (metrics, renders [K,H,W,3], ground truth [K,H,W,3])."""
-    indices = dataset.evenly_spaced(cfg.num_eval_frames)
-    renders, gts, rects = [], [], []
-    for chunk in indices.split(max(cfg.batch_size, 1)):
-        batch = dataset.get(chunk)
-        renders.append(avatar.render(batch, stage, cfg.backend).image.clamp(0, 1))
-        gts.append(batch.image)
-        rects.append(batch.face_rect)
-    pred, gt, rect = torch.cat(renders), torch.cat(gts), torch.cat(rects)
-    means = mean_scores(score_frames(pred, gt, rect))
-    return {VAL_KEYS[k]: v for k, v in means.items()}, pred, gt
-
-
-def write_preview(path: Path, renders: Tensor, gts: Tensor) -> None:
-    """JPEG of renders [K,H,W,3] (top row) above ground truth [K,H,W,3] (bottom row)."""
-    grid = torch.cat([torch.cat(list(renders), dim=1), torch.cat(list(gts), dim=1)], dim=0)
-    buffer = io.BytesIO()
-    Image.fromarray((grid.clamp(0, 1) * 255).round().byte().cpu().numpy()).save(
-        buffer, format="JPEG", quality=90
-    )
-    atomic_write_bytes(path, buffer.getvalue())
-
-
-def _rng_state(generator: torch.Generator) -> dict[str, Any]:
-    """Every random state the loop draws from."""
-    state = {"torch": torch.get_rng_state(), "sampler": generator.get_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
-    """Restore what _rng_state saved."""
-    torch.set_rng_state(state["torch"].cpu())
-    generator.set_state(state["sampler"].cpu())
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-
-
-@dataclass
-class Trainer:
-    """The training state: model, data, optimizers, densification and where outputs go."""
-
-    cfg: TrainConfig
-    avatar: Avatar
-    train_set: TalkingHeadDataset
-    val_set: TalkingHeadDataset
-    optimizers: dict[str, torch.optim.Adam]
-    schedulers: dict[str, torch.optim.lr_scheduler.ExponentialLR]
-    strategy: DensifyStrategy
-    strategy_state: dict[str, Any]
-    generator: torch.Generator
-    config: dict[str, Any]
-    step: int = 0
-    elapsed: float = 0.0
-    perceptual: LPIPS | None = None
-    pose: PoseCorrection | None = None
-
-    @property
-    def model_path(self) -> Path:
-        """The output folder."""
-        return Path(self.cfg.model_path)
-
-    def stage(self, step: int) -> str:
-        """'coarse' for the first coarse_steps() iterations, then 'fine'."""
-        return "coarse" if step <= self.cfg.coarse_steps() else "fine"
-
-    def save(self) -> Path:
-        """Checkpoint of the current step (model, optimizers, schedulers, strategy, RNG states)."""
-        state = {
-            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
-            "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
-            "strategy": self.strategy_state,
-            "rng": _rng_state(self.generator),
-            "elapsed": self.elapsed,
-            "pose_correction": None if self.pose is None else self.pose.state_dict(),
-        }
-        return save_checkpoint(self.model_path, self.step, self.avatar, self.config, state)
-
-    def train_step(self, step: int) -> tuple[Tensor, Tensor, Tensor]:
-        """One optimisation step -> (loss, rendered image, ground truth), tensors left on the device."""
-        stage = self.stage(step)
-        with record_function("train.sample"):
-            batch = self.train_set.sample(self.cfg.batch_size, self.generator)
-            if self.cfg.audio_noise > 0 and stage == "fine":
-                noise = torch.randn(batch.audio.shape, generator=self.generator, device=batch.audio.device)
-                batch.audio = batch.audio + self.cfg.audio_noise * noise
-            if self.pose is not None:
-                batch.viewmat = self.pose(batch.viewmat, batch.index)
-        out, deltas = self.avatar.render_with_deltas(batch, stage, self.cfg.backend, amp=self.cfg.bf16)
-        with record_function("train.loss"):
-            loss = compute_loss(out.image, batch, deltas, self.avatar, self.cfg, self.perceptual)
-        with record_function("train.backward"):
-            self.strategy.step_pre_backward(out)
-            loss.backward()
-        with record_function("train.optimizer"):
-            for optimizer in self.optimizers.values():
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            for name, scheduler in self.schedulers.items():
-                if name != "deform" or stage == "fine":
-                    scheduler.step()
-        with record_function("train.densify"):
-            gaussian_opts = {k: self.optimizers[k] for k in PARAM_NAMES}
-            self.strategy.step_post_backward(
-                self.avatar.gaussians.params, gaussian_opts, self.strategy_state, step, out
-            )
-        return loss.detach(), out.image.detach(), batch.image
-
-    def validate(self, record: dict[str, Any], preview: bool) -> None:
-        """Add validation metrics to record; write previews/iter_<N>.jpg when asked."""
-        metrics, renders, gts = evaluate(self.avatar, self.val_set, self.stage(self.step), self.cfg)
-        record.update(metrics)
-        if self.pose is not None:
-            record["pose_correction_deg"], record["pose_correction_t"] = self.pose.magnitudes()
-        if preview:
-            write_preview(self.model_path / "previews" / f"iter_{self.step}.jpg", renders, gts)
-
-
-def _check_output(model_path: Path, source_path: Path, resume: bool, force: bool) -> None:
-    """The output-folder policy for model_path (the dataset is its input); --resume needs a checkpoint."""
-    check_output(model_path, force or resume, MODEL, (source_path,))
-    if resume and latest_checkpoint(model_path) is None:
-        raise UserError(f"'{model_path}' has no checkpoint to resume from; drop --resume to start afresh")
-
-
-def _prepare_output(model_path: Path, resume: bool, force: bool) -> None:
-    """Create model_path; with --force (and no --resume) first delete the earlier run's outputs."""
-    if force and not resume:
-        for _, path in list_checkpoints(model_path):
-            path.unlink()
-        for name in ("point_cloud", "previews"):
-            shutil.rmtree(model_path / name, ignore_errors=True)
-        for name in ("cfg_args", "metrics.jsonl", "train_summary.json"):
-            (model_path / name).unlink(missing_ok=True)
-    try:
-        model_path.mkdir(exist_ok=True)
-    except OSError as err:
-        raise UserError(f"cannot create '{model_path}': {err.strerror}; choose a writable folder") from err
-
-
-def _load_data(
-    cfg: TrainConfig, device: torch.device, audio_norm: dict | None
-) -> tuple[TalkingHeadDataset, TalkingHeadDataset]:
-    """Train and val splits at cfg.resolution on device (val normalised with the train statistics)."""
-    train_set = TalkingHeadDataset(cfg.source_path, "train", cfg.resolution, device, audio_norm=audio_norm)
-    val_set = TalkingHeadDataset(
-        cfg.source_path, "val", cfg.resolution, device, audio_norm=train_set.audio_norm
-    )
-    return train_set, val_set
-
-
-def _new_avatar(cfg: TrainConfig, train_set: TalkingHeadDataset, device: torch.device) -> Avatar:
-    """Dense Gaussians on the tracked face (coloured from the first frame) + a zero-initialised network."""
-    track_path = Path(cfg.source_path) / "track_params.pt"
-    if not track_path.is_file():
-        raise UserError(f"dataset '{cfg.source_path}' has no track_params.pt; run ./preprocess.sh first")
-    try:
-        track = torch.load(track_path, map_location="cpu", weights_only=False)
-    except Exception as err:
-        raise UserError(
-            f"cannot read '{track_path}' ({type(err).__name__}); rerun ./preprocess.sh on the video"
-        ) from err
-    if not isinstance(track, dict) or "shape" not in track or "R" not in track or "t" not in track:
-        raise UserError(f"'{track_path}' lacks 'shape', 'R' or 't'; rerun ./preprocess.sh")
-    gaussians = init_from_track(track, cfg.init_points, cfg.seed, init_opacity=cfg.init_opacity)
-    first = train_set.get(torch.zeros(1, dtype=torch.long))
-    gaussians.set_colors(
-        gaussians.colors_from_image(
-            first.image[0].cpu(), first.viewmat[0].cpu(), first.K[0].cpu(), first.head_mask[0, ..., 0].cpu()
-        )
-    )
-    bounds = gaussians.bounds()
-    pad = 0.1 * (bounds[1] - bounds[0])
-    channels, window = train_set.audio_shape
-    deform_cfg = DeformConfig.from_dict({**cfg.deform, "audio_channels": channels, "audio_window": window})
-    return Avatar(gaussians, deform_cfg, torch.stack([bounds[0] - pad, bounds[1] + pad])).to(device)
-
-
-def _perceptual_loss(cfg: TrainConfig, device: torch.device) -> tuple[LPIPS | None, str | None]:
-    """(LPIPS network, its weights folder) for the LPIPS term, or (None, None) when lambda_lpips is 0 or,
-    with no --lpips_dir given, the default folder lacks the weights; UserError if a given --lpips_dir does."""
-    if cfg.lambda_lpips <= 0:
-        return None, None
-    folder = Path(cfg.lpips_dir).expanduser() if cfg.lpips_dir else default_lpips_dir()
-    if cfg.lpips_dir is None and find_lpips_weights(folder) is None:
-        print(f"note: LPIPS loss off (no weights in {folder}; see --lpips_dir)", file=sys.stderr)
-        return None, None
-    return LPIPS.load(folder).to(device), str(folder)
-
-
-def setup(cfg: TrainConfig, given: dict[str, Any], resume: bool, device: torch.device) -> Trainer:
-    """Build a Trainer: fresh from the dataset, or from the latest checkpoint with its saved settings."""
-    checkpoint = None
-    if resume:
-        checkpoint = load_checkpoint(latest_checkpoint(Path(cfg.model_path)), device)
-        saved = TrainConfig.from_saved(checkpoint["config"]["train"])
-        ignored = sorted(k for k in given if k not in RUN_CONTROL + ("source_path", "model_path"))
-        if ignored:
-            print(f"note: --resume keeps the saved settings; ignoring {', '.join(ignored)}", file=sys.stderr)
-        control = {"stop_at": None, **{k: v for k, v in given.items() if k in RUN_CONTROL}}
-        cfg = dataclasses.replace(saved, model_path=cfg.model_path, source_path=cfg.source_path, **control)
-    torch.manual_seed(cfg.seed)
-    if device.type == "cuda":
-        torch.set_float32_matmul_precision("high" if cfg.tf32 else "highest")
-    audio_norm = checkpoint["config"]["audio_norm"] if checkpoint else None
-    train_set, val_set = _load_data(cfg, device, audio_norm)
-    avatar = avatar_from_checkpoint(checkpoint, device) if checkpoint else _new_avatar(cfg, train_set, device)
-    bounds = avatar.bounds
-    scene_scale = avatar.scene_scale
-    optimizers = make_optimizers(avatar, cfg, scene_scale)
-    schedulers = make_schedulers(optimizers, cfg)
-    pose = PoseCorrection(len(train_set), scene_scale).to(device) if cfg.lr_pose > 0 else None
-    if pose is not None:
-        optimizers["pose"] = torch.optim.Adam(pose.parameters(), lr=cfg.lr_pose)
-    strategy = DensifyStrategy(
-        scene_scale=scene_scale,
-        grow_grad2d=cfg.grow_grad2d,
-        refine_start=cfg.refine_start,
-        refine_stop=cfg.refine_until(),
-        refine_every=cfg.refine_every,
-        reset_every=cfg.reset_every,
-        max_gaussians=cfg.max_gaussians,
-    )
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    perceptual, lpips_weights = _perceptual_loss(cfg, device)
-    config = {
-        "train": asdict(cfg),
-        "deform": avatar.deform_cfg.to_dict(),
-        "bounds": bounds.tolist(),
-        "audio_extractor": train_set.audio_extractor,
-        "audio_norm": train_set.audio_norm,
-        "dataset": {**train_set.meta(), "fingerprint": dataset_fingerprint(train_set.root)},
-        "lpips_weights": lpips_weights,
-    }
-    trainer = Trainer(
-        cfg, avatar, train_set, val_set, optimizers, schedulers, strategy,
-        strategy.initialize_state(avatar.gaussians.num_gaussians, device), generator, config,
-        perceptual=perceptual, pose=pose,
-    )  # fmt: skip
-    if checkpoint:
-        for k, o in optimizers.items():
-            o.load_state_dict(checkpoint["optimizers"][k])
-        for k, s in schedulers.items():
-            s.load_state_dict(checkpoint["schedulers"][k])
-        trainer.strategy_state = checkpoint["strategy"]
-        if pose is not None:
-            pose.load_state_dict(checkpoint["pose_correction"])
-        _set_rng_state(checkpoint["rng"], generator)
-        trainer.step, trainer.elapsed = int(checkpoint["iteration"]), float(checkpoint["elapsed"])
-    return trainer
-
-
-def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    """Append one JSON line to path."""
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-def run(trainer: Trainer) -> dict[str, Any]:
-    """The training loop from trainer.step to cfg.iterations (or stop_at) -> the last validation record."""
-    cfg = trainer.cfg
-    metrics_path = trainer.model_path / "metrics.jsonl"
-    last_val: dict[str, Any] = {}
-    if trainer.step == 0:
-        last_val = {
-            "iteration": 0,
-            "stage": "coarse",
-            "num_gaussians": trainer.avatar.gaussians.num_gaussians,
-        }
-        trainer.validate(last_val, preview=False)
-        _append_jsonl(metrics_path, last_val)
-    end = min(cfg.iterations, cfg.stop_at) if cfg.stop_at is not None else cfg.iterations
-    bar = tqdm(
-        range(trainer.step + 1, end + 1), initial=trainer.step, total=cfg.iterations,
-        file=sys.stderr, dynamic_ncols=True, desc="train",
-    )  # fmt: skip
-    tick, tick_step = time.perf_counter(), trainer.step
-    for step in bar:
-        loss, image, gt = trainer.train_step(step)
-        trainer.step = step
-        evaluate_now = step % cfg.eval_every == 0 or step == end
-        if step % cfg.log_every == 0 or evaluate_now:
-            now = time.perf_counter()
-            rate = (step - tick_step) / max(now - tick, 1e-9)
-            trainer.elapsed += now - tick
-            record = {
-                "iteration": step,
-                "stage": trainer.stage(step),
-                "loss": loss.item(),
-                "psnr": psnr(image.clamp(0, 1), gt).item(),
-                "num_gaussians": trainer.avatar.gaussians.num_gaussians,
-                "it_per_s": rate,
-            }
-            if evaluate_now:
-                trainer.validate(record, preview=step % cfg.preview_every == 0 or step == end)
-                last_val = record
-            _append_jsonl(metrics_path, record)
-            postfix = {"loss": f"{record['loss']:.4f}", "psnr": f"{record['psnr']:.2f}"}
-            postfix.update(N=str(record["num_gaussians"]), its=f"{rate:.1f}")
-            bar.set_postfix(postfix, refresh=False)
-            tick, tick_step = time.perf_counter(), step
-        if step % cfg.save_every == 0 and step != end:
-            trainer.save()
-    bar.close()
-    trainer.elapsed += time.perf_counter() - tick
-    return last_val
-
-
 def novel_pose_note(source_path: Path) -> str | None:
     """A one-line note when the dataset's preprocess report counts validation frames in head poses that no
     training frame shows (their PSNR measures novel views), else None."""
@@ -688,10 +225,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of train.sh: parse flags, train, save, summarise -> exit code."""
     cfg, given, resume, force = parse_config(argv)
     model_path, source_path = Path(cfg.model_path), Path(cfg.source_path)
-    _check_output(model_path, source_path, resume, force)
+    check_model_output(model_path, source_path, resume, force)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     with claim_output(model_path):
-        _check_output(model_path, source_path, resume, force)
+        check_model_output(model_path, source_path, resume, force)
         return _train(cfg, given, resume, force, device)
 
 
@@ -699,7 +236,7 @@ def _train(cfg: TrainConfig, given: dict[str, Any], resume: bool, force: bool, d
     """Load the data (before the model folder is touched), train, save and summarise -> exit code."""
     try:
         trainer = setup(cfg, given, resume, device)
-        _prepare_output(Path(cfg.model_path), resume, force)
+        prepare_model_output(Path(cfg.model_path), resume, force)
         started_at = trainer.step
         try:
             last_val = run(trainer)

@@ -25,6 +25,7 @@ from torch.profiler import ProfilerActivity, profile
 
 import train
 from scene.checkpoint import latest_checkpoint
+from scene.trainer import Trainer, setup
 from utils.atomic import atomic_write_json
 from utils.cli import ArgumentParser, UserError, run_cli
 
@@ -55,7 +56,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def make_trainer(args: argparse.Namespace, scratch: Path, device: torch.device) -> train.Trainer:
+def make_trainer(args: argparse.Namespace, scratch: Path, device: torch.device) -> Trainer:
     """A Trainer positioned in the fine stage: from --model_path's checkpoint, else a fresh model."""
     model_path = args.model_path if args.model_path is not None else scratch
     argv = ["-s", str(args.data), "-m", str(model_path), *shlex.split(args.train_args)]
@@ -63,12 +64,12 @@ def make_trainer(args: argparse.Namespace, scratch: Path, device: torch.device) 
     resume = args.model_path is not None
     if resume and latest_checkpoint(args.model_path) is None:
         raise UserError(f"'{args.model_path}' has no checkpoint; train it first or drop --model_path")
-    trainer = train.setup(cfg, given, resume, device)
+    trainer = setup(cfg, given, resume, device)
     trainer.step = max(trainer.step, cfg.coarse_steps())
     return trainer
 
 
-def run_steps(trainer: train.Trainer, count: int, device: torch.device) -> float:
+def run_steps(trainer: Trainer, count: int, device: torch.device) -> float:
     """Run `count` training steps after trainer.step; return their wall time in seconds (device synced)."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     sync()
@@ -80,7 +81,7 @@ def run_steps(trainer: train.Trainer, count: int, device: torch.device) -> float
     return time.perf_counter() - start
 
 
-def measure(trainer: train.Trainer, args: argparse.Namespace, device: torch.device) -> dict:
+def measure(trainer: Trainer, args: argparse.Namespace, device: torch.device) -> dict:
     """Warm up, then profile args.steps steps -> ms a step of each part, in all and of the top operators."""
     run_steps(trainer, args.warmup, device)
     cuda = device.type == "cuda"

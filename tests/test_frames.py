@@ -14,7 +14,6 @@ import torch
 from PIL import Image
 
 import predict
-import train
 from bench import error_regions
 from bench import evaluate as bench_evaluate
 from evaluation.frames import (
@@ -26,7 +25,7 @@ from evaluation.frames import (
     score_frame,
     score_frames,
 )
-from scene import inference
+from scene import inference, train_config, trainer
 from scene.dataset import FrameBatch, TalkingHeadDataset, read_transforms
 from tests.dataset_factory import make_dataset
 from utils.cli import UserError
@@ -210,8 +209,8 @@ def test_every_caller_gives_the_same_full_and_face_scores(
     n = len(ds)
 
     # training validation
-    cfg = train.TrainConfig(num_eval_frames=n, batch_size=3)
-    val, _, _ = train.evaluate(_FakeAvatar(), ds, "fine", cfg)
+    cfg = train_config.TrainConfig(num_eval_frames=n, batch_size=3)
+    val, _, _ = trainer.evaluate(_FakeAvatar(), ds, "fine", cfg)
 
     # render_direct's metrics.json (predict.predict_direct): uint8 frames as written to the video
     direct = predict.RenderScores()
@@ -235,7 +234,7 @@ def test_every_caller_gives_the_same_full_and_face_scores(
         val["val_psnr"], abs=0.1
     )
     for full, face in (("psnr", "face_psnr"), ("ssim", "face_ssim")):
-        val_full, val_face = val[train.VAL_KEYS[full]], val[train.VAL_KEYS[face]]
+        val_full, val_face = val[trainer.VAL_KEYS[full]], val[trainer.VAL_KEYS[face]]
         assert direct_metrics[full] == pytest.approx(val_full, abs=1e-4)
         assert direct_metrics[face] == pytest.approx(val_face, abs=1e-4)
         assert bench[full] == pytest.approx(val_full, abs=1e-4)

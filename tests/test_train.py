@@ -13,6 +13,7 @@ import torch
 
 import train
 from gaussian_renderer import RenderOutput
+from scene import train_config, trainer
 from scene.checkpoint import latest_checkpoint, load_avatar, load_checkpoint
 from scene.dataset import TalkingHeadDataset
 from scene.densify import DensifyStrategy
@@ -103,14 +104,14 @@ def test_load_avatar_needs_no_flags_and_renders_the_same(trained: Path, data_roo
     assert loaded.iteration == 100 and loaded.audio_extractor["name"] == "logmel"
     assert loaded.avatar.gaussians.num_gaussians == loaded.config["num_gaussians"]
     val = TalkingHeadDataset(data_root, "val", audio_norm=loaded.audio_norm)
-    cfg = train.TrainConfig.from_saved(loaded.config["train"])
-    metrics, _, _ = train.evaluate(loaded.avatar, val, "fine", cfg)
+    cfg = train_config.TrainConfig.from_saved(loaded.config["train"])
+    metrics, _, _ = trainer.evaluate(loaded.avatar, val, "fine", cfg)
     assert metrics["val_psnr"] == pytest.approx(_records(trained)[-1]["val_psnr"], abs=1e-3)
 
 
 def test_saved_config_of_an_older_version_loads() -> None:
-    saved = {**dataclasses.asdict(train.TrainConfig(iterations=7, batch_size=2)), "compile": True}
-    cfg = train.TrainConfig.from_saved(saved)
+    saved = {**dataclasses.asdict(train_config.TrainConfig(iterations=7, batch_size=2)), "compile": True}
+    cfg = train_config.TrainConfig.from_saved(saved)
     assert (cfg.iterations, cfg.batch_size) == (7, 2) and not hasattr(cfg, "compile")
 
 
@@ -151,14 +152,14 @@ def test_resume_equals_uninterrupted_run(data_root: Path, tmp_path: Path) -> Non
 
 
 def test_ctrl_c_saves_and_exits_130(data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    step = train.Trainer.train_step
+    step = trainer.Trainer.train_step
 
-    def interrupt_at_3(self: train.Trainer, i: int) -> tuple:
+    def interrupt_at_3(self: trainer.Trainer, i: int) -> tuple:
         if i == 3:
             raise KeyboardInterrupt
         return step(self, i)
 
-    monkeypatch.setattr(train.Trainer, "train_step", interrupt_at_3)
+    monkeypatch.setattr(trainer.Trainer, "train_step", interrupt_at_3)
     out = tmp_path / "run"
     assert train.main(_args(data_root, out, "--iterations", "10", "--eval_every", "100")) == 130
     assert latest_checkpoint(out).name == "chkpnt2.pth"
