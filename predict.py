@@ -16,14 +16,14 @@ import torch
 from torch import Tensor
 
 from data_utils.audio_features import get_extractor, stream_features
-from data_utils.audio_io import SAMPLE_RATE, iter_audio_chunks, load_audio, write_wav
+from data_utils.audio_io import SAMPLE_RATE, iter_audio_chunks, write_wav
 from evaluation.frames import FrameScores, mean_scores, score_frames
 from evaluation.landmarks import MOUTH_LANDMARKS, landmark_distance, read_video_frames, video_landmarks
 from evaluation.lipsync import score_video
 from evaluation.lipsync import summary_lines as lipsync_summary_lines
 from scene.avatar import Avatar
 from scene.checkpoint import LoadedAvatar, load_avatar
-from scene.dataset import FrameBatch, TalkingHeadDataset, read_transforms
+from scene.dataset import FrameBatch, TalkingHeadDataset, read_transforms, split_audio
 from scene.fingerprint import dataset_fingerprint, fingerprint_differences
 from scene.inference import InferenceRenderer, RenderStats, render_stream
 from scene.pose_correction import corrected_if_matching
@@ -375,16 +375,13 @@ def landmark_scores(video: Path, truth: torch.Tensor) -> dict:
     }
 
 
-def split_audio(root: Path, ds: TalkingHeadDataset, split: str, out: Path) -> Path | None:
+def write_split_audio(root: Path, ds: TalkingHeadDataset, split: str, out: Path) -> Path | None:
     """Write the part of root/aud.wav under the split's frames to `out`; None when there is no aud.wav."""
     wav_path = root / "aud.wav"
     if not wav_path.is_file():
         print(f"warning: '{wav_path}' not found; the video has no sound", file=sys.stderr)
         return None
-    first = int(read_transforms(root, split)["frames"][0]["aud_id"])
-    wav = load_audio(wav_path, SAMPLE_RATE)
-    start = round(first / ds.fps * SAMPLE_RATE)
-    write_wav(out, wav[start : start + round(len(ds) / ds.fps * SAMPLE_RATE)], SAMPLE_RATE)
+    write_wav(out, split_audio(root, read_transforms(root, split)["frames"], ds.fps), SAMPLE_RATE)
     return out
 
 
@@ -402,7 +399,7 @@ def predict_direct(args: argparse.Namespace, loaded: LoadedAvatar, device: torch
     if args.split == "train":
         ds.viewmats = corrected_if_matching(ds.viewmats, loaded.pose_corrections)
     video = tmp / video_name(loaded.iteration)
-    audio_wav = split_audio(args.reference_path, ds, args.split, tmp / ".split.wav")
+    audio_wav = write_split_audio(args.reference_path, ds, args.split, tmp / ".split.wav")
     scores = RenderScores()
     with VideoWriter(video, ds.fps, ds.size, ds.size, audio_path=audio_wav) as writer:
         batches = dataset_batches(ds, args.batch_size)

@@ -38,7 +38,7 @@ from evaluation.landmarks import (
     video_landmarks,
 )
 from evaluation.lipsync import score_lipsync, score_video
-from scene.dataset import read_transforms
+from scene.dataset import read_transforms, split_audio
 from utils.atomic import atomic_write_json
 from utils.cli import ArgumentParser, UserError, run_cli
 from utils.lpips import LPIPS, default_lpips_dir, find_lpips_weights
@@ -342,13 +342,6 @@ def _max_lag(fps: float) -> int:
     return int(MAX_LAG_SECONDS * fps)
 
 
-def _val_audio(data: Path, frames: list[dict], fps: float) -> np.ndarray:
-    """The dataset's audio [n] (16 kHz) over the time span of `frames` (their aud_id range)."""
-    wav = load_audio(data / "aud.wav")
-    first, last = int(frames[0]["aud_id"]), int(frames[-1]["aud_id"])
-    return wav[round(first / fps * SAMPLE_RATE) : round((last + 1) / fps * SAMPLE_RATE)]
-
-
 def _lipsync(lms: np.ndarray, wav: np.ndarray, fps: float) -> dict:
     """The lip-sync report (evaluation.lipsync) of landmarks [T,478,2] against speech `wav` [n] at 16 kHz."""
     return score_lipsync(lms, wav, SAMPLE_RATE, fps).to_dict()
@@ -372,7 +365,7 @@ def self_driven_quality(video: Path, data: Path, meta: dict, report_dir: Path) -
     series = {"render": render_open, "ground truth": gt_open}
     plot_mouth_opening(series, fps, report_dir / PLOTS["mouth_val"])
     best_corr, best_lag = best_lag_correlation(gt_open, render_open, _max_lag(fps))
-    wav = _val_audio(data, frames[:n], fps)
+    wav = split_audio(data, frames[:n], fps)
     result.update(
         lmd_mouth_px=landmark_distance(render_lms[:, MOUTH_LANDMARKS], gt_lms[:, MOUTH_LANDMARKS]),
         lmd_face_px=landmark_distance(render_lms, gt_lms),

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from data_utils.audio_io import SAMPLE_RATE, load_audio
 from evaluation.frames import load_ground_truth
 from utils.cli import UserError
 
@@ -273,3 +274,11 @@ class TalkingHeadDataset:
         """Indices [min(count,T)] spread evenly over the split."""
         n = min(count, len(self))
         return torch.tensor([math.floor(i * len(self) / n) for i in range(n)], device=self.device)
+
+
+def split_audio(root: Path, frames: list[dict], fps: float) -> np.ndarray:
+    """The samples [n] of root/aud.wav (SAMPLE_RATE) under `frames` of a split: len(frames) frames at `fps`
+    from the first frame's aud_id."""
+    wav = load_audio(root / "aud.wav", SAMPLE_RATE)
+    start = round(int(frames[0]["aud_id"]) / fps * SAMPLE_RATE)
+    return wav[start : start + round(len(frames) / fps * SAMPLE_RATE)]
