@@ -287,7 +287,7 @@ def score_video(
     from data_utils.audio_io import SAMPLE_RATE, load_audio
     from data_utils.video_io import probe_video
     from evaluation.landmarks import read_video_frames, video_landmarks
-    from evaluation.syncnet import find_syncnet_weights, lse_report
+    from evaluation.syncnet import find_syncnet_weights, lse_report, not_measured
 
     fps = probe_video(video).fps
     wav = load_audio(audio or video, SAMPLE_RATE)
@@ -300,7 +300,7 @@ def score_video(
         frames = np.stack(list(itertools.islice(read_video_frames(video), n)))
         result["syncnet"] = lse_report(frames, lms[:n], wav, SAMPLE_RATE, fps, weights)
     else:
-        result["syncnet"] = lse_report(np.zeros((0, 1, 1, 3), np.uint8), lms, wav, SAMPLE_RATE, fps, None)
+        result["syncnet"] = not_measured()
     if strip is not None:
         wanted = set(strip_moments(phones))
         picked = {t: f for t, f in enumerate(itertools.islice(read_video_frames(video), n)) if t in wanted}

@@ -330,6 +330,11 @@ def lse_scores(
     }
 
 
+def not_measured() -> dict:
+    """The LSE report when no SyncNet weights are found: both figures None and why."""
+    return {"lse_c": None, "lse_d": None, "status": _NOT_MEASURED}
+
+
 def lse_report(
     frames: np.ndarray,
     landmarks: np.ndarray,
@@ -341,7 +346,7 @@ def lse_report(
     """LSE-C/LSE-D of RGB frames [T,H,W,3] with landmarks [T,478,2]; "not measured" without weights."""
     path = find_syncnet_weights(weights)
     if path is None:
-        return {"lse_c": None, "lse_d": None, "status": _NOT_MEASURED}
+        return not_measured()
     if abs(float(fps) - FPS) > 0.5:
         raise UserError(f"SyncNet needs 25 fps video, got {fps:g} fps; resample the video to 25 fps first")
     device = "cuda" if torch.cuda.is_available() else "cpu"
