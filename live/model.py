@@ -1,0 +1,112 @@
+"""The avatar and reference data a live server holds once and shares between its streams, and the batched
+render of frame jobs from any number of streams."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from data_utils.audio_io import SAMPLE_RATE, load_audio
+from live.features import FeatureFactory, OnlineFeatures, to_db
+from predict import check_audio_shape, check_reference, novel_batches
+from scene.checkpoint import load_avatar
+from scene.dataset import TalkingHeadDataset, read_transforms
+from scene.inference import InferenceRenderer, to_uint8
+from scene.pose_correction import corrected_if_matching
+from utils.cli import UserError
+
+REST_SPAN_S = 0.15  # audio either side of a training frame counted when looking for the quietest one
+
+
+@dataclass
+class FrameJob:
+    """One frame to render: its index in the stream, normalised audio window [C,W], eye openness, camera
+    c2w [4,4], training frame of the torso/background, and when its audio was complete (perf_counter)."""
+
+    index: int
+    audio: np.ndarray
+    eye: float
+    c2w: np.ndarray
+    torso: int
+    ready_at: float
+
+
+def quietest_frame(wav: np.ndarray, aud_ids: list[int], fps: float) -> int:
+    """Return the position in `aud_ids` of the training frame whose audio in `wav` [n] is the quietest."""
+    per_frame = SAMPLE_RATE / fps
+    span = round(REST_SPAN_S * SAMPLE_RATE)
+    levels = []
+    for a in aud_ids:
+        lo, hi = max(0, round(a * per_frame) - span), round((a + 1) * per_frame) + span
+        piece = wav[lo:hi]
+        levels.append(float(to_db(np.square(piece, dtype=np.float64).mean())) if len(piece) else np.inf)
+    return int(np.argmin(levels))
+
+
+class LiveModel:
+    """A trained avatar loaded once for live use: renderer, reference backgrounds and cameras, training eye
+    series, the reference clip (prior of the online feature normalisation) and the rest (silent) window."""
+
+    def __init__(
+        self,
+        model_path: Path,
+        reference_path: Path,
+        device: torch.device,
+        iteration: int | None = None,
+        bf16: bool = False,
+        compile: bool = False,
+        force: bool = False,
+    ) -> None:
+        loaded = load_avatar(model_path, iteration, device)
+        loaded.avatar.eval()
+        check_reference(loaded, reference_path, force)
+        self.loaded, self.device = loaded, device
+        self.fps = float(loaded.dataset_meta["fps"])
+        wav_path = Path(reference_path) / "aud.wav"
+        if not wav_path.is_file():
+            raise UserError(f"'{wav_path}' not found; pass the preprocessed dataset the model was trained on")
+        self.reference_wav = load_audio(wav_path)
+        self.feature_factory = FeatureFactory(
+            loaded.audio_extractor, loaded.audio_norm, self.fps, self.reference_wav
+        )
+        self.ref = TalkingHeadDataset(
+            reference_path,
+            "train",
+            loaded.dataset_meta["resolution"],
+            device,
+            audio_extractor=loaded.audio_extractor["name"],
+            audio_norm=loaded.audio_norm,
+            targets=False,
+        )
+        check_audio_shape(loaded.avatar, self.ref.audio_shape, f"dataset '{reference_path}'")
+        self.size = self.ref.size
+        viewmats = corrected_if_matching(self.ref.viewmats, loaded.pose_corrections)
+        self.c2w_train = torch.linalg.inv(viewmats).cpu().numpy()
+        self.centre = loaded.avatar.gaussians.means.detach().median(dim=0).values.cpu().numpy()
+        self.train_eye = self.ref.eyes[:, 0].cpu().numpy()
+        aud_ids = [int(f["aud_id"]) for f in read_transforms(reference_path, "train")["frames"]]
+        rest = quietest_frame(self.reference_wav, aud_ids, self.fps)
+        self.rest_window = self.ref.audio[rest].cpu().numpy()
+        self.renderer = InferenceRenderer(loaded.avatar, bf16=bf16, compile=compile)
+
+    @property
+    def extractor(self) -> str:
+        """Name of the audio extractor the model was trained with."""
+        return self.loaded.audio_extractor["name"]
+
+    def features(self) -> OnlineFeatures:
+        """Return a fresh online feature stream with the checkpoint's extractor and normalisation."""
+        return self.feature_factory.new()
+
+    def render(self, jobs: list[FrameJob]) -> np.ndarray:
+        """Render the frames of `jobs` (from any streams) in one batch; return uint8 images [B,H,W,3]."""
+        audio = torch.from_numpy(np.stack([j.audio for j in jobs]))
+        c2w = np.stack([j.c2w for j in jobs]).astype(np.float32)
+        torso = np.array([j.torso for j in jobs], dtype=np.int64)
+        eye = np.array([j.eye for j in jobs], dtype=np.float32)
+        batch = next(novel_batches(self.ref, c2w, torso, [audio], eye, len(jobs)))
+        with torch.inference_mode():
+            return to_uint8(self.renderer(batch))

@@ -1,0 +1,293 @@
+"""The live server (serve.sh) on a tiny untrained avatar on the CPU: online features against the offline
+extractor, the WebSocket API (PCM, files, several streams, failures, tokens) and the command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import websockets
+
+import serve
+from data_utils.audio_features import LogMelExtractor, PhonemeExtractor, log_mel, step_times
+from data_utils.audio_io import SAMPLE_RATE, load_audio
+from live.engine import RenderEngine
+from live.features import BlockFeatures, FeatureFactory, OnlineLogMel
+from live.model import LiveModel
+from live.server import LiveState, ServerSettings, background_server, wav_bytes
+from live.session import StreamSession
+from tests.test_predict import trained  # noqa: F401  (fixture: tiny avatar + dataset, 8 fps, 32 px)
+from utils.cli import UserError, run_cli
+
+FPS = 8.0  # the tiny dataset's frame rate
+
+
+@pytest.fixture(scope="module")
+def model(trained: tuple[Path, Path]) -> LiveModel:  # noqa: F811
+    """The tiny avatar loaded for live use on the CPU."""
+    import torch
+
+    return LiveModel(trained[0], trained[1], torch.device("cpu"))
+
+
+def make_state(model: LiveModel, **settings: object) -> LiveState:
+    """A server state with a fresh engine (batches of 4) and the given ServerSettings fields."""
+    return LiveState(
+        model, RenderEngine(model, max_batch=4), ServerSettings(**settings), wav_bytes(np.zeros(10))
+    )
+
+
+@pytest.fixture(scope="module")
+def server(model: LiveModel) -> Iterator[tuple[str, LiveState]]:
+    """A live server without a token on a free port -> ('host:port', state)."""
+    state = make_state(model)
+    with background_server(state) as address:
+        yield address, state
+    state.engine.stop()
+
+
+def pcm16(wav: np.ndarray) -> bytes:
+    """Mono float samples [n] as little-endian PCM16 bytes."""
+    return (np.clip(wav, -1, 1) * 32767).round().astype("<i2").tobytes()
+
+
+async def collect(ws: websockets.ClientConnection) -> tuple[list[int], list[np.ndarray], dict]:
+    """Read frames until 'done' -> (indices, decoded images, the done message); fail on an error message."""
+    indices, images = [], []
+    while True:
+        message = await asyncio.wait_for(ws.recv(), timeout=60)
+        if isinstance(message, bytes):
+            index, latency_ms = struct.unpack("<If", message[:8])
+            assert latency_ms >= 0
+            indices.append(index)
+            images.append(cv2.imdecode(np.frombuffer(message[8:], np.uint8), cv2.IMREAD_COLOR))
+            continue
+        reply = json.loads(message)
+        assert reply["type"] != "error", reply
+        if reply["type"] == "done":
+            return indices, images, reply
+
+
+async def open_ws(address: str, **kwargs: object) -> websockets.ClientConnection:
+    """Connect and read the hello message."""
+    ws = await websockets.connect(f"ws://{address}/ws", **kwargs)
+    hello = json.loads(await ws.recv())
+    assert hello["type"] == "hello" and hello["fps"] == FPS and hello["size"] == 32
+    return ws
+
+
+async def stream_pcm(
+    address: str, wav: np.ndarray, chunk: int = 1111
+) -> tuple[list[int], list[np.ndarray], dict]:
+    """Stream `wav` as PCM16 in chunks of `chunk` samples, end it, and collect the frames."""
+    async with await open_ws(address) as ws:
+        await ws.send(json.dumps({"type": "start", "camera_mode": "orbit"}))
+        assert json.loads(await ws.recv())["type"] == "started"
+        for a in range(0, len(wav), chunk):
+            await ws.send(pcm16(wav[a : a + chunk]))
+        await ws.send(json.dumps({"type": "end"}))
+        return await collect(ws)
+
+
+def test_online_logmel_equals_offline_within_its_lookahead(speech_wav: Path) -> None:
+    wav = load_audio(speech_wav)
+    ex, fps = LogMelExtractor(n_mels=16, window=8), 25.0
+    offline = ex.extract(wav, SAMPLE_RATE, fps)
+    mel = log_mel(wav, SAMPLE_RATE, step_times(len(offline), fps) * SAMPLE_RATE, ex.n_fft, ex.n_mels)
+    mean, std = mel.mean(0), mel.std(0)
+    identity = {"mean": [0.0] * 16, "std": [1.0] * 16}
+    online = OnlineLogMel(ex, fps, identity, lambda m: ((m - mean) / (std + 1e-5)).astype(np.float32))
+    rng, got, received = np.random.default_rng(0), [], 0
+    while received < len(wav):
+        n = int(rng.integers(30, 3000))
+        block = online.push(wav[received : received + n])
+        received += min(n, len(wav) - received)
+        if len(block):  # every frame out needs at most the look-ahead, and none is held back longer
+            last = block.first + len(block) - 1
+            assert last / fps + online.lookahead_s <= received / SAMPLE_RATE + 1e-9
+            assert (last + 1) / fps + online.lookahead_s > (received - n) / SAMPLE_RATE
+        got.append(block.windows)
+    got.append(online.finish().windows)
+    assert np.array_equal(np.concatenate(got), offline)
+    assert online.lookahead_s == pytest.approx((4 + 0.5) / 50 + 256 / SAMPLE_RATE)
+
+
+def test_phonemes_run_block_by_block(speech_wav: Path) -> None:
+    wav = load_audio(speech_wav)
+    features = BlockFeatures(PhonemeExtractor(window=8), 25.0, {"mean": [0.0] * 40, "std": [1.0] * 40}, 8)
+    blocks = [features.push(wav[a : a + 800]) for a in range(0, len(wav), 800)] + [features.finish()]
+    windows = np.concatenate([b.windows for b in blocks if len(b)])
+    assert windows.shape == (round(len(wav) / SAMPLE_RATE * 25), 40, 8)
+    assert np.array_equal(windows.sum(axis=1), np.ones((len(windows), 8)))  # one phone per step
+    assert len(np.unique(windows.argmax(axis=1))) > 3  # speech is heard as several phones
+
+
+def test_unsupported_extractor_is_one_line_error() -> None:
+    with pytest.raises(UserError, match="trained with 'hubert', which is not supported online"):
+        FeatureFactory({"name": "hubert", "settings": {}}, {}, 25.0, np.zeros(100))
+
+
+def test_silence_gives_the_rest_mouth_and_blinks(model: LiveModel) -> None:
+    session = StreamSession(model, "static", seed=1)
+    quiet = session.push(np.zeros(round(30 * SAMPLE_RATE), np.float32)) + session.finish()
+    assert len(quiet) == 30 * FPS
+    assert all(np.array_equal(job.audio, model.rest_window) for job in quiet)  # still, closed mouth
+    eyes = np.array([job.eye for job in quiet])
+    assert eyes.min() < eyes.max()  # blinks go on
+    assert all(np.array_equal(job.c2w, quiet[0].c2w) for job in quiet)  # static camera
+    loud = StreamSession(model).push(0.3 * np.sin(np.arange(SAMPLE_RATE) * 0.3).astype(np.float32))
+    assert loud and not any(np.array_equal(job.audio, model.rest_window) for job in loud)
+
+
+def test_pcm_stream_gives_one_frame_per_frame_of_audio(
+    server: tuple[str, LiveState], speech_wav: Path
+) -> None:
+    wav = load_audio(speech_wav)
+    indices, images, done = asyncio.run(stream_pcm(server[0], wav))
+    expected = round(len(wav) / SAMPLE_RATE * FPS)
+    assert indices == list(range(expected)) and done["frames"] == expected
+    assert done["audio_seconds"] == pytest.approx(len(wav) / SAMPLE_RATE)
+    assert all(image.shape == (32, 32, 3) for image in images)
+    assert np.std([image.mean() for image in images]) > 0  # the orbiting camera moves the picture
+
+
+def test_file_upload_and_its_limits(server: tuple[str, LiveState], speech_wav: Path, tmp_path: Path) -> None:
+    async def run() -> tuple[list[str], int, dict]:
+        async with await open_ws(server[0]) as ws:
+            errors = []
+            for payload in (b"not an audio file at all", b"RIFF" + bytes(8) + b"WAVE" + bytes(2 * 2**20)):
+                await ws.send(json.dumps({"type": "start"}))
+                await ws.recv()
+                await ws.send(json.dumps({"type": "file"}))
+                await ws.send(payload)
+                errors.append(json.loads(await ws.recv())["message"])
+            await ws.send(json.dumps({"type": "start"}))
+            await ws.recv()
+            await ws.send(json.dumps({"type": "file"}))
+            await ws.send(speech_wav.read_bytes())
+            indices, _, done = await collect(ws)
+            return errors, len(indices), done
+
+    state = server[1]
+    limit = state.settings.max_upload_bytes
+    state.settings.max_upload_bytes = 2**20
+    try:
+        errors, frames, done = asyncio.run(run())
+    finally:
+        state.settings.max_upload_bytes = limit
+    assert "not a supported audio file" in errors[0]
+    assert f"the limit is {2**20} bytes" in errors[1]
+    assert frames == done["frames"] == round(len(load_audio(speech_wav)) / SAMPLE_RATE * FPS)
+
+
+def test_concurrent_streams_each_get_their_own_frames(
+    server: tuple[str, LiveState], speech_wav: Path
+) -> None:
+    wav = load_audio(speech_wav)
+    lengths = [len(wav), len(wav) // 2, len(wav) // 3]
+
+    async def run() -> list[tuple[list[int], list[np.ndarray], dict]]:
+        return await asyncio.gather(*(stream_pcm(server[0], wav[:n], chunk=640) for n in lengths))
+
+    for (indices, _, done), n in zip(asyncio.run(run()), lengths, strict=True):
+        assert indices == list(range(round(n / SAMPLE_RATE * FPS))) == list(range(done["frames"]))
+
+
+def test_failure_and_disconnect_free_the_stream(
+    model: LiveModel, monkeypatch: pytest.MonkeyPatch, speech_wav: Path
+) -> None:
+    state = make_state(model)
+    wav = load_audio(speech_wav)
+
+    def broken(jobs: list) -> np.ndarray:
+        raise RuntimeError("simulated out of memory")
+
+    async def failing_then_gone(address: str) -> str:
+        async with await open_ws(address) as ws:
+            await ws.send(json.dumps({"type": "start"}))
+            await ws.recv()
+            await ws.send(pcm16(wav))
+            reply = json.loads(await asyncio.wait_for(ws.recv(), timeout=30))
+            await ws.send(json.dumps({"type": "start"}))  # a new stream; then leave with audio queued
+            await ws.send(pcm16(wav))
+        return reply["message"]
+
+    with background_server(state) as address:
+        with monkeypatch.context() as patch:
+            patch.setattr(state.model, "render", broken)
+            message = asyncio.run(failing_then_gone(address))
+        assert "rendering failed (RuntimeError: simulated out of memory)" in message
+        for _ in range(100):
+            if not state.engine.handles and state.open_streams == 0:
+                break
+            asyncio.run(asyncio.sleep(0.05))
+        assert state.engine.handles == [] and state.open_streams == 0
+        indices, _, done = asyncio.run(stream_pcm(address, wav))  # the server goes on
+        assert len(indices) == done["frames"] > 0
+    state.engine.stop()
+
+
+def test_token_and_origin_are_checked(model: LiveModel) -> None:
+    import urllib.error
+    import urllib.request
+
+    state = make_state(model, token="s3cret")
+
+    async def refused(address: str, query: str = "", **kwargs: object) -> int:
+        try:
+            async with websockets.connect(f"ws://{address}/ws{query}", **kwargs) as ws:
+                await ws.recv()
+        except websockets.ConnectionClosed as err:
+            return err.rcvd.code if err.rcvd else -1
+        except websockets.InvalidStatus as err:
+            return err.response.status_code
+        return 0
+
+    with background_server(state) as address:
+        assert asyncio.run(refused(address)) in (403, 1008)
+        assert asyncio.run(refused(address, "?token=wrong")) in (403, 1008)
+        forged = {"origin": "http://evil.example"}
+        assert asyncio.run(refused(address, "?token=s3cret", additional_headers=forged)) in (403, 1008)
+
+        async def allowed() -> dict:
+            async with websockets.connect(f"ws://{address}/ws?token=s3cret") as ws:
+                return json.loads(await ws.recv())
+
+        assert asyncio.run(allowed())["type"] == "hello"
+        with pytest.raises(urllib.error.HTTPError, match="401"):
+            urllib.request.urlopen(f"http://{address}/api/info")
+        request = urllib.request.Request(
+            f"http://{address}/api/info", headers={"Authorization": "Bearer s3cret"}
+        )
+        assert json.loads(urllib.request.urlopen(request).read())["lookahead_ms"] == 173
+        assert b"egstalker live" in urllib.request.urlopen(f"http://{address}/").read()  # the page is public
+    state.engine.stop()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--host", "0.0.0.0"], "listening on '0.0.0.0' lets other machines in, so it needs a token"),
+        (["--port", "70000"], "--port must be in 0..65535"),
+        (["--max_batch", "0"], "--max_batch must be at least 1"),
+    ],
+)
+def test_serve_rejects_bad_arguments(
+    trained: tuple[Path, Path],  # noqa: F811
+    extra: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(serve.TOKEN_ENV, raising=False)
+    argv = ["--model_path", str(trained[0]), "--reference_path", str(trained[1]), *extra]
+    with pytest.raises(SystemExit) as exc:
+        run_cli(serve.main, argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
