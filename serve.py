@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         serve_forever(state, args.host, args.port, upload + 1024)
-    finally:
+    finally:  # Ctrl-C / SIGTERM: uvicorn has closed every connection; the render threads end here
         engine.stop()
-    print("server stopped", flush=True)
+        print("server stopped", flush=True)
     return 0

@@ -29,6 +29,7 @@ from utils.cli import UserError
 ONLINE_EXTRACTORS = ("logmel", "phonemes")
 PRIOR_SECONDS = 5.0  # weight of the reference clip's log-mel statistics in the running normalisation
 SILENT_DB = -120.0  # level reported for digital silence
+BLOCK_SECONDS = 0.5  # audio per extraction of a block-wise online extractor (phonemes)
 
 
 @dataclass
@@ -197,19 +198,16 @@ class OnlineLogMel:
 
 class BlockFeatures:
     """Any offline extractor run online block by block: frames [a,b) are extracted from the audio of frames
-    [a - context, b + lookahead] and the middle kept, so each frame sees a bounded look-ahead."""
+    [a - context, b + lookahead] and the middle kept, so each frame sees a bounded look-ahead. A block lasts
+    BLOCK_SECONDS: pocketsphinx builds its decoder on every call (about 0.4 s of CPU), so shorter blocks
+    would not keep up with real time."""
 
     def __init__(
-        self,
-        extractor: AudioFeatureExtractor,
-        fps: float,
-        norm: dict,
-        window: int,
-        block_frames: int = 5,
-        context_frames: int = 25,
+        self, extractor: AudioFeatureExtractor, fps: float, norm: dict, window: int, context_s: float = 1.0
     ) -> None:
         self.ex, self.fps, self.norm = extractor, fps, norm
-        self.block, self.context = block_frames, context_frames
+        block_frames = max(1, round(BLOCK_SECONDS * fps))
+        self.block, self.context = block_frames, round(context_s * fps)
         self.ahead = int(window_offsets(window)[-1]) // STEPS_PER_FRAME + 1  # frames of look-ahead
         self.samples_per_frame = SAMPLE_RATE / fps
         self.buffer, self.buffer_start = np.zeros(0, np.float32), 0

@@ -119,9 +119,14 @@ def test_online_logmel_equals_offline_within_its_lookahead(speech_wav: Path) -> 
 
 
 def test_phonemes_run_block_by_block(speech_wav: Path) -> None:
-    wav = load_audio(speech_wav)
+    wav = load_audio(speech_wav)[: round(1.2 * SAMPLE_RATE)]
     features = BlockFeatures(PhonemeExtractor(window=8), 25.0, {"mean": [0.0] * 40, "std": [1.0] * 40}, 8)
-    blocks = [features.push(wav[a : a + 800]) for a in range(0, len(wav), 800)] + [features.finish()]
+    blocks = []
+    for a in range(0, len(wav), 800):
+        blocks.append(features.push(wav[a : a + 800]))
+        if len(blocks[-1]):  # a block needs at most the look-ahead after its first frame
+            assert blocks[-1].first / 25 + features.lookahead_s <= min(a + 800, len(wav)) / SAMPLE_RATE + 1e-9
+    blocks.append(features.finish())
     windows = np.concatenate([b.windows for b in blocks if len(b)])
     assert windows.shape == (round(len(wav) / SAMPLE_RATE * 25), 40, 8)
     assert np.array_equal(windows.sum(axis=1), np.ones((len(windows), 8)))  # one phone per step

@@ -17,7 +17,7 @@ const g = canvas.getContext("2d");
 
 // What the page has seen; read by tests and shown in the status line.
 const stats = (window.liveStats = {
-  state: "connecting", frames: 0, samplesSent: 0, firstFrameMs: null, latencyMs: null, fps: 0,
+  state: "connecting", frames: 0, drawn: 0, samplesSent: 0, firstFrameMs: null, latencyMs: null, fps: 0,
   done: null, errors: [],
 });
 
@@ -131,7 +131,7 @@ function connect() {
 }
 
 function newStream(mode) {
-  stats.frames = 0;
+  stats.frames = stats.drawn = 0;
   stats.samplesSent = 0;
   stats.firstFrameMs = stats.latencyMs = null;
   stats.fps = 0;
@@ -280,7 +280,10 @@ function draw() {
       due = s.queue[s.queue.length - 1];
       s.queue.length = 0;
     }
-    if (due) createImageBitmap(due.blob).then((bitmap) => g.drawImage(bitmap, 0, 0, canvas.width, canvas.height));
+    if (due) {
+      stats.drawn += 1;
+      createImageBitmap(due.blob).then((bitmap) => g.drawImage(bitmap, 0, 0, canvas.width, canvas.height));
+    }
   }
   requestAnimationFrame(draw);
 }
