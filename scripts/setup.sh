@@ -50,4 +50,13 @@ if ! command -v espeak-ng >/dev/null 2>&1; then
     echo "[setup] note: espeak-ng not found (install it with your package manager for a spoken sample); using synthesised vowel speech"
   fi
 fi
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "[setup] installing chromium (the live page's browser test)"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
+      || echo "[setup] note: could not install chromium; the live page's browser test will be skipped"
+  else
+    echo "[setup] note: chromium not found (install it with your package manager); the live page's browser test will be skipped"
+  fi
+fi
 echo "[setup] environment ready: $(.venv/bin/python --version), device: $([ "$has_cuda" = 1 ] && echo CUDA || echo CPU)"
