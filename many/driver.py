@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 import ray
 
-from many.progress import Board, format_duration, stage_line
+from many.progress import Board, StageLines, format_duration
 from many.stages import ROOT, STOP_SECONDS, StageOptions, StageResult
 from many.subjects import STAGES, Subject, find_videos, is_finished, make_subjects, read_status, write_status
 from many.summary import markdown_table, subject_row, write_summary
@@ -102,6 +102,7 @@ class Scheduler:
         self.opts = cfg.stage_options()
         self.status = {s.name: read_status(s) for s in subjects}
         self.inflight: dict[Any, tuple[Subject, str, float]] = {}
+        self.lines = StageLines()
         cpus = ray.cluster_resources().get("CPU", 0)
         if cfg.cpus_per_task > cpus:
             raise UserError(f"--cpus_per_task {cfg.cpus_per_task} exceeds the {cpus:g} CPUs of the cluster")
@@ -144,7 +145,7 @@ class Scheduler:
     def _refresh(self) -> None:
         """Update the progress text of every running subject."""
         for subject, stage, started in self.inflight.values():
-            self.board.set(subject.name, stage_line(subject, stage, started, self.cfg.iterations), stage)
+            self.board.set(subject.name, self.lines.line(subject, stage, started, self.cfg.iterations), stage)
         self.board.show()
 
     def _stop(self, waiting: deque[Subject]) -> None:
@@ -157,8 +158,10 @@ class Scheduler:
         except KeyboardInterrupt:
             for ref in refs:
                 ray.cancel(ref, force=True)
-        for subject, _, _ in self.inflight.values():
-            self._set(subject, status="interrupted")
+        for subject, stage, started in self.inflight.values():
+            seconds = dict(self.status[subject.name].get("seconds", {}))
+            seconds[stage] = round(seconds.get(stage, 0.0) + time.monotonic() - started, 2)
+            self._set(subject, status="interrupted", seconds=seconds)
             self.board.set(subject.name, "interrupted; a rerun continues")
         for subject in waiting:
             self.board.set(subject.name, "not started")

@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections import deque
 from typing import TextIO
 
 from many.subjects import Subject
 
 TAIL_BYTES = 4096
+RATE_WINDOW = 120.0  # seconds of training progress the iterations per second are measured over
 
 
 def format_duration(seconds: float | None) -> str:
@@ -44,16 +46,35 @@ def training_progress(subject: Subject) -> tuple[int, float] | None:
     return None
 
 
-def stage_line(subject: Subject, stage: str, started: float, iterations: int) -> str:
-    """The progress text of a subject in `stage` since `started` (time.monotonic)."""
-    elapsed = format_duration(time.monotonic() - started)
-    if stage == "train":
-        progress = training_progress(subject)
-        if progress is not None:
-            step, rate = progress
-            eta = (iterations - step) / rate if rate > 0 else None
-            return f"train {step}/{iterations}, {rate:.1f} it/s, ETA {format_duration(eta)}"
-    return f"{stage}, {elapsed}"
+class StageLines:
+    """The progress text of running subjects; a training's rate is measured over the last RATE_WINDOW
+    seconds of the iterations its metrics.jsonl reached (validation and checkpoints included), so the ETA
+    does not jump with the momentary rate of one log line."""
+
+    def __init__(self) -> None:
+        self.samples: dict[str, deque[tuple[float, int]]] = {}
+
+    def _rate(self, name: str, step: int, logged_rate: float) -> float:
+        """Iterations per second of subject `name` at `step`, the logged rate until a window is seen."""
+        now = time.monotonic()
+        samples = self.samples.setdefault(name, deque())
+        if not samples or samples[-1][1] != step:
+            samples.append((now, step))
+        while len(samples) > 2 and now - samples[1][0] >= RATE_WINDOW:
+            samples.popleft()
+        (t0, s0), (t1, s1) = samples[0], samples[-1]
+        return (s1 - s0) / (t1 - t0) if s1 > s0 and t1 > t0 else logged_rate
+
+    def line(self, subject: Subject, stage: str, started: float, iterations: int) -> str:
+        """The progress text of `subject` in `stage` since `started` (time.monotonic)."""
+        progress = training_progress(subject) if stage == "train" else None
+        if progress is None:
+            self.samples.pop(subject.name, None)
+            return f"{stage}, {format_duration(time.monotonic() - started)}"
+        step, logged = progress
+        rate = self._rate(subject.name, step, logged)
+        eta = (iterations - step) / rate if rate > 0 else None
+        return f"train {step}/{iterations}, {rate:.1f} it/s, ETA {format_duration(eta)}"
 
 
 class Board:

@@ -94,16 +94,20 @@ def step_env() -> dict[str, str]:
     return env
 
 
-def _die_with_parent() -> None:
-    """In the child before exec (Linux): get SIGTERM when the Ray worker that started it dies."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+def _child_setup() -> None:
+    """In the child before exec: default Ctrl-C and SIGTERM handling (Ray workers ignore SIGINT, which a
+    child would inherit) and, on Linux, SIGTERM when the Ray worker that started it dies."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def stop(proc: subprocess.Popen) -> None:
-    """Send SIGINT (train.sh saves a checkpoint, the others remove their temporaries) and wait for the
-    process to end, killing it after STOP_SECONDS; further interrupts meanwhile are ignored."""
-    proc.send_signal(signal.SIGINT)
+    """Send SIGTERM (train.sh saves a checkpoint, the others remove their temporaries, as on Ctrl-C) and
+    wait for the process to end, killing it after STOP_SECONDS; further interrupts meanwhile are ignored."""
+    proc.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + STOP_SECONDS
     while proc.poll() is None and time.monotonic() < deadline:
         try:
@@ -124,9 +128,8 @@ def run_logged(cmd: list[str], log: Path) -> int:
     with open(log, "ab") as out:
         out.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n".encode())
         out.flush()
-        preexec = _die_with_parent if sys.platform == "linux" else None
         proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=step_env(), stdout=out, stderr=subprocess.STDOUT, preexec_fn=preexec
+            cmd, cwd=ROOT, env=step_env(), stdout=out, stderr=subprocess.STDOUT, preexec_fn=_child_setup
         )
         try:
             while True:
