@@ -60,12 +60,13 @@ class LiveModel:
         compile: bool = False,
         force: bool = False,
     ) -> None:
+        reference_path = Path(reference_path)
         loaded = load_avatar(model_path, iteration, device)
         loaded.avatar.eval()
         check_reference(loaded, reference_path, force)
         self.loaded, self.device = loaded, device
         self.fps = float(loaded.dataset_meta["fps"])
-        wav_path = Path(reference_path) / "aud.wav"
+        wav_path = reference_path / "aud.wav"
         if not wav_path.is_file():
             raise UserError(f"'{wav_path}' not found; pass the preprocessed dataset the model was trained on")
         self.reference_wav = load_audio(wav_path)
