@@ -117,6 +117,7 @@ def test_page_streams_a_file_in_sync(server: tuple[str, Served], browser: object
     status = page.inner_text("#status")
     assert status.startswith("done") and f"{expected} frames" in status and "error" not in status
     assert "look-ahead" in page.inner_text("#note")
+    page.close()
 
 
 def test_microphone_frames_follow_the_audio(server: tuple[str, Served], browser: object) -> None:
@@ -132,6 +133,7 @@ def test_microphone_frames_follow_the_audio(server: tuple[str, Served], browser:
     assert seconds > 1.0
     assert stats["frames"] == stats["done"]["frames"] == round(seconds * FPS)
     assert stats["latencyMs"] is not None and stats["errors"] == [] and errors == []
+    page.close()
 
 
 def test_ctrl_c_stops_the_server(server: tuple[str, Served]) -> None:
