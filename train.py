@@ -126,6 +126,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder of the LPIPS weights (default $EGSTALKER_CACHE/lpips); without them LPIPS is off",
     )
     opt.add_argument(
+        "--audio_augment",
+        type=float,
+        metavar="S",
+        help="speaker augmentation of log-mel features: mel axis stretched by up to S (e.g. 0.1) and gain "
+        f"within S*60 dB, in the audio-driven stage; 0 = off ({d.audio_augment})",
+    )
+    opt.add_argument(
+        "--lambda_lips",
+        type=float,
+        help="weight of the audio-to-lip-measure loss when the deformation's audio_code is 'lips' "
+        f"({d.lambda_lips})",
+    )
+    opt.add_argument(
         "--audio_noise",
         type=float,
         help=f"std of Gaussian noise added to the normalised audio features in training ({d.audio_noise})",

@@ -26,6 +26,7 @@ import numpy as np
 
 from data_utils import landmark_indices as li
 from data_utils.audio_features import PHONE_RATE, PHONES, SAMPLE_RATE, PhonemeExtractor, resample
+from data_utils.lips import LIP_MEASURES, lip_measures
 
 OPEN_VOWELS = ("AA", "AE", "AH", "AO", "AW", "AY", "EH", "OW")
 LABIALS = ("P", "B", "M", "F", "V", "W")
@@ -73,11 +74,7 @@ def lip_opening(lms: np.ndarray) -> np.ndarray:
     The outer lip midpoints move with the jaw and are tracked more steadily than the inner-lip gap, which
     MediaPipe often reports as closed for a slightly open mouth. NaN where the frame has no face.
     """
-    lms = np.asarray(lms, np.float64)
-    gap = np.linalg.norm(lms[:, li.UPPER_LIP_OUTER_MID] - lms[:, li.LOWER_LIP_OUTER_MID], axis=-1)
-    scale = np.linalg.norm(lms[:, li.RIGHT_EYE_CORNERS[0]] - lms[:, li.LEFT_EYE_CORNERS[0]], axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(scale > 0, gap / scale, np.nan)
+    return lip_measures(lms)[:, LIP_MEASURES.index("outer_opening")]
 
 
 def frame_phones(wav: np.ndarray, sr: int, fps: float, n_frames: int) -> np.ndarray:

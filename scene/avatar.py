@@ -48,12 +48,14 @@ class Avatar(nn.Module):
         p = g.params
         return Gaussians(p["means"], p["quats"], g.scales, g.opacities, g.colors)
 
-    def deltas(self, batch: FrameBatch, use_audio: bool = True, amp: bool = False) -> Deltas:
-        """Per-frame offsets [B,N,...] (float32) from the frames' audio, eye and camera conditions; `amp` runs
-        the network under bf16 autocast on CUDA."""
+    def deltas(self, batch: FrameBatch, tracked_lips: bool = False, amp: bool = False) -> Deltas:
+        """Per-frame offsets [B,N,...] (float32) from the frames' audio, eye and camera conditions (with
+        `tracked_lips`, the batch's tracked lip measures in place of the audio's prediction of them: training
+        of audio_code 'lips'); `amp` runs the network under bf16 autocast on CUDA."""
         means = self.gaussians.params["means"]
+        lips = batch.lips if tracked_lips else None
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp and means.is_cuda):
-            d = self.deform(means, batch.audio, batch.eye, batch.cam, use_audio)
+            d = self.deform(means, batch.audio, batch.eye, batch.cam, lips)
         return Deltas(*(t.float() for t in (d.d_xyz, d.d_rot, d.d_scale, d.d_opacity, d.d_color)))
 
     def apply_deltas(self, d: Deltas) -> Gaussians:
@@ -67,23 +69,19 @@ class Avatar(nn.Module):
             colors=torch.sigmoid(p["color_logits"] + d.d_color),
         )
 
-    def deformed(self, batch: FrameBatch, use_audio: bool = True, amp: bool = False) -> Gaussians:
-        """Per-frame deformed Gaussians [B,N,...] for the batch."""
-        return self.apply_deltas(self.deltas(batch, use_audio, amp))
-
     def render_with_deltas(
         self,
         batch: FrameBatch,
         stage: str = "fine",
         backend: str = "auto",
-        use_audio: bool = True,
+        tracked_lips: bool = False,
         amp: bool = False,
     ) -> tuple[RenderOutput, Deltas | None]:
         """Render the batch ("coarse": canonical, "fine": deformed) over its background; also the offsets."""
         if stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
         with record_function("avatar.deform"):
-            deltas = self.deltas(batch, use_audio, amp) if stage == "fine" else None
+            deltas = self.deltas(batch, tracked_lips, amp) if stage == "fine" else None
             g = self.canonical() if deltas is None else self.apply_deltas(deltas)
         with record_function("avatar.rasterize"):
             out = render(
@@ -102,8 +100,7 @@ class Avatar(nn.Module):
         batch: FrameBatch,
         stage: str = "fine",
         backend: str = "auto",
-        use_audio: bool = True,
         amp: bool = False,
     ) -> RenderOutput:
         """RenderOutput (image [B,H,W,3] over batch.background) of the batch in `stage` coarse|fine."""
-        return self.render_with_deltas(batch, stage, backend, use_audio, amp)[0]
+        return self.render_with_deltas(batch, stage, backend, amp=amp)[0]

@@ -16,6 +16,7 @@ from PIL import Image
 from torch import Tensor
 
 from data_utils.audio_io import SAMPLE_RATE, load_audio
+from data_utils.lips import lip_measures
 from evaluation.frames import load_ground_truth
 from utils.cli import UserError
 
@@ -38,6 +39,7 @@ class FrameBatch:
     head_mask: Tensor | None = None  # [B,H,W,1] float {0,1}
     mouth_mask: Tensor | None = None  # [B,H,W,1] float {0,1}
     face_rect: Tensor | None = None  # [B,4] x0,y0,x1,y1 in pixels of this resolution
+    lips: Tensor | None = None  # [B,3] standardised tracked lip measures (None without targets)
     index: Tensor | None = None  # [B] frame indices within the split
 
     @property
@@ -122,6 +124,7 @@ class TalkingHeadDataset:
         with `audio_norm` {"mean","std"} ([C] lists) or the training split's per-channel statistics. Without
         `targets` (rendering new audio) the frames and head masks are not loaded, only the backgrounds."""
         self.root = root = Path(root)
+        self.split = split
         if not root.is_dir():
             raise UserError(f"dataset '{root}' does not exist; run ./preprocess.sh on your video first")
         preprocess = read_json(root, "preprocess.json")
@@ -161,8 +164,10 @@ class TalkingHeadDataset:
         self.images, self.backgrounds, self.head_masks = self._load_images(
             [int(f["img_id"]) for f in frames], targets
         )
-        for attr in ("viewmats", "Ks", "cams", "eyes", "face_rects", "mouth_masks", "audio"):
-            setattr(self, attr, getattr(self, attr).to(self.device))
+        self.lips = self._load_lips(frames) if targets else None
+        for attr in ("viewmats", "Ks", "cams", "eyes", "face_rects", "mouth_masks", "audio", "lips"):
+            if getattr(self, attr) is not None:
+                setattr(self, attr, getattr(self, attr).to(self.device))
 
     def _load_audio(self, name: str, frames: list[dict], norm: dict | None) -> tuple[Tensor, dict]:
         """Per-frame audio windows [T,C,W] normalised per channel, and the {"mean","std"} used."""
@@ -184,6 +189,22 @@ class TalkingHeadDataset:
         ids = np.clip([int(f["aud_id"]) for f in frames], 0, len(feats) - 1)
         mean, std = np.asarray(norm["mean"])[:, None], np.asarray(norm["std"])[:, None]
         return torch.from_numpy(((feats[ids] - mean) / std).astype(np.float32)), norm
+
+    def _lip_measures(self, frames: list[dict]) -> np.ndarray:
+        """Lip measures [T,3] of the frames' tracked landmarks (ori_imgs/<img_id>.lms)."""
+        paths = [self.root / "ori_imgs" / f"{int(f['img_id'])}.lms" for f in frames]
+        for path in paths:
+            if not path.is_file():
+                raise _missing(self.root, f"ori_imgs/{path.name}")
+        return lip_measures(np.stack([np.loadtxt(path, ndmin=2)[:, :2] for path in paths]))
+
+    def _load_lips(self, frames: list[dict]) -> Tensor:
+        """The frames' lip measures [T,3], standardised by the training split's mean and std (0 where a
+        frame has no face)."""
+        train = self._lip_measures(read_transforms(self.root, "train")["frames"])
+        mean, std = np.nanmean(train, axis=0), np.maximum(np.nanstd(train, axis=0), 1e-3)
+        own = train if self.split == "train" else self._lip_measures(frames)
+        return torch.from_numpy(np.nan_to_num((own - mean) / std).astype(np.float32))
 
     def _load_images(self, ids: list[int], targets: bool) -> tuple[Tensor | None, Tensor, Tensor | None]:
         """uint8 frames [T,H,W,3], uint8 backgrounds (torso over bc) [T,H,W,3], bool head masks [T,H,W,1];
@@ -263,6 +284,7 @@ class TalkingHeadDataset:
             head_mask=None if self.head_masks is None else self.head_masks[idx].float(),
             mouth_mask=self.mouth_masks[idx].float(),
             face_rect=self.face_rects[idx],
+            lips=None if self.lips is None else self.lips[idx],
             index=idx,
         )
 

@@ -1,16 +1,34 @@
 """Deformation network: canonical Gaussians + per-frame conditions -> per-frame Gaussian offsets."""
 
 from dataclasses import asdict, dataclass, fields
+from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
+from data_utils import landmark_indices as li
+from data_utils.lips import LIP_MEASURES
 from scene.attention import SpatialAudioAttention
 from scene.audio_encoder import AudioEncoder
 from scene.kan import KANHeads
 from scene.triplane import TriPlane
 
 DELTA_DIMS = {"xyz": 3, "rot": 4, "scale": 3, "opacity": 1, "color": 3}
+AUDIO_SCOPES = ("everywhere", "mouth")
+AUDIO_CODES = ("free", "lips")
+TOKENS = ("audio", "eye", "camera", "null")
+MIN_REGION_WEIGHT = 1e-4
+MOUTH_REGION_SCALE = 1.2  # radius of the mouth region over the mouth width: lips, jaw and chin
+
+
+def mouth_region(shape: np.ndarray) -> dict[str, object]:
+    """DeformConfig fields of the mouth region of tracked 3D landmarks `shape` [478,3] (the canonical space):
+    the centre of the outer lips and MOUTH_REGION_SCALE times the mouth-corner distance."""
+    shape = np.asarray(shape, np.float64)
+    width = float(np.linalg.norm(shape[li.MOUTH_CORNERS[0]] - shape[li.MOUTH_CORNERS[1]]))
+    centre = shape[li.LIPS_OUTER].mean(axis=0)
+    return {"mouth_centre": tuple(float(v) for v in centre), "mouth_radius": MOUTH_REGION_SCALE * width}
 
 
 @dataclass
@@ -29,11 +47,24 @@ class DeformConfig:
     audio_window: int = 16
     camera_dim: int = 12
     use_camera: bool = True
+    audio_scope: str = "everywhere"
+    audio_code: str = "free"
+    mouth_centre: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    mouth_radius: float = 0.0
     scale_xyz: float = 0.1
     scale_rot: float = 0.1
     scale_scale: float = 0.1
     scale_opacity: float = 0.1
     scale_color: float = 0.1
+
+    def __post_init__(self) -> None:
+        """Check the choices; ValueError names a bad one."""
+        if self.audio_scope not in AUDIO_SCOPES:
+            raise ValueError(f"audio_scope must be one of {AUDIO_SCOPES}, got {self.audio_scope!r}")
+        if self.audio_code not in AUDIO_CODES:
+            raise ValueError(f"audio_code must be one of {AUDIO_CODES}, got {self.audio_code!r}")
+        if self.audio_scope == "mouth" and self.mouth_radius <= 0:
+            raise ValueError("audio_scope 'mouth' needs a positive mouth_radius")
 
     def to_dict(self) -> dict:
         """Return a JSON-serialisable dict of all fields."""
@@ -60,13 +91,20 @@ class Deltas:
     d_color: Tensor  # [B,N,3]
 
 
+class Spatial(NamedTuple):
+    """What the network needs of the canonical positions (cacheable while they do not change)."""
+
+    feat: Tensor  # [N,D] tri-plane features
+    token_bias: Tensor | None  # [N,K] added to the attention logits of the TOKENS (None: no bias)
+
+
 def _token_mlp(in_dim: int, dim: int) -> nn.Sequential:
     """Small MLP mapping [..., in_dim] -> [..., dim]."""
     return nn.Sequential(nn.Linear(in_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
 
 
 class DeformationNetwork(nn.Module):
-    """Tri-plane spatial features + condition tokens (audio, eye, camera, null) -> ESAA -> KAN delta heads."""
+    """Tri-plane spatial features + condition tokens (TOKENS) -> ESAA -> KAN delta heads."""
 
     def __init__(self, cfg: DeformConfig, bounds: Tensor) -> None:
         """Build the network for scene `bounds` [2,3]; untrained it outputs zero deltas."""
@@ -80,6 +118,9 @@ class DeformationNetwork(nn.Module):
             nn.LayerNorm(self.triplane.out_dim), _token_mlp(self.triplane.out_dim, dim)
         )
         self.audio_encoder = AudioEncoder(cfg.audio_channels, cfg.audio_window, dim, cfg.heads)
+        if cfg.audio_code == "lips":
+            self.lip_head = nn.Linear(dim, len(LIP_MEASURES))
+            self.lip_mlp = _token_mlp(len(LIP_MEASURES), dim)
         self.eye_mlp = _token_mlp(1, dim)
         self.cam_mlp = _token_mlp(cfg.camera_dim, dim)
         self.null_token = nn.Parameter(torch.randn(dim) * 0.02)
@@ -89,35 +130,54 @@ class DeformationNetwork(nn.Module):
         )
         self.out_scales = {name: float(getattr(cfg, f"scale_{name}")) for name in DELTA_DIMS}
 
-    def spatial_features(self, xyz: Tensor) -> Tensor:
-        """Per-Gaussian spatial features of canonical positions [N,3] -> [N,token_dim] (cacheable)."""
-        return self.spatial_proj(self.triplane(xyz))
+    def mouth_weight(self, xyz: Tensor) -> Tensor:
+        """Mouth-region membership exp(-(|x - mouth_centre| / mouth_radius)^4) of xyz [N,3] -> [N]."""
+        centre = xyz.new_tensor(self.cfg.mouth_centre)
+        return torch.exp(-(((xyz - centre).norm(dim=-1) / self.cfg.mouth_radius) ** 4))
 
-    def condition_tokens(self, audio: Tensor, eye: Tensor, cam: Tensor, use_audio: bool = True) -> Tensor:
-        """Tokens (audio or null, eye, camera, null) from audio [B,C,W], eye [B,1], cam [B,12] -> [B,4,D]."""
-        batch = eye.shape[0]
-        null = self.null_token.expand(batch, -1)
-        audio_token = self.audio_encoder(audio) if use_audio else null
+    def spatial_features(self, xyz: Tensor) -> Spatial:
+        """Per-Gaussian features of canonical positions xyz [N,3]: tri-plane features [N,D] and, with
+        audio_scope 'mouth', the attention bias [N,K] that fades the audio token out away from the mouth."""
+        feat = self.spatial_proj(self.triplane(xyz))
+        if self.cfg.audio_scope == "everywhere":
+            return Spatial(feat, None)
+        bias = torch.zeros(xyz.shape[0], len(TOKENS), device=xyz.device, dtype=feat.dtype)
+        bias[:, TOKENS.index("audio")] = torch.log(self.mouth_weight(xyz.detach()) + MIN_REGION_WEIGHT)
+        return Spatial(feat, bias)
+
+    def predict_lips(self, audio: Tensor) -> Tensor:
+        """Standardised lip measures (LIP_MEASURES) predicted from audio features [B,C,W] -> [B,3]
+        (audio_code 'lips' only)."""
+        return self.lip_head(self.audio_encoder(audio))
+
+    def audio_token(self, audio: Tensor, lips: Tensor | None = None) -> Tensor:
+        """The audio token [B,D]: the encoded audio [B,C,W] (audio_code 'free'), or, with 'lips', a code of
+        the lip measures: `lips` [B,3] when given (tracked ones, in training), else predicted from audio."""
+        if self.cfg.audio_code == "free":
+            return self.audio_encoder(audio)
+        return self.lip_mlp(self.predict_lips(audio) if lips is None else lips)
+
+    def condition_tokens(self, audio: Tensor, eye: Tensor, cam: Tensor, lips: Tensor | None = None) -> Tensor:
+        """Tokens (audio, eye, camera or null, null) from audio [B,C,W], eye [B,1], cam [B,12] -> [B,4,D]."""
+        null = self.null_token.expand(eye.shape[0], -1)
         cam_token = self.cam_mlp(cam) if self.cfg.use_camera else null
-        return torch.stack([audio_token, self.eye_mlp(eye), cam_token, null], dim=1)
+        return torch.stack([self.audio_token(audio, lips), self.eye_mlp(eye), cam_token, null], dim=1)
 
     def forward_with_features(
-        self, feat: Tensor, audio: Tensor, eye: Tensor, cam: Tensor, use_audio: bool = True
+        self, spatial: Spatial, audio: Tensor, eye: Tensor, cam: Tensor, lips: Tensor | None = None
     ) -> Deltas:
-        """Deltas for spatial features feat [N,D] under conditions of batch B -> Deltas of [B,N,*]."""
-        tokens = self.condition_tokens(audio, eye, cam, use_audio)
-        h, _ = self.attention(feat, tokens)
+        """Deltas for spatial features (spatial_features) under conditions of batch B -> Deltas of [B,N,*]."""
+        tokens = self.condition_tokens(audio, eye, cam, lips)
+        h = self.attention(spatial.feat, tokens, spatial.token_bias)
         out = {name: delta * self.out_scales[name] for name, delta in self.heads(h).items()}
         return Deltas(out["xyz"], out["rot"], out["scale"], out["opacity"], out["color"])
 
-    def forward(self, xyz: Tensor, audio: Tensor, eye: Tensor, cam: Tensor, use_audio: bool = True) -> Deltas:
-        """Deltas for positions xyz [N,3], audio [B,C,W], eye [B,1], cam [B,12] -> Deltas of [B,N,*]."""
-        return self.forward_with_features(self.spatial_features(xyz), audio, eye, cam, use_audio)
-
-    def attention_weights(self, xyz: Tensor, audio: Tensor, eye: Tensor, cam: Tensor) -> Tensor:
-        """Head-averaged ESAA weights over (audio, eye, camera, null) tokens -> [B,N,4] (visualisation)."""
-        tokens = self.condition_tokens(audio, eye, cam)
-        return self.attention(self.spatial_features(xyz), tokens, return_weights=True)[1]
+    def forward(
+        self, xyz: Tensor, audio: Tensor, eye: Tensor, cam: Tensor, lips: Tensor | None = None
+    ) -> Deltas:
+        """Deltas for positions xyz [N,3], audio [B,C,W], eye [B,1], cam [B,12] (lips [B,3] to drive the
+        mouth by tracked lip measures instead of the audio's prediction) -> Deltas of [B,N,*]."""
+        return self.forward_with_features(self.spatial_features(xyz), audio, eye, cam, lips)
 
     def regularization(self) -> Tensor:
         """Scalar regulariser to add to the loss: tri-plane total variation."""

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from gaussian_renderer import render
 from scene.avatar import Avatar
 from scene.dataset import FrameBatch
-from scene.deformation import Deltas
+from scene.deformation import Deltas, Spatial
 from utils.video_out import VideoWriter
 
 
@@ -42,16 +42,16 @@ class InferenceRenderer:
         self.batch_size: int | None = None
         self.features = self.spatial_features() if cache else None
 
-    def spatial_features(self) -> Tensor:
-        """Return the tri-plane features [N,D] of the canonical Gaussians."""
+    def spatial_features(self) -> Spatial:
+        """Return the spatial features (tri-plane [N,D], attention bias) of the canonical Gaussians."""
         with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
             return self.avatar.deform.spatial_features(self.avatar.gaussians.params["means"])
 
     def deltas(self, batch: FrameBatch) -> Deltas:
         """Return the per-frame offsets [B,N,...] (float32) for the batch's audio, eye and camera."""
-        feat = self.features if self.features is not None else self.spatial_features()
+        spatial = self.features if self.features is not None else self.spatial_features()
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
-            d = self.forward(feat, batch.audio, batch.eye, batch.cam)
+            d = self.forward(spatial, batch.audio, batch.eye, batch.cam)
         return Deltas(*(t.float() for t in (d.d_xyz, d.d_rot, d.d_scale, d.d_opacity, d.d_color)))
 
     def __call__(self, batch: FrameBatch) -> Tensor:

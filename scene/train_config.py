@@ -44,6 +44,8 @@ class TrainConfig:
     lambda_lpips: float = 1e-2
     lpips_dir: str | None = None
     audio_noise: float = 0.0
+    audio_augment: float = 0.0
+    lambda_lips: float = 1.0
     refine_start: int = 500
     refine_stop: int | None = None
     refine_every: int = 100

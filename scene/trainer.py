@@ -20,6 +20,7 @@ from torch.profiler import record_function
 from tqdm import tqdm
 
 from evaluation.frames import mean_scores, score_frames
+from scene.audio_augment import perturb_speaker
 from scene.avatar import Avatar
 from scene.checkpoint import (
     avatar_from_checkpoint,
@@ -29,7 +30,7 @@ from scene.checkpoint import (
     save_checkpoint,
 )
 from scene.dataset import FrameBatch, TalkingHeadDataset
-from scene.deformation import DeformConfig, Deltas
+from scene.deformation import DeformConfig, Deltas, mouth_region
 from scene.densify import DensifyStrategy
 from scene.fingerprint import dataset_fingerprint
 from scene.gaussians import PARAM_NAMES, init_from_track
@@ -120,8 +121,20 @@ def evaluate(
         gts.append(batch.image)
         rects.append(batch.face_rect)
     pred, gt, rect = torch.cat(renders), torch.cat(gts), torch.cat(rects)
-    means = mean_scores(score_frames(pred, gt, rect))
-    return {VAL_KEYS[k]: v for k, v in means.items()}, pred, gt
+    metrics = {VAL_KEYS[k]: v for k, v in mean_scores(score_frames(pred, gt, rect)).items()}
+    if avatar.deform_cfg.audio_code == "lips" and stage == "fine":
+        metrics["val_lip_corr"] = lip_prediction_corr(avatar, dataset)
+    return metrics, pred, gt
+
+
+@torch.no_grad()
+def lip_prediction_corr(avatar: Avatar, dataset: TalkingHeadDataset) -> float:
+    """Pearson correlation, over every frame of `dataset`, of the outer-lip opening the audio predicts
+    with the tracked one (audio_code 'lips'; NaN when either is constant)."""
+    predicted = torch.cat([avatar.deform.predict_lips(a) for a in dataset.audio.split(64)])[:, 0].double()
+    tracked = dataset.lips[:, 0].double()
+    p, t = predicted - predicted.mean(), tracked - tracked.mean()
+    return float((p * t).sum() / (p.norm() * t.norm()))
 
 
 def write_preview(path: Path, renders: Tensor, gts: Tensor) -> None:
@@ -198,11 +211,21 @@ class Trainer:
             if self.cfg.audio_noise > 0 and stage == "fine":
                 noise = torch.randn(batch.audio.shape, generator=self.generator, device=batch.audio.device)
                 batch.audio = batch.audio + self.cfg.audio_noise * noise
+            if self.cfg.audio_augment > 0 and stage == "fine":
+                batch.audio = perturb_speaker(
+                    batch.audio, self.train_set.audio_norm, self.cfg.audio_augment, self.generator
+                )
             if self.pose is not None:
                 batch.viewmat = self.pose(batch.viewmat, batch.index)
-        out, deltas = self.avatar.render_with_deltas(batch, stage, self.cfg.backend, amp=self.cfg.bf16)
+        lip_code = self.avatar.deform_cfg.audio_code == "lips" and stage == "fine"
+        out, deltas = self.avatar.render_with_deltas(
+            batch, stage, self.cfg.backend, tracked_lips=lip_code, amp=self.cfg.bf16
+        )
         with record_function("train.loss"):
             loss = compute_loss(out.image, batch, deltas, self.avatar, self.cfg, self.perceptual)
+            if lip_code:
+                predicted = self.avatar.deform.predict_lips(batch.audio)
+                loss = loss + self.cfg.lambda_lips * (predicted - batch.lips).square().mean()
         with record_function("train.backward"):
             self.strategy.step_pre_backward(out)
             loss.backward()
@@ -286,7 +309,14 @@ def _new_avatar(cfg: TrainConfig, train_set: TalkingHeadDataset, device: torch.d
     bounds = gaussians.bounds()
     pad = 0.1 * (bounds[1] - bounds[0])
     channels, window = train_set.audio_shape
-    deform_cfg = DeformConfig.from_dict({**cfg.deform, "audio_channels": channels, "audio_window": window})
+    deform_cfg = DeformConfig.from_dict(
+        {
+            **mouth_region(torch.as_tensor(track["shape"]).numpy()),
+            **cfg.deform,
+            "audio_channels": channels,
+            "audio_window": window,
+        }
+    )
     return Avatar(gaussians, deform_cfg, torch.stack([bounds[0] - pad, bounds[1] + pad])).to(device)
 
 
@@ -302,6 +332,12 @@ def _perceptual_loss(cfg: TrainConfig, device: torch.device) -> tuple[LPIPS | No
     return LPIPS.load(folder).to(device), str(folder)
 
 
+def _extractor_name(cfg: TrainConfig) -> str:
+    """The audio extractor of the dataset (preprocess.json), logmel when it names none."""
+    preprocess = json.loads((Path(cfg.source_path) / "preprocess.json").read_text())
+    return preprocess.get("audio_extractor", {}).get("name", "logmel")
+
+
 def setup(cfg: TrainConfig, given: dict[str, Any], resume: bool, device: torch.device) -> Trainer:
     """Build a Trainer: fresh from the dataset, or from the latest checkpoint with its saved settings."""
     checkpoint = None
@@ -313,6 +349,11 @@ def setup(cfg: TrainConfig, given: dict[str, Any], resume: bool, device: torch.d
             print(f"note: --resume keeps the saved settings; ignoring {', '.join(ignored)}", file=sys.stderr)
         control = {"stop_at": None, **{k: v for k, v in given.items() if k in RUN_CONTROL}}
         cfg = dataclasses.replace(saved, model_path=cfg.model_path, source_path=cfg.source_path, **control)
+    if cfg.audio_augment > 0 and _extractor_name(cfg) != "logmel":
+        raise UserError(
+            f"--audio_augment perturbs log-mel features; the dataset's audio features are "
+            f"'{_extractor_name(cfg)}': leave --audio_augment out"
+        )
     torch.manual_seed(cfg.seed)
     if device.type == "cuda":
         torch.set_float32_matmul_precision("high" if cfg.tf32 else "highest")

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from data_utils import landmark_indices as li
+
 RADII = np.array(
     [0.75, 0.95, 0.8]
 )  # head ellipsoid semi-axes in head space (x right, y down, z away from camera)
@@ -122,6 +124,7 @@ def make_dataset(root: Path, frames: int = 40, size: int = 64, fps: int = 8, see
         _save_rgb(root / "parsing" / f"{i}.png", parsing)
         _save_rgb(root / "torso_imgs" / f"{i}.png", torso_rgba)
         lms = _project(shape, rot, trans, focal, size)
+        lms[[li.LOWER_LIP_OUTER_MID, li.LOWER_LIP_INNER_MID], 1] += 0.08 * size * mouth[i]  # the jaw opens
         np.savetxt(root / "ori_imgs" / f"{i}.lms", lms, "%f")
         mc = _project(mouth_pt, rot, trans, focal, size)[0]
         half = 0.3 * focal / CAM_DIST

@@ -17,9 +17,8 @@ BOUNDS = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
 
 def make_net(**overrides: object) -> DeformationNetwork:
     """Small network for tests."""
-    cfg = DeformConfig(triplane_resolutions=(8, 16), triplane_channels=8, audio_channels=C, audio_window=W)
-    for k, v in overrides.items():
-        setattr(cfg, k, v)
+    small = {"triplane_resolutions": (8, 16), "triplane_channels": 8}
+    cfg = DeformConfig(audio_channels=C, audio_window=W, **{**small, **overrides})
     torch.manual_seed(0)
     return DeformationNetwork(cfg, BOUNDS)
 
@@ -58,11 +57,47 @@ def test_shapes_and_zero_init(batch: int) -> None:
         assert torch.count_nonzero(t) == 0
 
 
-def test_attention_weights_for_visualisation() -> None:
-    net = make_net()
-    w = net.attention_weights(torch.rand(50, 3) * 2 - 1, *conditions(2))
-    assert w.shape == (2, 50, 4)
-    torch.testing.assert_close(w.sum(-1), torch.ones(2, 50))
+def test_mouth_scope_confines_audio_to_the_mouth_region() -> None:
+    net = make_net(audio_scope="mouth", mouth_centre=(0.0, 0.5, 0.0), mouth_radius=0.3)
+    perturb_heads(net)
+    near = torch.tensor([[0.0, 0.5, 0.0], [0.1, 0.45, 0.05]])
+    far = torch.tensor([[0.0, -0.6, 0.0], [0.7, 0.0, 0.3]])
+    xyz = torch.cat([near, far])
+    audio, eye, cam = conditions(2)
+    a, b = net(xyz, audio, eye, cam), net(xyz, audio * 5 + 3, eye, cam)
+    change = (a.d_xyz - b.d_xyz).abs().amax(dim=(0, 2))  # [N]
+    assert change[2:].max() < 1e-3 * change[:2].min()
+    weight = net.mouth_weight(xyz)
+    assert weight[0] == 1 and weight[2:].max() < 1e-6
+    everywhere = make_net()
+    perturb_heads(everywhere)
+    spread = (everywhere(xyz, audio, eye, cam).d_xyz - everywhere(xyz, audio * 5 + 3, eye, cam).d_xyz).abs()
+    assert spread.amax(dim=(0, 2))[2:].min() > 1e-4
+
+
+def test_lip_code_is_driven_by_given_lips_or_their_prediction_from_audio() -> None:
+    net = make_net(audio_code="lips")
+    perturb_heads(net)
+    xyz = torch.rand(100, 3) * 2 - 1
+    audio, eye, cam = conditions(2)
+    lips = torch.randn(2, 3)
+    assert net.predict_lips(audio).shape == (2, 3)
+    given = net(xyz, audio, eye, cam, lips)
+    other_audio = net(xyz, audio * 5 + 3, eye, cam, lips)
+    for x, y in zip(all_deltas(given), all_deltas(other_audio), strict=True):
+        assert torch.equal(x, y)  # tracked lips replace the audio entirely
+    predicted = net(xyz, audio, eye, cam, net.predict_lips(audio))
+    torch.testing.assert_close(net(xyz, audio, eye, cam).d_xyz, predicted.d_xyz)
+    assert not torch.allclose(given.d_xyz, predicted.d_xyz)
+
+
+def test_config_rejects_unknown_choices_and_a_mouth_scope_without_region() -> None:
+    with pytest.raises(ValueError, match="audio_scope"):
+        DeformConfig(audio_scope="face")
+    with pytest.raises(ValueError, match="audio_code"):
+        DeformConfig(audio_code="words")
+    with pytest.raises(ValueError, match="mouth_radius"):
+        DeformConfig(audio_scope="mouth")
 
 
 def test_cached_features_match_forward() -> None:
@@ -92,19 +127,6 @@ def test_gradients_reach_all_parts_after_one_step() -> None:
     assert net.heads.first.spline.weight.grad.abs().sum() > 0
     for head in net.heads.rest.values():
         assert head.layers[-1].spline.weight.grad.abs().sum() > 0
-
-
-def test_use_audio_false_ignores_audio() -> None:
-    net = make_net()
-    perturb_heads(net)
-    xyz = torch.rand(100, 3) * 2 - 1
-    audio, eye, cam = conditions(2)
-    a = net(xyz, audio, eye, cam, use_audio=False)
-    b = net(xyz, audio * 5 + 3, eye, cam, use_audio=False)
-    c = net(xyz, audio * 5 + 3, eye, cam, use_audio=True)
-    for x, y in zip(all_deltas(a), all_deltas(b), strict=True):
-        assert torch.equal(x, y)
-    assert not torch.allclose(a.d_xyz, c.d_xyz)
 
 
 def test_learns_audio_dependent_offset() -> None:
@@ -173,6 +195,12 @@ def test_building_blocks() -> None:
     with pytest.raises(ValueError):
         enc(torch.randn(2, 4, 1))
     attn = SpatialAudioAttention(16, heads=4)
-    out, w = attn(torch.randn(10, 16), torch.randn(2, 4, 16), return_weights=True)
-    assert out.shape == (2, 10, 16) and w.shape == (2, 10, 4)
-    torch.testing.assert_close(w.sum(-1), torch.ones(2, 10))
+    feat, tokens = torch.randn(10, 16), torch.randn(2, 4, 16)
+    assert attn(feat, tokens).shape == (2, 10, 16)
+    # A very negative bias on a token removes it: the same as attending to the other tokens only.
+    bias = torch.zeros(10, 4)
+    bias[:, 0] = -1e4
+    moved = tokens.clone()
+    moved[:, 0] = torch.randn(2, 16)
+    torch.testing.assert_close(attn(feat, tokens, bias), attn(feat, moved, bias))
+    assert not torch.allclose(attn(feat, tokens), attn(feat, moved))

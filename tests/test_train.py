@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from gaussian_renderer import RenderOutput
 from scene import train_config, trainer
 from scene.checkpoint import latest_checkpoint, load_avatar, load_checkpoint
 from scene.dataset import TalkingHeadDataset
+from scene.deformation import DeformationNetwork
 from scene.densify import DensifyStrategy
 from scene.gaussians import PARAM_NAMES, GaussianParams
 from tests.dataset_factory import make_dataset
@@ -107,6 +109,35 @@ def test_load_avatar_needs_no_flags_and_renders_the_same(trained: Path, data_roo
     cfg = train_config.TrainConfig.from_saved(loaded.config["train"])
     metrics, _, _ = trainer.evaluate(loaded.avatar, val, "fine", cfg)
     assert metrics["val_psnr"] == pytest.approx(_records(trained)[-1]["val_psnr"], abs=1e-3)
+
+
+def test_lip_code_trains_audio_to_predict_the_tracked_lips(data_root: Path, tmp_path: Path) -> None:
+    train_set = TalkingHeadDataset(data_root, "train")
+    assert train_set.lips[:, 0].std() > 0.5  # standardised, and the factory's jaw moves
+    deform = {**json.loads(SMALL_NET), "audio_scope": "mouth", "audio_code": "lips"}
+    argv = _args(data_root, tmp_path / "lips", "--iterations", "80", "--coarse_iterations", "10")
+    argv[argv.index(SMALL_NET)] = json.dumps(deform)
+    assert train.main([*argv, "--eval_every", "40", "--batch_size", "4", "--lr_final_ratio", "1"]) == 0
+    val = [r for r in _records(tmp_path / "lips") if "val_lip_corr" in r]
+    assert [r["iteration"] for r in val] == [40, 80]  # measured in the audio-driven stage only
+    loaded = load_avatar(tmp_path / "lips")
+    cfg = loaded.avatar.deform_cfg
+    assert (cfg.audio_scope, cfg.audio_code) == ("mouth", "lips") and cfg.mouth_radius > 0
+    untrained = DeformationNetwork(cfg, loaded.avatar.bounds)
+    with torch.no_grad():
+        errors = [(net.predict_lips(train_set.audio) - train_set.lips).square().mean() for net in
+                  (untrained, loaded.avatar.deform)]  # fmt: skip
+    assert errors[1] < 0.75 * errors[0]
+
+
+def test_audio_augment_needs_log_mel_features(data_root: Path, tmp_path: Path) -> None:
+    phones = tmp_path / "phones"
+    shutil.copytree(data_root, phones)
+    report = json.loads((phones / "preprocess.json").read_text())
+    report["audio_extractor"] = {"name": "phonemes", "settings": {}}
+    (phones / "preprocess.json").write_text(json.dumps(report))
+    with pytest.raises(UserError, match="--audio_augment perturbs log-mel"):
+        train.main([*_args(phones, tmp_path / "out", "--iterations", "2"), "--audio_augment", "0.1"])
 
 
 def test_saved_config_of_an_older_version_loads() -> None:
