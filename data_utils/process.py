@@ -21,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 from data_utils import landmark_indices as li
+from data_utils import schema
 from data_utils.audio_features import AudioFeatureExtractor, available_extractors, get_extractor
 from data_utils.audio_io import SAMPLE_RATE, load_audio, write_wav
 from data_utils.background import estimate_background, sample_indices
@@ -53,7 +54,7 @@ PASS1_MAX_SIDE = 640
 MAX_MISSING_SHARE = 0.10
 JPEG_QUALITY = 95
 PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
-MOUTH_PAD = 0.15  # mouth_rect margin, fraction of the mouth width on each side
+MOUTH_PAD = schema.MOUTH_RECT_PAD  # mouth_rect margin, fraction of the mouth width on each side
 MIN_DECODED_SHARE = 0.8  # fewer decoded frames than this share of the header's length: truncated
 MAX_ROLL_DEG = 40.0  # a face rolled further than this is refused (masks and poses assume it upright)
 AUDIO_SUFFIXES = (".wav", ".mp3", ".m4a", ".aac", ".flac", ".ogg", ".opus", ".wma")
@@ -343,7 +344,7 @@ def run_pass2(args: argparse.Namespace, p1: Pass1, out: Path, timings: Timings) 
     torso images from the segmenter's person masks grown by the background plate."""
     size, t = args.size, len(p1.lms)
     expected = to_crop_coords(p1.lms, p1.crop, size)
-    for sub in ("ori_imgs", "gt_imgs", "parsing", "torso_imgs"):
+    for sub in schema.IMAGE_DIRS:
         (out / sub).mkdir()
     bg_keep = set(sample_indices(t).tolist())
     bg_frames, bg_masks = [], []
@@ -474,8 +475,8 @@ def write_transforms(
         "fps": fps,
         "camera_convention": "opencv",
     }
-    atomic_write_json(out / "transforms_train.json", {**head, "frames": frames[: t - n_val]})
-    atomic_write_json(out / "transforms_val.json", {**head, "frames": frames[t - n_val :]})
+    atomic_write_json(out / schema.transforms_name("train"), {**head, "frames": frames[: t - n_val]})
+    atomic_write_json(out / schema.transforms_name("val"), {**head, "frames": frames[t - n_val :]})
     return n_val
 
 
@@ -501,9 +502,9 @@ def run_audio(
 ) -> tuple[dict, float]:
     """Write aud.wav (16 kHz mono) and aud_<extractor>.npy [T,C,W]; return (extractor record, audio s)."""
     wav = load_audio(args.audio if args.audio is not None else args.video, SAMPLE_RATE)
-    write_wav(out / "aud.wav", wav, SAMPLE_RATE)
+    write_wav(out / schema.AUDIO_WAV, wav, SAMPLE_RATE)
     feats = np.asarray(extractor.extract(wav, SAMPLE_RATE, args.fps, num_frames), np.float32)
-    np.save(out / f"aud_{extractor.name}.npy", feats)
+    np.save(out / schema.features_name(extractor.name), feats)
     record = {"name": extractor.name, "settings": extractor.settings(), "shape": list(feats.shape)}
     return record, len(wav) / SAMPLE_RATE
 
@@ -540,7 +541,7 @@ def build(args: argparse.Namespace, info: VideoInfo, tools: Tools, out: Path) ->
     with timings.stage("track"):
         result = tools.tracker.fit(lms[..., :2], lms[..., 2], args.size, args.fps, progress=True)
         track = result.to_dict()
-        torch.save(track, out / "track_params.pt")
+        torch.save(track, out / schema.TRACK_PARAMS)
     with timings.stage("transforms"):
         eye = np.nan_to_num(eye_openness(lms[..., :2]), nan=1.0)
         n_val = write_transforms(out, args, lms[..., :2], track, eye)
@@ -591,7 +592,7 @@ def build(args: argparse.Namespace, info: VideoInfo, tools: Tools, out: Path) ->
         "timings": timings.as_dict(t),
         "quality": quality,
     }
-    atomic_write_json(out / "preprocess.json", record)
+    atomic_write_json(out / schema.PREPROCESS_JSON, record)
     return record
 
 

@@ -17,11 +17,23 @@ from torch import Tensor
 
 from data_utils.audio_io import SAMPLE_RATE, load_audio
 from data_utils.lips import lip_measures
+from data_utils.schema import (
+    AUDIO_WAV,
+    BACKGROUND,
+    FRAME_KEYS,
+    GT_IMGS,
+    MOUTH_MASK_GROW,
+    ORI_IMGS,
+    PARSING,
+    PREPROCESS_JSON,
+    TORSO_IMGS,
+    TRANSFORM_KEYS,
+    features_name,
+    transforms_name,
+)
 from evaluation.frames import load_ground_truth
 from utils.cli import UserError
 
-FRAME_KEYS = ("img_id", "aud_id", "transform_matrix", "eye", "face_rect", "mouth_rect")
-TRANSFORM_KEYS = ("focal_len", "cx", "cy", "w", "h", "frames")
 _OPENGL_TO_OPENCV = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0]))
 
 
@@ -71,7 +83,7 @@ def read_json(root: Path, name: str) -> dict:
 
 def read_transforms(root: Path, split: str) -> dict:
     """transforms_<split>.json with its required keys checked."""
-    name = f"transforms_{split}.json"
+    name = transforms_name(split)
     meta = read_json(root, name)
     for key in TRANSFORM_KEYS:
         if key not in meta:
@@ -127,7 +139,7 @@ class TalkingHeadDataset:
         self.split = split
         if not root.is_dir():
             raise UserError(f"dataset '{root}' does not exist; run ./preprocess.sh on your video first")
-        preprocess = read_json(root, "preprocess.json")
+        preprocess = read_json(root, PREPROCESS_JSON)
         meta = read_transforms(root, split)
         frames = meta["frames"]
         self.source_size = int(meta["w"])
@@ -158,7 +170,7 @@ class TalkingHeadDataset:
         self.eyes = torch.tensor([[float(f["eye"])] for f in frames])
         self.face_rects = torch.tensor([f["face_rect"] for f in frames], dtype=torch.float32) * ratio
         mouth_rects = np.array([f["mouth_rect"] for f in frames], dtype=np.float64) * ratio
-        self.mouth_masks = torch.from_numpy(_rect_mask(mouth_rects, size, margin=0.15))[..., None]
+        self.mouth_masks = torch.from_numpy(_rect_mask(mouth_rects, size, margin=MOUTH_MASK_GROW))[..., None]
 
         self.audio, self.audio_norm = self._load_audio(name, frames, audio_norm)
         self.images, self.backgrounds, self.head_masks = self._load_images(
@@ -171,7 +183,7 @@ class TalkingHeadDataset:
 
     def _load_audio(self, name: str, frames: list[dict], norm: dict | None) -> tuple[Tensor, dict]:
         """Per-frame audio windows [T,C,W] normalised per channel, and the {"mean","std"} used."""
-        fname = f"aud_{name}.npy"
+        fname = features_name(name)
         if not (self.root / fname).is_file():
             raise _missing(self.root, fname)
         feats = np.load(self.root / fname).astype(np.float32)
@@ -192,10 +204,10 @@ class TalkingHeadDataset:
 
     def _lip_measures(self, frames: list[dict]) -> np.ndarray:
         """Lip measures [T,3] of the frames' tracked landmarks (ori_imgs/<img_id>.lms)."""
-        paths = [self.root / "ori_imgs" / f"{int(f['img_id'])}.lms" for f in frames]
+        paths = [self.root / ORI_IMGS / f"{int(f['img_id'])}.lms" for f in frames]
         for path in paths:
             if not path.is_file():
-                raise _missing(self.root, f"ori_imgs/{path.name}")
+                raise _missing(self.root, f"{ORI_IMGS}/{path.name}")
         return lip_measures(np.stack([np.loadtxt(path, ndmin=2)[:, :2] for path in paths]))
 
     def _load_lips(self, frames: list[dict]) -> Tensor:
@@ -211,30 +223,28 @@ class TalkingHeadDataset:
         frames and masks are None without `targets`."""
         root, size = self.root, self.size
         needed = (
-            (("gt_imgs", "jpg"), ("torso_imgs", "png"), ("parsing", "png"))
-            if targets
-            else (("torso_imgs", "png"),)
+            ((GT_IMGS, "jpg"), (TORSO_IMGS, "png"), (PARSING, "png")) if targets else ((TORSO_IMGS, "png"),)
         )
         for sub, ext in needed:
             for i in ids:
                 if not (root / sub / f"{i}.{ext}").is_file():
                     raise _missing(root, f"{sub}/{i}.{ext}")
-        if not (root / "bc.jpg").is_file():
-            raise _missing(root, "bc.jpg")
-        bc = _load_rgb(root / "bc.jpg", size, Image.Resampling.BILINEAR).astype(np.float32)
+        if not (root / BACKGROUND).is_file():
+            raise _missing(root, BACKGROUND)
+        bc = _load_rgb(root / BACKGROUND, size, Image.Resampling.BILINEAR).astype(np.float32)
 
         def load(i: int) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
-            torso = _load_rgb(root / "torso_imgs" / f"{i}.png", size, Image.Resampling.BILINEAR)
+            torso = _load_rgb(root / TORSO_IMGS / f"{i}.png", size, Image.Resampling.BILINEAR)
             if torso.shape[-1] == 3:
                 raise UserError(
-                    f"'{root / 'torso_imgs' / f'{i}.png'}' has no alpha channel; rerun ./preprocess.sh"
+                    f"'{root / TORSO_IMGS / f'{i}.png'}' has no alpha channel; rerun ./preprocess.sh"
                 )
             alpha = torso[..., 3:].astype(np.float32) / 255
             background = np.round(torso[..., :3] * alpha + bc * (1 - alpha)).astype(np.uint8)
             if not targets:
                 return None, background, None
-            image = load_ground_truth(root / "gt_imgs" / f"{i}.jpg", size, size)
-            parsing = _load_rgb(root / "parsing" / f"{i}.png", size, Image.Resampling.NEAREST)
+            image = load_ground_truth(root / GT_IMGS / f"{i}.jpg", size, size)
+            parsing = _load_rgb(root / PARSING / f"{i}.png", size, Image.Resampling.NEAREST)
             head = (parsing[..., 0] > 127) & (parsing[..., 1] < 128) & (parsing[..., 2] < 128)
             return image, background, head[..., None]
 
@@ -301,6 +311,6 @@ class TalkingHeadDataset:
 def split_audio(root: Path, frames: list[dict], fps: float) -> np.ndarray:
     """The samples [n] of root/aud.wav (SAMPLE_RATE) under `frames` of a split: len(frames) frames at `fps`
     from the first frame's aud_id."""
-    wav = load_audio(root / "aud.wav", SAMPLE_RATE)
+    wav = load_audio(root / AUDIO_WAV, SAMPLE_RATE)
     start = round(int(frames[0]["aud_id"]) / fps * SAMPLE_RATE)
     return wav[start : start + round(len(frames) / fps * SAMPLE_RATE)]
