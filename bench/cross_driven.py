@@ -19,14 +19,14 @@ from bench.evaluate import (
     run_stage,
     wrapper,
 )
-from utils.atomic import atomic_write_json
+from bench.report import write_report
 from utils.cli import ArgumentParser, UserError, run_cli
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Parse the command line."""
     p = ArgumentParser(
-        prog="bench/cross_driven.py",
+        prog="python -m bench.cross_driven",
         description="Drive a trained avatar with each given speech file (predict.sh) and score its lip "
         "sync with evaluation.lipsync (python -m bench.lipsync --help gives the scale: 0 = chance, "
         "1 = perfect), the real clip with its own audio alongside.",
@@ -34,8 +34,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--model_path", type=Path, required=True, help="trained model folder (train.sh output)")
     p.add_argument("--reference_path", type=Path, required=True, help="the model's preprocessed dataset")
     p.add_argument("--audio", type=Path, nargs="+", required=True, help="speech files (any ffmpeg format)")
-    p.add_argument("--workdir", type=Path, default=REPO / "results" / "cross_driven", help="renders go here")
-    p.add_argument("--out", type=Path, help="report path (default WORKDIR/report.json)")
+    p.add_argument(
+        "--output_dir", type=Path, default=REPO / "results" / "cross_driven", help="renders go here"
+    )
+    p.add_argument("--out", type=Path, help="report path (default OUTPUT_DIR/report.json)")
     p.add_argument(
         "--predict_args", default="", help="extra predict.sh arguments as one string, e.g. '--bf16'"
     )
@@ -54,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         if not audio.is_file():
             raise UserError(f"audio '{audio}' not found; pass existing speech files with --audio")
     meta = read_json(args.reference_path / "preprocess.json")
-    work = args.workdir.resolve()
+    work = args.output_dir.resolve()
     work.mkdir(parents=True, exist_ok=True)
     rows = {}
     real = real_clip_lipsync(args.reference_path, meta)
@@ -67,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         video = output_video(read_json(results / "summary.json"), results)
         rows[audio.name] = cross_driven_lipsync(video, audio, args.reference_path, meta, results, real)
     out = (args.out or work / "report.json").resolve()
-    atomic_write_json(out, {"model_path": str(args.model_path), "real_clip": real, "audio": rows})
+    write_report(out, {"model_path": str(args.model_path), "real_clip": real, "audio": rows}, args)
     print(f"\n{'audio':<32}{'score':>7}{'lag':>5}{'judged':>8}{'/ real':>8}")
     for name, row in rows.items():
         ren, ratio = row["render"], row["ratio_to_real_clip"]

@@ -1,16 +1,14 @@
 """Measure one clip end to end (preprocess, train, render, predict): speed and quality into one JSON report.
 
-Usage: PYTHONPATH=. python bench/evaluate.py --video CLIP.mp4 --audio OTHER_SPEECH.wav [--iterations N]
+Usage: python -m bench.evaluate --video CLIP.mp4 --audio OTHER_SPEECH.wav [--iterations N]
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import math
 import os
-import platform
 import resource
 import shlex
 import shutil
@@ -28,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench import report as report_meta
 from data_utils.audio_io import SAMPLE_RATE, load_audio
 from evaluation.frames import FrameScores, load_ground_truth, mean_scores, score_frame
 from evaluation.landmarks import (
@@ -39,7 +38,6 @@ from evaluation.landmarks import (
 )
 from evaluation.lipsync import score_lipsync, score_video
 from scene.dataset import read_transforms, split_audio
-from utils.atomic import atomic_write_json
 from utils.cli import ArgumentParser, UserError, run_cli
 from utils.lpips import LPIPS, default_lpips_dir, find_lpips_weights
 from utils.metrics import best_lag_correlation
@@ -62,6 +60,7 @@ PACKAGES = ("numpy", "mediapipe", "opencv-contrib-python", "gsplat", "imageio-ff
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Parse the command line of the benchmark."""
     parser = ArgumentParser(
+        prog="python -m bench.evaluate",
         description="Run preprocess, train, render_direct and predict on one clip; write a JSON report "
         "of speed and quality, plots next to it, and print a summary table.",
     )
@@ -77,7 +76,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="extra train.sh arguments as one string, e.g. '--eval_every 500 --bf16'",
     )
     parser.add_argument(
-        "--workdir",
+        "--output_dir",
         help="where data, model and renders go (kept; existing stage outputs there are overwritten); "
         "default: a temporary folder deleted at the end unless --keep",
     )
@@ -182,47 +181,22 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
-def _command_output(cmd: list[str]) -> str | None:
-    """Stripped stdout of `cmd`, or None if it cannot run or fails."""
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=20, cwd=REPO)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return proc.stdout.strip() if proc.returncode == 0 else None
-
-
-def _gpu_names() -> list[str]:
-    """Names of the visible GPUs (from torch, else nvidia-smi; [] when there is none)."""
-    if torch.cuda.is_available():
-        return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    names = _command_output(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"])
-    return names.splitlines() if names else []
-
-
 def machine_info() -> dict:
-    """CPU, GPU, library versions and git commit of this run."""
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    cpu_model = next(
-        (line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if "model name" in line), None
-    )
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
+    """CPU, GPU, library versions and git commit of this run, flat (bench.report's metadata is the form every
+    report carries; this one stays for callers that nest it under their own key)."""
+    host, found = report_meta.machine(), report_meta.versions()
     return {
-        "cpu_model": cpu_model or platform.processor() or None,
-        "cpu_cores": os.cpu_count(),
-        "gpus": _gpu_names(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
+        "cpu_model": host["cpu"],
+        "cpu_cores": host["cores"],
+        "gpus": host["gpus"],
+        "platform": host["platform"],
+        "python": found["python"],
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "cuda_available": torch.cuda.is_available(),
-        "packages": versions,
-        "git_commit": _command_output(["git", "rev-parse", "HEAD"]),
-        "git_dirty": bool(_command_output(["git", "status", "--porcelain", "--untracked-files=no"])),
+        "packages": {name: report_meta.package_version(name) for name in PACKAGES},
+        "git_commit": report_meta.git_commit(),
+        "git_dirty": report_meta.git_dirty(),
     }
 
 
@@ -468,7 +442,6 @@ def run_benchmark(args: argparse.Namespace, video: Path, audio: Path, work: Path
         "settings": {
             k: getattr(args, k) for k in ("iterations", "batch_size", "resolution", "size", "train_args")
         },
-        "machine": machine_info(),
         "speed": {
             "preprocess": {
                 "wall_seconds": prep.seconds,
@@ -549,10 +522,10 @@ def summary_lines(report: dict) -> list[str]:
 
 
 @contextmanager
-def work_folder(workdir: str | None, keep: bool) -> Iterator[Path]:
+def work_folder(output_dir: str | None, keep: bool) -> Iterator[Path]:
     """Yield the given work folder, or a temporary one removed afterwards unless `keep`."""
-    if workdir:
-        path = Path(workdir).resolve()
+    if output_dir:
+        path = Path(output_dir).resolve()
         path.mkdir(parents=True, exist_ok=True)
         yield path
         return
@@ -578,10 +551,10 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("--iterations must be at least 1")
     out = Path(args.out or REPO / "results" / "bench" / video.stem / "report.json").resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
-    with work_folder(args.workdir, args.keep) as work:
+    with work_folder(args.output_dir, args.keep) as work:
         report = _clean(run_benchmark(args, video, audio, work, out.parent))
-        report["workdir"] = str(work) if args.workdir or args.keep else None
-    atomic_write_json(out, report)
+        report["output_dir"] = str(work) if args.output_dir or args.keep else None
+    report = report_meta.write_report(out, report, args)
     print("\n" + "\n".join(summary_lines(report)))
     print(f"report: {out}")
     return 0

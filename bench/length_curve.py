@@ -1,14 +1,14 @@
 """How held-out PSNR grows with the length of the training video.
 
-    python -m bench.length_curve --data data/me --work /tmp/curve [--fractions 0.25 0.5 0.75 1]
-        [--iterations 5000] [--train_args '--resolution 128'] [--gpus 0,1,2,3]
+    python -m bench.length_curve --reference_path data/me --output_dir /tmp/curve \
+        [--fractions 0.25 0.5 0.75 1] [--iterations 5000] [--train_args '--resolution 128'] [--gpus 0,1,2,3]
 
 Each run trains on the first fraction of the training frames and is scored on the same validation frames: its
-dataset is a folder of links to `--data` with a shorter transforms_train.json. A run is train.py, then
-bench.error_regions, with their output in WORK/log_<frames>.txt; the runs go one after the other, or with
-`--gpus` one per listed GPU at a time. Prints a row a run (seconds of training video, the trainer's
-validation PSNR full / face, error_regions' validation and training full frame, the mean angle from a
-validation pose to its nearest training pose) and writes WORK/length_curve.json.
+dataset is a folder of links to `--reference_path` with a shorter transforms_train.json. A run is train.py,
+then bench.diagnostics.error_regions, with their output in OUTPUT_DIR/log_<frames>.txt; the runs go one after
+the other, or with `--gpus` one per listed GPU at a time. Prints a row a run (seconds of training video, the
+trainer's validation PSNR full / face, error_regions' validation and training full frame, the mean angle from
+a validation pose to its nearest training pose) and writes the report (default OUTPUT_DIR/length_curve.json).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.report import write_report
 from data_utils.quality import pose_coverage
 from scene.dataset import read_transforms
 from utils.atomic import atomic_write_json
@@ -36,9 +37,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command-line options."""
-    p = ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data", type=Path, required=True, help="a preprocessed subject")
-    p.add_argument("--work", type=Path, required=True, help="folder for the shortened datasets and models")
+    p = ArgumentParser(prog="python -m bench.length_curve", description=__doc__.split("\n")[0])
+    p.add_argument("--reference_path", type=Path, required=True, help="a preprocessed dataset")
+    p.add_argument(
+        "--output_dir", type=Path, required=True, help="folder for the shortened datasets and models"
+    )
     p.add_argument(
         "--fractions",
         type=float,
@@ -50,7 +53,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--train_args", default="", help="extra train.sh arguments as one string")
     p.add_argument("--frames", type=int, default=25, help="frames a split that error_regions scores (25)")
     p.add_argument("--gpus", help="comma-separated GPU indices: one run per GPU at a time (default: one run)")
-    p.add_argument("--force", action="store_true", help="replace runs already in WORK")
+    p.add_argument("--force", action="store_true", help="replace runs already in OUTPUT_DIR")
+    p.add_argument("--out", type=Path, help="report JSON (default OUTPUT_DIR/length_curve.json)")
     args = p.parse_args(argv)
     if not all(0 < f <= 1 for f in args.fractions):
         p.error("--fractions must lie in (0, 1]")
@@ -82,13 +86,21 @@ def mean_pose_gap_deg(data: Path) -> float:
 
 def run_one(args: argparse.Namespace, keep: int, fps: float, gpu: str | None) -> dict:
     """Train and score the run that keeps `keep` training frames (on GPU `gpu` if given) -> its table row."""
-    data, model = args.work / f"data_{keep}", args.work / f"model_{keep}"
-    regions, log = args.work / f"regions_{keep}.json", args.work / f"log_{keep}.txt"
-    shortened_dataset(args.data, data, keep)
+    data, model = args.output_dir / f"data_{keep}", args.output_dir / f"model_{keep}"
+    regions, log = args.output_dir / f"regions_{keep}.json", args.output_dir / f"log_{keep}.txt"
+    shortened_dataset(args.reference_path, data, keep)
     commands = [
         [sys.executable, str(REPO / "train.py"), "-s", str(data), "-m", str(model)]
         + ["--iterations", str(args.iterations), "--force", *shlex.split(args.train_args)],
-        [sys.executable, "-m", "bench.error_regions", "--model_path", str(model), "--data", str(data)]
+        [
+            sys.executable,
+            "-m",
+            "bench.diagnostics.error_regions",
+            "--model_path",
+            str(model),
+            "--reference_path",
+            str(data),
+        ]
         + ["--frames", str(args.frames), "--out", str(regions)],
     ]
     env = dict(os.environ) if gpu is None else {**os.environ, "CUDA_VISIBLE_DEVICES": gpu}
@@ -122,17 +134,17 @@ def print_table(rows: list[dict]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: one shortened run per fraction, the table, WORK/length_curve.json -> exit code."""
+    """Entry point: one shortened run per fraction, the table, the JSON report -> exit code."""
     args = parse_args(argv)
-    meta = read_transforms(args.data, "train")
+    meta = read_transforms(args.reference_path, "train")
     fps = float(meta.get("fps", 25))
     keeps = sorted({max(1, round(f * len(meta["frames"]))) for f in args.fractions})
-    args.work.mkdir(parents=True, exist_ok=True)
-    clash = [k for k in keeps if (args.work / f"data_{k}").exists()]
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    clash = [k for k in keeps if (args.output_dir / f"data_{k}").exists()]
     if clash and not args.force:
-        raise UserError(f"'{args.work}' already holds runs {clash}; pass --force to replace them")
+        raise UserError(f"'{args.output_dir}' already holds runs {clash}; pass --force to replace them")
     for k in clash:
-        shutil.rmtree(args.work / f"data_{k}")  # links only: rmtree does not follow them into --data
+        shutil.rmtree(args.output_dir / f"data_{k}")  # links only: rmtree does not follow them into --data
     slots: queue.Queue[str | None] = queue.Queue()
     gpus = [g.strip() for g in args.gpus.split(",")] if args.gpus else [None]
     for gpu in gpus:
@@ -147,9 +159,10 @@ def main(argv: list[str] | None = None) -> int:
 
     with ThreadPoolExecutor(max_workers=len(gpus)) as pool:
         rows = list(pool.map(run_on_free_slot, keeps))
-    atomic_write_json(args.work / "length_curve.json", {"data": str(args.data), "runs": rows})
+    out = args.out or args.output_dir / "length_curve.json"
+    write_report(out, {"reference_path": str(args.reference_path), "runs": rows}, args)
     print_table(rows)
-    print(f"report: {args.work / 'length_curve.json'}")
+    print(f"report: {out}")
     return 0
 
 

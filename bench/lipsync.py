@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from bench.report import write_report
 from evaluation.lipsync import LAG_SECONDS, NULL_MIN_SHIFT_SECONDS, score_video, summary_lines
-from utils.atomic import atomic_write_json
 from utils.cli import ArgumentParser, UserError, run_cli
 
 SCALE = (
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     report = score_video(args.video, args.audio, args.syncnet, args.strip)
     print("\n".join(summary_lines(report)))
     if args.out:
-        atomic_write_json(args.out, report)
+        write_report(args.out, report, args)
         print(f"report: {args.out}")
     if args.strip:
         shown = report["strip"]["path"] is not None

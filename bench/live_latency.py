@@ -17,9 +17,6 @@ import argparse
 import asyncio
 import json
 import math
-import os
-import platform
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -29,11 +26,13 @@ import numpy as np
 import torch
 import websockets
 
+from bench.report import with_metadata
 from data_utils.audio_io import SAMPLE_RATE, load_audio
 from live.engine import RenderEngine
 from live.model import LiveModel
 from live.server import LiveState, ServerSettings, background_server, wav_bytes
 from predict import device_label, resolve_device
+from utils.atomic import atomic_write_json
 from utils.cli import ArgumentParser, UserError, run_cli
 
 CHUNK = 640  # samples per message: 40 ms, as the page sends the microphone
@@ -131,28 +130,6 @@ def concurrent(address: str, wav: np.ndarray, k: int) -> list[StreamRun]:
     return asyncio.run(all_streams())
 
 
-def machine() -> str:
-    """CPU model and core count of this machine."""
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{name}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
-
-
-def commit() -> str:
-    """The repository's HEAD commit (short), or 'unknown'."""
-    root = Path(__file__).resolve().parents[1]
-    done = subprocess.run(
-        ["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    )
-    return done.stdout.strip() or "unknown"
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print (and optionally write) its figures."""
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
@@ -170,8 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     fps, lookahead = model.fps, model.feature_factory.lookahead_s
     result: dict = {
         "device": device_label(device),
-        "machine": machine(),
-        "commit": commit(),
+        "torch_threads": torch.get_num_threads(),
         "resolution": model.size,
         "fps": fps,
         "gaussians": model.loaded.avatar.gaussians.num_gaussians,
@@ -213,9 +189,10 @@ def main(argv: list[str] | None = None) -> int:
             result["streams_held_at_fps"] = max(held, default=0)
     finally:
         engine.stop()
+    result = with_metadata(result, args)
     print(json.dumps(result, indent=2))
     if args.out:
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        atomic_write_json(args.out, result)
     return 0
 
 

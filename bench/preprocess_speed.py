@@ -11,8 +11,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from utils.atomic import atomic_write_json
-from utils.cli import UserError, run_cli
+from bench.report import write_report
+from utils.cli import ArgumentParser, UserError, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_VIDEOS = REPO.parent / "shared" / "data" / "videos"
@@ -30,7 +30,10 @@ STAGES = (
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Parse the benchmark's command line."""
-    p = argparse.ArgumentParser(description="Time preprocess.sh on talking-head clips and report quality.")
+    p = ArgumentParser(
+        prog="python -m bench.preprocess_speed",
+        description="Time preprocess.sh on talking-head clips and report quality.",
+    )
     p.add_argument("--videos", nargs="+", type=Path, help=f"clips to run (default: {DEFAULT_VIDEOS}/*.mp4)")
     p.add_argument("--out", type=Path, default=Path("bench_preprocess.json"), help="JSON results file")
     p.add_argument("--size", type=int, default=512, help="dataset frame size (default 512)")
@@ -105,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"preprocessing {video} ...", file=sys.stderr, flush=True)
         records.append(run_clip(video, args.size, args.fps))
     print(format_table(records))
-    atomic_write_json(args.out, {"size": args.size, "fps": args.fps, "clips": records})
+    write_report(args.out, {"size": args.size, "fps": args.fps, "clips": records}, args)
     print(f"results written to {args.out}")
     return 0 if all("error" not in r for r in records) else 1
 

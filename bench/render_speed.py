@@ -1,7 +1,8 @@
 """Frames per second of avatar rendering (deformation network + rasterizer) at batch 1 and in batches.
 
-Usage: python bench/render_speed.py --model_path OUT --reference_path DATA  (a trained model)
-       python bench/render_speed.py --synthetic 50000                      (untrained, N Gaussians)
+    python -m bench.render_speed --model_path OUT --reference_path DATA  (a trained model)
+    python -m bench.render_speed --synthetic 50000                      (untrained, N Gaussians)
+
 Prints a table and writes JSON. Targets on one H100 at 512x512: >= 120 fps at batch 1, >= 300 fps in batches.
 """
 
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
 import statistics
 import sys
 import time
@@ -19,13 +19,13 @@ from pathlib import Path
 
 import torch
 
+from bench.report import write_report
 from scene.avatar import Avatar
 from scene.checkpoint import load_avatar
 from scene.dataset import FrameBatch, read_transforms
 from scene.deformation import DeformConfig, Deltas
 from scene.gaussians import GaussianParams
 from scene.inference import InferenceRenderer
-from utils.atomic import atomic_write_json
 from utils.cli import ArgumentParser, UserError, run_cli
 
 TARGET_FPS = {"single": 120.0, "batch": 300.0}
@@ -135,7 +135,11 @@ def time_fps(fn: Callable[[], object], frames: int, warmup: int, runs: int, cuda
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the command-line parser."""
-    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(
+        prog="python -m bench.render_speed",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model_path", type=Path, help="trained model folder (needs --reference_path)")
     src.add_argument(
@@ -160,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--breakdown", action="store_true", help="also time the deformation network and rasterizer"
     )
     p.add_argument(
-        "--output", type=Path, default=Path("results/bench/render_speed.json"), help="JSON written"
+        "--out", type=Path, default=Path("results/bench/render_speed.json"), help="report JSON written"
     )
     return p
 
@@ -206,9 +210,9 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(row)
                 print(f"{variant:>11} batch {bs:>3}: {timing['fps']:.1f} fps", file=sys.stderr)
     report = summarise(rows, setup, args, device)
-    atomic_write_json(args.output, report)
+    write_report(args.out, report, args)
     print_table(report)
-    print(f"wrote {args.output}")
+    print(f"wrote {args.out}")
     return 0
 
 
@@ -222,7 +226,6 @@ def summarise(rows: list[dict], setup: Setup, args: argparse.Namespace, device: 
         "resolution": args.resolution,
         "device": f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
-        "host": platform.node(),
         "results": rows,
         "best": {"single": single, "batch": batched},
         "targets": TARGET_FPS,

@@ -1,5 +1,6 @@
 """Tests of evaluation.frames (the one frame scorer) and that every caller scores the same frame the same way:
-training validation, render_direct's metrics.json, bench/evaluate.py and bench/error_regions.py."""
+training validation, render_direct's metrics.json, bench/evaluate.py and
+bench/diagnostics/error_regions.py."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ import torch
 from PIL import Image
 
 import predict
-from bench import error_regions
 from bench import evaluate as bench_evaluate
+from bench.diagnostics import error_regions
 from evaluation.frames import (
     FrameScores,
     face_slices,
@@ -226,7 +227,7 @@ def test_every_caller_gives_the_same_full_and_face_scores(
     bench = bench_evaluate.image_quality(Path("video.mp4"), data_root, frames, DATA_SIZE)
     assert bench["frames_compared"] == n and bench["size"] == [resolution, resolution]
 
-    # bench/error_regions.py
+    # bench/diagnostics/error_regions.py
     args = argparse.Namespace(batch_size=3)
     regions, _ = error_regions.measure_split(_FakeAvatar(), torch.arange(n), ds, args, fit=False)
 

@@ -10,6 +10,7 @@ import pytest
 
 from bench import length_curve
 from tests.dataset_factory import make_dataset
+from tests.test_bench import assert_metadata
 from tests.test_train import SMALL_NET
 from utils.cli import UserError
 
@@ -41,10 +42,21 @@ def test_shortened_dataset_keeps_the_first_training_frames(subject: Path, tmp_pa
 
 def test_length_curve_scores_each_share(subject: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     extra = f"--init_points 400 --coarse_iterations 6 --eval_every 100 --deform {shlex.quote(SMALL_NET)}"
-    argv = ["--data", str(subject), "--work", str(tmp_path), "--iterations", "12", "--frames", "4"]
+    argv = [
+        "--reference_path",
+        str(subject),
+        "--output_dir",
+        str(tmp_path),
+        "--iterations",
+        "12",
+        "--frames",
+        "4",
+    ]
     argv += ["--train_args", extra]
     assert length_curve.main([*argv, "--fractions", "0.5", "1", "--gpus", "0,1"]) == 0
-    runs = json.loads((tmp_path / "length_curve.json").read_text())["runs"]
+    report = json.loads((tmp_path / "length_curve.json").read_text())
+    assert_metadata(report, reference_path=str(subject))
+    runs = report["runs"]
     assert [r["train_frames"] for r in runs] == [10, 20]
     assert runs[0]["train_seconds"] == pytest.approx(2.5) and runs[1]["train_seconds"] == pytest.approx(5.0)
     assert all(10 < r[k] < 60 for r in runs for k in ("trainer_val_psnr", "val_full", "train_full"))
@@ -61,7 +73,7 @@ def test_length_curve_scores_each_share(subject: Path, tmp_path: Path, capsys: p
 
 
 def test_length_curve_names_the_log_of_a_failed_run(subject: Path, tmp_path: Path) -> None:
-    argv = ["--data", str(subject), "--work", str(tmp_path), "--fractions", "1"]
+    argv = ["--reference_path", str(subject), "--output_dir", str(tmp_path), "--fractions", "1"]
     with pytest.raises(UserError, match="log_20.txt"):
         length_curve.main([*argv, "--train_args=--no_such_option"])
     assert "--no_such_option" in (tmp_path / "log_20.txt").read_text()

@@ -21,6 +21,7 @@ from evaluation.lipsync import (
     score_lipsync,
     score_phones,
 )
+from tests.test_bench import assert_metadata
 
 REPO = Path(__file__).resolve().parents[1]
 FPS = 25.0
@@ -136,6 +137,7 @@ def test_lipsync_command_prints_score_and_writes_json(sample_video: Path, tmp_pa
     result = _lipsync_cli("--video", str(sample_video), "--out", str(out), "--strip", str(strip))
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
+    assert_metadata(report, video=str(sample_video), strip=str(strip))
     assert strip.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and report["strip"]["path"] == str(strip)
     assert 1 <= len(report["strip"]["frames"]) <= 8 and report["strip"]["frames"] == sorted(
         report["strip"]["frames"]
@@ -175,7 +177,7 @@ def test_strip_moments_pick_the_longest_runs_of_each_class_in_time_order() -> No
 
 
 def test_validation_helpers_shift_and_loop() -> None:
-    from bench.lipsync_validation import looped, shifted
+    from bench.diagnostics.lipsync_validation import looped, shifted
 
     wav = np.arange(1, 32001, dtype=np.float32)  # 2 s at 16 kHz
     later, earlier = shifted(wav, 0.5), shifted(wav, -0.5)
@@ -191,14 +193,16 @@ def test_validation_command_scores_own_shifted_and_other_audio(
     out = tmp_path / "validation.json"
     args = ["--videos", str(sample_video), "--audio", str(speech_wav), "--out", str(out)]
     result = subprocess.run(
-        [sys.executable, "-m", "bench.lipsync_validation", *args],
+        [sys.executable, "-m", "bench.diagnostics.lipsync_validation", *args],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert result.returncode in (0, 1), result.stderr
-    scores = json.loads(out.read_text())["clips"][sample_video.stem]
+    report = json.loads(out.read_text())
+    assert_metadata(report, videos=[str(sample_video)], shift=0.5)
+    scores = report["clips"][sample_video.stem]
     assert set(scores) == {"own", "own +0.5 s", "own -0.5 s", speech_wav.stem}
     assert scores["own"]["score"] > scores["own +0.5 s"]["score"]
     assert {s["frames"] for s in scores.values()} == {scores["own"]["frames"]}

@@ -14,11 +14,12 @@ from scipy.spatial.transform import Rotation
 
 import predict
 import train
-from bench import error_regions
+from bench.diagnostics import error_regions
 from scene.checkpoint import load_avatar, load_checkpoint
 from scene.dataset import TalkingHeadDataset
 from scene.pose_correction import PoseCorrection, correct_viewmats, corrected_if_matching
 from tests.dataset_factory import make_dataset
+from tests.test_bench import assert_metadata
 from utils.rigid import rigid_matrix, so3_exp
 
 SMALL_NET = json.dumps(
@@ -128,9 +129,19 @@ def test_error_regions_bench_reports_every_region(
     posed_model: Path, data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     out = tmp_path / "regions.json"
-    argv = ["--model_path", str(posed_model), "--data", str(data_root), "--frames", "4", "--out", str(out)]
+    argv = [
+        "--model_path",
+        str(posed_model),
+        "--reference_path",
+        str(data_root),
+        "--frames",
+        "4",
+        "--out",
+        str(out),
+    ]
     assert error_regions.main([*argv, "--fit_val_poses", "--fit_steps", "5"]) == 0
     record = json.loads(out.read_text())
+    assert_metadata(record, reference_path=str(data_root), fit_val_poses=True)
     report = record["psnr"]
     val, train_ds = (TalkingHeadDataset(data_root, s, 32) for s in ("val", "train"))
     gaps = error_regions.pose_gaps(val, train_ds, val.evenly_spaced(4))

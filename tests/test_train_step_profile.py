@@ -1,4 +1,5 @@
-"""bench.train_step_profile: per-part times of fine-stage training steps, from a fresh or a trained model."""
+"""bench.diagnostics.train_step_profile: per-part times of fine-stage training steps, from a fresh or a
+trained model."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from pathlib import Path
 import pytest
 
 import train
-from bench import train_step_profile
-from bench.train_step_profile import PARTS
+from bench.diagnostics import train_step_profile
+from bench.diagnostics.train_step_profile import PARTS
 from tests.dataset_factory import make_dataset
+from tests.test_bench import assert_metadata
 from tests.test_train import SMALL_NET
 from utils.cli import UserError
 
@@ -28,9 +30,10 @@ def test_profile_times_each_part_of_fresh_fine_steps(
     subject: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     out = tmp_path / "profile.json"
-    argv = ["--data", str(subject), "--steps", "3", "--warmup", "1", "--train_args", TRAIN_ARGS]
+    argv = ["--reference_path", str(subject), "--steps", "3", "--warmup", "1", "--train_args", TRAIN_ARGS]
     assert train_step_profile.main([*argv, "--out", str(out)]) == 0
     report = json.loads(out.read_text())
+    assert_metadata(report, reference_path=str(subject), steps=3)
     assert list(report["parts"]) == list(PARTS) and report["resolution"] == 32
     assert report["gaussians"] > 0 and report["device_busy"] is None, "no CUDA here"
     for name in ("avatar.deform", "avatar.rasterize", "train.loss", "train.backward", "train.optimizer"):
@@ -49,8 +52,8 @@ def test_profile_of_a_trained_model_leaves_its_folder_unchanged(subject: Path, t
         train.main(["-s", str(subject), "-m", str(model), "--iterations", "6", *shlex.split(TRAIN_ARGS)]) == 0
     )
     before = sorted((p.relative_to(model), p.stat().st_mtime_ns) for p in model.rglob("*"))
-    argv = ["--data", str(subject), "--model_path", str(model), "--steps", "2", "--warmup", "0"]
+    argv = ["--reference_path", str(subject), "--model_path", str(model), "--steps", "2", "--warmup", "0"]
     assert train_step_profile.main(argv) == 0
     assert sorted((p.relative_to(model), p.stat().st_mtime_ns) for p in model.rglob("*")) == before
     with pytest.raises(UserError, match="no checkpoint"):
-        train_step_profile.main(["--data", str(subject), "--model_path", str(tmp_path / "none")])
+        train_step_profile.main(["--reference_path", str(subject), "--model_path", str(tmp_path / "none")])

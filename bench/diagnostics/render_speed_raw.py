@@ -1,7 +1,8 @@
 """Rasterization-only speed of gaussian_renderer.render: frames per second for fixed random Gaussians.
 
-Usage: PYTHONPATH=. python bench/render_speed_raw.py [--num 10000 20000 50000] [--batch 1 32] [--size 512]
-       [--backward] [--out render_speed_raw.json]
+    python -m bench.diagnostics.render_speed_raw [--num 10000 20000 50000] [--batch 1 32] [--size 512]
+        [--backward] [--out render_speed_raw.json]
+
 On CUDA it times the gsplat backend; without CUDA the PyTorch backend on the CPU (defaults then shrink to
 batch 1 and 2 timed iterations, since a 512^2 frame takes seconds there). Per-frame (deformed) Gaussians
 [B,N,...] are rendered, as in training; --backward also times forward+backward.
@@ -17,10 +18,10 @@ from pathlib import Path
 
 import torch
 
-from bench.rasterizer_agreement import PARAM_NAMES, random_scene
+from bench.diagnostics.rasterizer_agreement import PARAM_NAMES, random_scene
+from bench.report import write_report
 from gaussian_renderer import render
-from utils.atomic import atomic_write_json
-from utils.cli import run_cli
+from utils.cli import ArgumentParser, run_cli
 
 
 def _seconds_per_call(step: Callable[[], None], device: str, warmup: int, iters: int) -> float:
@@ -73,14 +74,18 @@ def measure(num: int, batch: int, size: int, device: str, backward: bool, warmup
 
 def parse_args(argv: list[str] | None, cuda: bool) -> argparse.Namespace:
     """Command-line options; defaults depend on whether CUDA is present."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--num", type=int, nargs="+", default=[10000, 20000, 50000])
-    parser.add_argument("--batch", type=int, nargs="+", default=[1, 32] if cuda else [1])
-    parser.add_argument("--size", type=int, default=512)
+    parser = ArgumentParser(
+        prog="python -m bench.diagnostics.render_speed_raw", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--num", type=int, nargs="+", default=[10000, 20000, 50000], help="Gaussian counts")
+    parser.add_argument(
+        "--batch", type=int, nargs="+", default=[1, 32] if cuda else [1], help="frames a call"
+    )
+    parser.add_argument("--size", type=int, default=512, help="square image side in pixels")
     parser.add_argument("--backward", action="store_true", help="also time forward+backward")
     parser.add_argument("--warmup", type=int, default=3 if cuda else 1)
     parser.add_argument("--iters", type=int, default=20 if cuda else 2)
-    parser.add_argument("--out", type=Path, default=Path("render_speed_raw.json"))
+    parser.add_argument("--out", type=Path, default=Path("render_speed_raw.json"), help="report JSON")
     return parser.parse_args(argv)
 
 
@@ -100,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             extra = f"  train {row['train_fps']:8.1f} fps" if args.backward else ""
             print(f"N={num:6d} B={batch:3d}  forward {row['forward_fps']:8.1f} fps{extra}")
     report = {"backend": backend, "device": name, "torch": torch.__version__, "rows": rows}
-    atomic_write_json(args.out, report)
+    write_report(args.out, report, args)
     print(f"wrote {args.out}")
     return 0
 

@@ -1,6 +1,7 @@
 """Does the lip-sync score tell a clip's own audio from other speech? One row per real clip.
 
-    python -m bench.lipsync_validation --videos CLIP.mp4 ... --audio OTHER.wav ... [--out report.json]
+    python -m bench.diagnostics.lipsync_validation --videos CLIP.mp4 ... --audio OTHER.wav ... \
+        [--out report.json]
 
 Each clip is scored (evaluation.lipsync) against its own audio, against its own audio moved later and earlier
 by --shift seconds (silence fills the gap), and against each other speaker, looped to the clip's length so
@@ -15,18 +16,18 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.report import write_report
 from data_utils.audio_io import SAMPLE_RATE, load_audio
 from data_utils.video_io import probe_video
 from evaluation.landmarks import read_video_frames, video_landmarks
 from evaluation.lipsync import score_lipsync
-from utils.atomic import atomic_write_json
 from utils.cli import ArgumentParser, UserError, run_cli
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Parse the command line."""
     p = ArgumentParser(
-        prog="python -m bench.lipsync_validation",
+        prog="python -m bench.diagnostics.lipsync_validation",
         description="Score real clips against their own audio, their own audio shifted, and other speakers.",
         allow_abbrev=False,
     )
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         cells = "".join(f"{_num(s['score']):>15}" for s in scores.values())
         print(f"{clip[:27]:<28}{cells}{_num(margin):>8}  {passed[clip]}")
     if args.out:
-        atomic_write_json(args.out, {"shift_seconds": args.shift, "margin": args.margin, "clips": rows})
+        write_report(args.out, {"shift_seconds": args.shift, "margin": args.margin, "clips": rows}, args)
         print(f"report: {args.out}")
     return 0 if all(passed.values()) else 1
 

@@ -1,6 +1,7 @@
 """Where a trained model's error lies: PSNR by image region on training and validation frames.
 
-    python -m bench.error_regions --model_path output/me --data data/me [--fit_val_poses]
+    python -m bench.diagnostics.error_regions --model_path output/me --reference_path data/me \
+        [--fit_val_poses]
 
 Regions: full frame and face box (scored by evaluation.frames.score_frame, as in the trainer's validation),
 head interior, a band along the head-mask edge, everything outside the head, and the mouth box. Two
@@ -24,13 +25,13 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from bench.report import write_report
 from data_utils.quality import NOVEL_POSE_DEG
 from evaluation.frames import score_frames
 from scene.avatar import Avatar
 from scene.checkpoint import load_avatar
 from scene.dataset import FrameBatch, TalkingHeadDataset
 from scene.pose_correction import correct_viewmats, corrected_if_matching, correction_units
-from utils.atomic import atomic_write_json
 from utils.cli import ArgumentParser, run_cli
 from utils.rigid import nearest_rotation_gap_deg
 
@@ -40,9 +41,11 @@ EDGE_FRAC = 9 / 512  # width of the head-edge band, fraction of the image side
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line."""
-    p = ArgumentParser(prog="python -m bench.error_regions", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m bench.diagnostics.error_regions", description=__doc__.split("\n\n")[0])
     p.add_argument("--model_path", type=Path, required=True, help="trained model folder")
-    p.add_argument("--data", type=Path, required=True, help="the preprocessed subject it was trained on")
+    p.add_argument(
+        "--reference_path", type=Path, required=True, help="the preprocessed dataset it was trained on"
+    )
     p.add_argument("--frames", type=int, default=25, help="evenly spaced frames per split (default 25)")
     p.add_argument("--batch_size", type=int, default=5, help="frames rendered at once (default 5)")
     p.add_argument("--fit_val_poses", action="store_true", help="also refit the validation cameras")
@@ -166,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     res = loaded.dataset_meta["resolution"]
     report: dict[str, dict[str, float]] = {}
     data = {
-        s: TalkingHeadDataset(args.data, s, res, device, audio_norm=loaded.audio_norm)
+        s: TalkingHeadDataset(args.reference_path, s, res, device, audio_norm=loaded.audio_norm)
         for s in ("train", "val")
     }
     val_frames = data["val"].evenly_spaced(args.frames)
@@ -182,11 +185,11 @@ def main(argv: list[str] | None = None) -> int:
         scores, _ = measure_split(avatar, val_frames, data["val"], args, True)
         report["val_fit"] = mean_row(scores)
     out = args.out or args.model_path / "error_regions.json"
-    record = {"model_path": str(args.model_path), "data": str(args.data), "psnr": report}
+    record = {"model_path": str(args.model_path), "reference_path": str(args.reference_path), "psnr": report}
     record["val_frames_near"] = (
         f"{int(near.sum())} of {len(near)} within {NOVEL_POSE_DEG:.0f} deg of a training pose"
     )
-    atomic_write_json(out, record)
+    write_report(out, record, args)
     picture = out.with_suffix(".jpg")
     grid = (torch.cat(pictures, dim=0) * 255).round().byte().numpy()
     Image.fromarray(grid).save(picture, quality=90)

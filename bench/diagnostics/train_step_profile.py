@@ -1,6 +1,7 @@
 """Where a training step's time goes: milliseconds per step of each labelled part, from torch.profiler.
 
-    python -m bench.train_step_profile --data data/me [--model_path output/me] [--steps 50] [--train_args ...]
+    python -m bench.diagnostics.train_step_profile --reference_path data/me [--model_path output/me] \
+        [--steps 50] [--train_args ...]
 
 The steps run in the audio-driven (fine) stage: of a fresh model (pass `--train_args '--init_points 80000'`
 for the Gaussian count of a finished run), or with `--model_path` of a trained model's latest checkpoint.
@@ -24,9 +25,9 @@ from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
 import train
+from bench.report import write_report
 from scene.checkpoint import latest_checkpoint
 from scene.trainer import Trainer, setup
-from utils.atomic import atomic_write_json
 from utils.cli import ArgumentParser, UserError, run_cli
 
 PARTS = (
@@ -42,8 +43,10 @@ PARTS = (
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line."""
-    p = ArgumentParser(prog="python -m bench.train_step_profile", description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", type=Path, required=True, help="a preprocessed subject")
+    p = ArgumentParser(
+        prog="python -m bench.diagnostics.train_step_profile", description=__doc__.split("\n\n")[0]
+    )
+    p.add_argument("--reference_path", type=Path, required=True, help="a preprocessed dataset")
     p.add_argument("--model_path", type=Path, help="profile this trained model (latest checkpoint)")
     p.add_argument("--steps", type=int, default=50, help="profiled steps (default 50)")
     p.add_argument("--warmup", type=int, default=20, help="unprofiled steps before them (default 20)")
@@ -59,7 +62,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def make_trainer(args: argparse.Namespace, scratch: Path, device: torch.device) -> Trainer:
     """A Trainer positioned in the fine stage: from --model_path's checkpoint, else a fresh model."""
     model_path = args.model_path if args.model_path is not None else scratch
-    argv = ["-s", str(args.data), "-m", str(model_path), *shlex.split(args.train_args)]
+    argv = ["-s", str(args.reference_path), "-m", str(model_path), *shlex.split(args.train_args)]
     cfg, given, _, _ = train.parse_config(argv)
     resume = args.model_path is not None
     if resume and latest_checkpoint(args.model_path) is None:
@@ -143,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         report = measure(trainer, args, device)
     print_report(report)
     if args.out is not None:
-        atomic_write_json(args.out, report)
+        write_report(args.out, report, args)
     return 0
 
 

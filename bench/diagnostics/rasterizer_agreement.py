@@ -1,7 +1,8 @@
 """Compare the gsplat and pure-PyTorch backends of gaussian_renderer.render on CUDA: pixels and gradients.
 
-Usage: PYTHONPATH=. python bench/rasterizer_agreement.py [--seeds 0 1 2] [--num 1000 5000 20000]
-       [--sizes 256 512] [--out rasterizer_agreement.json]
+    python -m bench.diagnostics.rasterizer_agreement [--seeds 0 1 2] [--num 1000 5000 20000]
+        [--sizes 256 512] [--out rasterizer_agreement.json]
+
 Prints, per scene, the max and mean absolute pixel difference (image and alpha) and the relative L2 difference
 of the gradients (means, quats, scales, opacities, colors, means2d), then writes all rows as JSON.
 """
@@ -18,9 +19,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from bench.report import write_report
 from gaussian_renderer import render
-from utils.atomic import atomic_write_json
-from utils.cli import UserError, run_cli
+from utils.cli import ArgumentParser, UserError, run_cli
 
 PARAM_NAMES = ("means", "quats", "scales", "opacities", "colors")
 
@@ -101,12 +102,14 @@ def compare(scene: dict[str, Tensor], size: int, per_camera: bool, seed: int) ->
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command-line options."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(
+        prog="python -m bench.diagnostics.rasterizer_agreement", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--num", type=int, nargs="+", default=[1000, 5000, 20000])
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     parser.add_argument("--batch", type=int, default=2, help="cameras per render")
-    parser.add_argument("--out", type=Path, default=Path("rasterizer_agreement.json"))
+    parser.add_argument("--out", type=Path, default=Path("rasterizer_agreement.json"), help="report JSON")
     return parser.parse_args(argv)
 
 
@@ -145,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         "worst": worst,
         "rows": rows,
     }
-    atomic_write_json(args.out, report)
+    write_report(args.out, report, args)
     print(f"worst: {worst}\nwrote {args.out}")
     return 0
 
