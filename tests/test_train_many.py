@@ -23,7 +23,6 @@ from many.stages import StageOptions, error_line, run_logged, train_args
 from many.subjects import Subject, find_videos, subject_names
 from utils.cli import UserError
 
-SMALL_NET = '{"triplane_resolutions": [16, 32], "triplane_channels": 8, "token_dim": 16, "kan_hidden": [8]}'
 ITERATIONS = 20
 
 
@@ -46,14 +45,13 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _config(videos: Path, out: Path) -> ManyConfig:
-    """A tiny run: 64 px datasets, 20 iterations at 32 px of a small network, one CPU per task."""
+    """A tiny run: 64 px datasets, 20 iterations at 32 px, one CPU per task."""
     return ManyConfig(
         videos=[videos],
         out=out,
         iterations=ITERATIONS,
         preprocess_args=["--size", "64", "--no_preview"],
-        train_args=["--resolution", "32", "--init_points", "300", "--eval_every", "20"]
-        + ["--deform", SMALL_NET],
+        train_args=["--resolution", "32", "--init_points", "300", "--eval_every", "20"],
         cpus_per_task=1,
         progress_every=0,
     )
@@ -153,11 +151,11 @@ def test_interrupt_stops_the_step_cleanly(tmp_path: Path) -> None:
     child = (
         "import signal, sys, time\n"
         f"def stop(*_):\n    open({str(marker)!r}, 'w').write('checkpoint'); sys.exit(143)\n"
-        "signal.signal(signal.SIGTERM, stop)\nprint('ready', flush=True)\ntime.sleep(60)\n"
+        "signal.signal(signal.SIGTERM, stop)\nprint('rea' + 'dy', flush=True)\ntime.sleep(60)\n"
     )
 
     def interrupt_when_ready() -> None:
-        while "ready" not in (log.read_text() if log.exists() else ""):
+        while "ready\n" not in (log.read_text() if log.exists() else ""):  # not the command in its header
             time.sleep(0.05)
         _thread.interrupt_main()
 
