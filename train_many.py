@@ -85,11 +85,7 @@ def check_flags(cfg: ManyConfig) -> None:
     """Parse the tools' extra flags with the tools' own parsers now, so a typo fails before any work."""
     from data_utils.process import parse_args as preprocess_parse
     from predict import build_parser as predict_parser
-
-    try:  # train.sh's parser moves from train.py to scene/train_cli.py (work in progress in the tree)
-        from scene.train_cli import parse_config
-    except ImportError:
-        from train import parse_config
+    from scene.train_cli import parse_config
 
     preprocess_parse(["VIDEO", "OUT", *cfg.preprocess_args])
     parse_config(["-s", "DATA", "-m", "MODEL", *cfg.train_args])

@@ -63,8 +63,6 @@ class DeformConfig:
             raise ValueError(f"audio_scope must be one of {AUDIO_SCOPES}, got {self.audio_scope!r}")
         if self.audio_code not in AUDIO_CODES:
             raise ValueError(f"audio_code must be one of {AUDIO_CODES}, got {self.audio_code!r}")
-        if self.audio_scope == "mouth" and self.mouth_radius <= 0:
-            raise ValueError("audio_scope 'mouth' needs a positive mouth_radius")
 
     def to_dict(self) -> dict:
         """Return a JSON-serialisable dict of all fields."""
@@ -107,8 +105,11 @@ class DeformationNetwork(nn.Module):
     """Tri-plane spatial features + condition tokens (TOKENS) -> ESAA -> KAN delta heads."""
 
     def __init__(self, cfg: DeformConfig, bounds: Tensor) -> None:
-        """Build the network for scene `bounds` [2,3]; untrained it outputs zero deltas."""
+        """Build the network for scene `bounds` [2,3]; untrained it outputs zero deltas. ValueError for
+        audio_scope 'mouth' without a mouth region (a positive mouth_radius, set from the dataset)."""
         super().__init__()
+        if cfg.audio_scope == "mouth" and cfg.mouth_radius <= 0:
+            raise ValueError("audio_scope 'mouth' needs a positive mouth_radius")
         self.cfg = cfg
         dim = cfg.token_dim
         self.triplane = TriPlane(

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from gaussian_renderer import RenderOutput
 from gaussian_renderer.projection import quat_to_rotmat
+from scene.train_config import DensifyConfig
 
 
 def update_rows(
@@ -49,18 +50,12 @@ def update_rows(
 
 @dataclass
 class DensifyStrategy:
-    """Adaptive density control of the canonical Gaussians (thresholds relative to `scene_scale`)."""
+    """Adaptive density control of the canonical Gaussians: thresholds of `cfg` (sizes relative to
+    `scene_scale`), densifying until step `refine_stop` (cfg.refine_until of the run's iterations)."""
 
-    scene_scale: float = 1.0
-    prune_opa: float = 0.005
-    grow_grad2d: float = 0.0002
-    grow_scale3d: float = 0.01
-    prune_scale3d: float = 0.1
-    refine_start: int = 500
-    refine_stop: int = 15_000
-    refine_every: int = 100
-    reset_every: int = 3000
-    max_gaussians: int = 200_000
+    cfg: DensifyConfig
+    scene_scale: float
+    refine_stop: int
 
     def initialize_state(self, num_gaussians: int, device: torch.device | str) -> dict[str, Any]:
         """Fresh statistics: grad2d [N] (sum of screen-space gradient norms), count [N] (visible steps)."""
@@ -68,11 +63,6 @@ class DensifyStrategy:
             "grad2d": torch.zeros(num_gaussians, device=device),
             "count": torch.zeros(num_gaussians, device=device),
         }
-
-    def step_pre_backward(self, info: RenderOutput) -> None:
-        """Ask autograd to keep the gradient of info.means2d [B,N,2] (read after backward)."""
-        if info.means2d.requires_grad:
-            info.means2d.retain_grad()
 
     @torch.no_grad()
     def step_post_backward(
@@ -83,15 +73,16 @@ class DensifyStrategy:
         step: int,
         info: RenderOutput,
     ) -> None:
-        """Accumulate stats from info (means2d grad [B,N,2], radii [B,N]); grow/prune/reset on schedule."""
+        """Accumulate stats from info (means2d grad [B,N,2], kept by the renderer; radii [B,N]); grow, prune and
+        reset on schedule."""
         if step >= self.refine_stop or info.means2d.grad is None:
             return
         self._accumulate(state, info)
-        if step > self.refine_start and step % self.refine_every == 0:
+        if step > self.cfg.refine_start and step % self.cfg.refine_every == 0:
             self._grow(params, optimizers, state)
             self._prune(params, optimizers, state, step)
             state.update(self.initialize_state(params["means"].shape[0], params["means"].device))
-        if step > 0 and step % self.reset_every == 0:
+        if step > 0 and step % self.cfg.reset_every == 0:
             self._reset_opacity(params, optimizers)
 
     def _accumulate(self, state: dict[str, Any], info: RenderOutput) -> None:
@@ -111,13 +102,13 @@ class DensifyStrategy:
         """Clone small, split large Gaussians with mean gradient > grow_grad2d (up to max_gaussians)."""
         avg = state["grad2d"] / state["count"].clamp_min(1)
         n = avg.shape[0]
-        high = avg > self.grow_grad2d
-        budget = max(self.max_gaussians - n, 0)
+        high = avg > self.cfg.grow_grad2d
+        budget = max(self.cfg.max_gaussians - n, 0)
         if int(high.sum()) > budget:
             high = torch.zeros_like(high)
             high[torch.topk(avg, budget).indices] = True
         scales = torch.exp(params["log_scales"].data)
-        small = scales.max(dim=-1).values <= self.grow_scale3d * self.scene_scale
+        small = scales.max(dim=-1).values <= self.cfg.grow_scale3d * self.scene_scale
         clone, split = high & small, high & ~small
         if clone.any():
             update_rows(
@@ -148,16 +139,16 @@ class DensifyStrategy:
         self, params: nn.ParameterDict, optimizers: dict[str, torch.optim.Optimizer], state: dict, step: int
     ) -> None:
         """Remove nearly transparent Gaussians and, after the first opacity reset, huge ones."""
-        prune = torch.sigmoid(params["opacity_logits"].data) < self.prune_opa
-        if step > self.reset_every:
+        prune = torch.sigmoid(params["opacity_logits"].data) < self.cfg.prune_opa
+        if step > self.cfg.reset_every:
             scales = torch.exp(params["log_scales"].data).max(dim=-1).values
-            prune |= scales > self.prune_scale3d * self.scene_scale
+            prune |= scales > self.cfg.prune_scale3d * self.scene_scale
         if prune.any():
             update_rows(params, optimizers, torch.nonzero(~prune).squeeze(1))
 
     def _reset_opacity(self, params: nn.ParameterDict, optimizers: dict[str, torch.optim.Optimizer]) -> None:
         """Clamp opacities to at most 2 * prune_opa and zero their Adam moments."""
-        cap = math.log(2 * self.prune_opa / (1 - 2 * self.prune_opa))
+        cap = math.log(2 * self.cfg.prune_opa / (1 - 2 * self.cfg.prune_opa))
         param = params["opacity_logits"]
         param.data.clamp_(max=cap)
         for key, value in optimizers["opacity_logits"].state.get(param, {}).items():

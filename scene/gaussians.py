@@ -47,11 +47,6 @@ class GaussianParams(nn.Module):
         return torch.exp(self.params["log_scales"])
 
     @property
-    def quats(self) -> Tensor:
-        """Unit quaternions (w,x,y,z) [N,4]."""
-        return nn.functional.normalize(self.params["quats"], dim=-1)
-
-    @property
     def opacities(self) -> Tensor:
         """Opacities sigmoid(opacity_logits) [N]."""
         return torch.sigmoid(self.params["opacity_logits"])

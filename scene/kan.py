@@ -1,8 +1,5 @@
 """Kolmogorov-Arnold network layers with Gaussian radial basis functions (FastKAN style)."""
 
-import functools
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -13,12 +10,6 @@ def rbf_expand(x: Tensor, norm_weight: Tensor, norm_bias: Tensor, centres: Tenso
     h = F.layer_norm(x, x.shape[-1:], norm_weight * scale, norm_bias * scale).to(x.dtype)
     diff = h.unsqueeze(-1) - (centres * scale).to(x.dtype)
     return torch.exp(torch.addcmul(diff.new_zeros(()), diff, diff, value=-1.0)).flatten(-2)
-
-
-@functools.cache
-def fused_rbf_expand() -> Callable[..., Tensor]:
-    """rbf_expand compiled into one fused kernel (eager makes three passes); built on first CUDA inference."""
-    return torch.compile(rbf_expand, dynamic=True)
 
 
 class KANLinear(nn.Module):
@@ -45,13 +36,7 @@ class KANLinear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Apply the layer to x [..., in_features] -> [..., out_features]."""
-        # Fused only for inference: in training the node count changes with densification and the recompiles
-        # cost about a minute, while a step is bound by kernel launches, not by this expansion.
-        fuse = x.is_cuda and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
-        expand = fused_rbf_expand() if fuse else rbf_expand
-        rows = x.reshape(-1, x.shape[-1])  # 2-D input keeps the compiled kernel from specialising on B=1
-        basis = expand(rows, self.norm.weight, self.norm.bias, self.grid, self.inv_width)
-        basis = basis.view(*x.shape[:-1], basis.shape[-1])
+        basis = rbf_expand(x, self.norm.weight, self.norm.bias, self.grid, self.inv_width)
         return self.spline(basis) + self.base(F.silu(x))
 
     def zero_(self) -> None:

@@ -1,66 +1,40 @@
-"""The training configuration: every setting of train.sh, saved whole with the model."""
+"""The training configuration tree: every setting of train.sh (one flag per leaf field, utils.config_cli),
+saved whole with the model."""
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from scene.deformation import AUDIO_CODES, AUDIO_SCOPES, DeformConfig
+from utils.config_cli import flat, from_dict, option, section, unknown_settings, with_values
+
 RUN_CONTROL = ("iterations", "stop_at", "eval_every", "preview_every", "save_every", "log_every")
+BACKENDS = ("auto", "gsplat", "torch")
+REMOVED_SETTINGS = ("compile", "train_split")  # saved by older versions; dropped on load
 
 
 @dataclass
-class TrainConfig:
-    """Every training setting (saved with the model; run-control fields may change on --resume)."""
+class ScheduleConfig:
+    """How long and on what the training runs."""
 
-    source_path: str = ""
-    model_path: str = ""
-    iterations: int = 10_000
-    batch_size: int = 1
-    resolution: int | None = None
-    coarse_iterations: int | None = None
-    init_points: int = 30_000
-    max_gaussians: int = 80_000
-    init_opacity: float = 0.1
-    seed: int = 0
-    eval_every: int = 1000
-    preview_every: int = 1000
-    save_every: int = 5000
-    log_every: int = 50
-    stop_at: int | None = None
-    num_eval_frames: int = 8
-    lr_means: float = 1.6e-4
-    lr_scales: float = 5e-3
-    lr_quats: float = 1e-3
-    lr_opacity: float = 5e-2
-    lr_colors: float = 2.5e-3
-    lr_deform: float = 1e-3
-    lr_pose: float = 0.0
-    lr_final_ratio: float = 0.01
-    lambda_dssim: float = 0.2
-    lambda_mouth: float = 1.0
-    lambda_tv: float = 1e-4
-    lambda_dxyz: float = 1e-2
-    lambda_lpips: float = 1e-2
-    lpips_dir: str | None = None
-    audio_noise: float = 0.0
-    audio_augment: float = 0.0
-    lambda_lips: float = 1.0
-    refine_start: int = 500
-    refine_stop: int | None = None
-    refine_every: int = 100
-    reset_every: int = 3000
-    grow_grad2d: float = 2e-4
-    backend: str = "auto"
-    bf16: bool = False
-    tf32: bool = True
-    deform: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_saved(cls, saved: dict[str, Any]) -> TrainConfig:
-        """The config saved with a model; settings this version no longer has (e.g. `compile`) are dropped."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in saved.items() if k in names})
+    iterations: int = option(10_000, "total training iterations")
+    batch_size: int = option(1, "frames per iteration")
+    resolution: int | None = option(None, "train at this square size in pixels", default_text="data size")
+    coarse_iterations: int | None = option(
+        None, "static-stage iterations", default_text="min(1000, 20% of iterations)"
+    )
+    stop_at: int | None = option(None, "stop after this iteration with a checkpoint (resume later)")
+    seed: int = option(0, "random seed")
+    backend: str = option("auto", "rasterizer", choices=BACKENDS)
+    bf16: bool = option(False, "bf16 autocast for the deformation network on CUDA")
+    tf32: bool = option(
+        True,
+        "TF32 tensor cores for the float32 matmuls on CUDA (the deformation network)",
+        default_text="on",
+        off_help="keep those matmuls in full float32",
+    )
 
     def coarse_steps(self) -> int:
         """Iterations of the static (coarse) stage: the setting, else min(1000, 20 % of iterations)."""
@@ -68,6 +42,140 @@ class TrainConfig:
             return min(self.coarse_iterations, self.iterations)
         return min(1000, self.iterations // 5)
 
-    def refine_until(self) -> int:
-        """Last densification step: the setting, else 60 % of iterations."""
-        return self.refine_stop if self.refine_stop is not None else int(0.6 * self.iterations)
+
+@dataclass
+class LogConfig:
+    """Validation, previews, metrics lines and checkpoints."""
+
+    eval_every: int = option(1000, "validate every K iterations")
+    preview_every: int = option(1000, "preview JPEG every K iterations")
+    save_every: int = option(5000, "checkpoint every K iterations")
+    log_every: int = option(50, "metrics line every K iterations")
+    num_eval_frames: int = option(8, "validation frames")
+
+
+@dataclass
+class InitConfig:
+    """The initial Gaussians on the tracked face."""
+
+    init_points: int = option(30_000, "initial Gaussians on the face")
+    init_opacity: float = option(0.1, "opacity of the initial Gaussians")
+
+
+@dataclass
+class DensifyConfig:
+    """Adaptive density control (scene.densify.DensifyStrategy); sizes relative to the scene scale."""
+
+    max_gaussians: int = option(80_000, "cap on the Gaussian count")
+    refine_start: int = option(500, "first densification step")
+    refine_stop: int | None = option(None, "last densification step", default_text="60% of iterations")
+    refine_every: int = option(100, "densify every K steps")
+    reset_every: int = option(3000, "opacity reset period")
+    grow_grad2d: float = option(2e-4, "gradient threshold to grow")
+    grow_scale3d: float = option(0.01, "Gaussians up to this size are cloned to grow, larger ones split")
+    prune_scale3d: float = option(0.1, "after the first opacity reset, Gaussians larger than this are pruned")
+    prune_opa: float = option(0.005, "Gaussians below this opacity are pruned")
+
+    def refine_until(self, iterations: int) -> int:
+        """Last densification step: refine_stop, else 60 % of `iterations`."""
+        return self.refine_stop if self.refine_stop is not None else int(0.6 * iterations)
+
+
+@dataclass
+class OptimConfig:
+    """Learning rates, loss weights and training-time audio perturbations."""
+
+    lr_means: float = option(1.6e-4, "Adam lr of means")
+    lr_scales: float = option(5e-3, "Adam lr of scales")
+    lr_quats: float = option(1e-3, "Adam lr of quats")
+    lr_opacity: float = option(5e-2, "Adam lr of opacity")
+    lr_colors: float = option(2.5e-3, "Adam lr of colors")
+    lr_deform: float = option(1e-3, "Adam lr of deform")
+    lr_pose: float = option(0.0, "Adam lr of learned per-frame head-pose corrections, e.g. 1e-4; 0 = off")
+    lr_final_ratio: float = option(0.01, "final/initial lr of means, deform")
+    lambda_dssim: float = option(0.2, "loss weight")
+    lambda_mouth: float = option(1.0, "loss weight")
+    lambda_tv: float = option(1e-4, "loss weight")
+    lambda_dxyz: float = option(1e-2, "loss weight")
+    lambda_lpips: float = option(1e-2, "loss weight")
+    lpips_dir: str | None = option(
+        None,
+        "folder of the LPIPS weights (default $EGSTALKER_CACHE/lpips); without them LPIPS is off",
+    )
+    audio_noise: float = option(
+        0.0, "std of Gaussian noise added to the normalised audio features in training"
+    )
+    audio_augment: float = option(
+        0.0,
+        "speaker augmentation of log-mel features: mel axis stretched by up to S (e.g. 0.1) and gain "
+        "within S*60 dB, in the audio-driven stage; 0 = off",
+        metavar="S",
+    )
+    lambda_lips: float = option(
+        1.0, "weight of the audio-to-lip-measure loss when the deformation's audio_code is 'lips'"
+    )
+
+
+DEFORM_HELP = {
+    "triplane_resolutions": "tri-plane resolutions, one per scale",
+    "triplane_channels": "channels of each tri-plane",
+    "triplane_combine": "how the three planes' features combine",
+    "token_dim": "width of the attention tokens",
+    "heads": "attention heads",
+    "kan_hidden": "hidden widths of the KAN delta heads",
+    "kan_grids": "B-spline grid intervals of the KAN layers",
+    "kan_grid_range": "input range of the KAN B-spline grids",
+    "use_camera": "condition the deformation on a camera token",
+    "audio_scope": "where the audio acts: everywhere, or fading out away from the tracked mouth",
+    "audio_code": "the audio token: free (encoded audio), or lips (through the three tracked lip measures)",
+    "scale_xyz": "output scale of the position offsets",
+    "scale_rot": "output scale of the rotation offsets",
+    "scale_scale": "output scale of the log-scale offsets",
+    "scale_opacity": "output scale of the opacity offsets",
+    "scale_color": "output scale of the colour offsets",
+}
+DEFORM_CHOICES = {
+    "triplane_combine": ("product", "sum"),
+    "audio_scope": AUDIO_SCOPES,
+    "audio_code": AUDIO_CODES,
+}
+DEFORM_FROM_DATA = ("audio_channels", "audio_window", "camera_dim", "mouth_centre", "mouth_radius")
+
+
+@dataclass
+class TrainConfig:
+    """Every training setting (saved with the model; run-control fields may change on --resume)."""
+
+    source_path: str = option("", "preprocessed subject folder data/<subject>", flags=("-s",), required=True)
+    model_path: str = option("", "output folder for checkpoints and previews", flags=("-m",), required=True)
+    schedule: ScheduleConfig = section(ScheduleConfig, "schedule")
+    log: LogConfig = section(LogConfig, "logging and checkpoints")
+    init: InitConfig = section(InitConfig, "initial Gaussians")
+    densify: DensifyConfig = section(DensifyConfig, "densification")
+    optim: OptimConfig = section(OptimConfig, "learning rates and loss weights")
+    deform: DeformConfig = section(
+        DeformConfig,
+        "deformation network",
+        DEFORM_HELP,
+        choices=DEFORM_CHOICES,
+        internal=DEFORM_FROM_DATA,
+    )
+
+    @classmethod
+    def from_saved(cls, saved: dict[str, Any]) -> TrainConfig:
+        """The config saved with a model (dataclasses.asdict form; the flat form of older versions, whose
+        `deform` held only the changed fields, is mapped); UserError names unknown settings."""
+        what = "the model's saved training config"
+        saved = {k: v for k, v in saved.items() if k not in REMOVED_SETTINGS}
+        if set(saved) <= {f.name for f in dataclasses.fields(cls)}:
+            return from_dict(cls, saved, what)
+        values = {k: v for k, v in saved.items() if k != "deform"}
+        deform = saved.get("deform", {})
+        known = {f.name for f in dataclasses.fields(DeformConfig)}
+        unknown = [*(set(values) - set(flat(cls()))), *(f"deform.{k}" for k in deform if k not in known)]
+        unknown_settings(what, sorted(unknown))
+        return with_values(from_dict(cls, {"deform": deform}, what), values)
+
+    def with_values(self, values: dict[str, Any]) -> TrainConfig:
+        """A copy with the leaf settings `values` {flag name: value}."""
+        return with_values(self, values)

@@ -30,7 +30,7 @@ from scene.checkpoint import (
     save_checkpoint,
 )
 from scene.dataset import FrameBatch, TalkingHeadDataset
-from scene.deformation import DeformConfig, Deltas, mouth_region
+from scene.deformation import Deltas, mouth_region
 from scene.densify import DensifyStrategy
 from scene.fingerprint import dataset_fingerprint
 from scene.gaussians import PARAM_NAMES, init_from_track
@@ -46,20 +46,20 @@ from utils.output_policy import MODEL, check_output
 def make_optimizers(avatar: Avatar, cfg: TrainConfig, scene_scale: float) -> dict[str, torch.optim.Adam]:
     """One Adam per Gaussian tensor (gsplat style, lr scaled by sqrt(batch)) plus one for the network."""
     lrs = {
-        "means": cfg.lr_means * scene_scale,
-        "log_scales": cfg.lr_scales,
-        "quats": cfg.lr_quats,
-        "opacity_logits": cfg.lr_opacity,
-        "color_logits": cfg.lr_colors,
+        "means": cfg.optim.lr_means * scene_scale,
+        "log_scales": cfg.optim.lr_scales,
+        "quats": cfg.optim.lr_quats,
+        "opacity_logits": cfg.optim.lr_opacity,
+        "color_logits": cfg.optim.lr_colors,
     }
-    bs = math.sqrt(cfg.batch_size)
+    bs = math.sqrt(cfg.schedule.batch_size)
     params = avatar.gaussians.params
     fused = True if params["means"].is_cuda else None  # one kernel per optimizer: steps are launch-bound
     optimizers = {
         name: torch.optim.Adam([params[name]], lr=lrs[name] * bs, eps=1e-15 / bs, fused=fused)
         for name in PARAM_NAMES
     }
-    optimizers["deform"] = torch.optim.Adam(avatar.deform.parameters(), lr=cfg.lr_deform, fused=fused)
+    optimizers["deform"] = torch.optim.Adam(avatar.deform.parameters(), lr=cfg.optim.lr_deform, fused=fused)
     return optimizers
 
 
@@ -67,13 +67,13 @@ def make_schedulers(
     optimizers: dict[str, torch.optim.Adam], cfg: TrainConfig
 ) -> dict[str, torch.optim.lr_scheduler.ExponentialLR]:
     """Exponential decay to lr_final_ratio: means over all iterations, the network over the fine stage."""
-    fine = max(cfg.iterations - cfg.coarse_steps(), 1)
+    fine = max(cfg.schedule.iterations - cfg.schedule.coarse_steps(), 1)
     return {
         "means": torch.optim.lr_scheduler.ExponentialLR(
-            optimizers["means"], cfg.lr_final_ratio ** (1 / max(cfg.iterations, 1))
+            optimizers["means"], cfg.optim.lr_final_ratio ** (1 / max(cfg.schedule.iterations, 1))
         ),
         "deform": torch.optim.lr_scheduler.ExponentialLR(
-            optimizers["deform"], cfg.lr_final_ratio ** (1 / fine)
+            optimizers["deform"], cfg.optim.lr_final_ratio ** (1 / fine)
         ),
     }
 
@@ -89,13 +89,13 @@ def compute_loss(
     """L1 + lambda_dssim * D-SSIM + lambda_mouth * mouth L1 (+ lambda_lpips * LPIPS with `perceptual`;
     + tri-plane TV and |d_xyz|^2 when deformed) of image [B,H,W,3] against the batch -> scalar."""
     gt = batch.image
-    loss = l1(image, gt) + cfg.lambda_dssim * dssim(image, gt)
-    loss = loss + cfg.lambda_mouth * weighted_l1(image, gt, batch.mouth_mask)
+    loss = l1(image, gt) + cfg.optim.lambda_dssim * dssim(image, gt)
+    loss = loss + cfg.optim.lambda_mouth * weighted_l1(image, gt, batch.mouth_mask)
     if perceptual is not None:
-        loss = loss + cfg.lambda_lpips * perceptual(image, gt).mean()
+        loss = loss + cfg.optim.lambda_lpips * perceptual(image, gt).mean()
     if deltas is not None:
-        loss = loss + cfg.lambda_tv * avatar.deform.regularization()
-        loss = loss + cfg.lambda_dxyz * deltas.d_xyz.float().square().mean()
+        loss = loss + cfg.optim.lambda_tv * avatar.deform.regularization()
+        loss = loss + cfg.optim.lambda_dxyz * deltas.d_xyz.float().square().mean()
     return loss
 
 
@@ -113,11 +113,11 @@ def evaluate(
 ) -> tuple[dict[str, float], Tensor, Tensor]:
     """Validation PSNR/SSIM (full frame and face box, evaluation.frames.score_frames, per-frame means) on
     <= num_eval_frames evenly spaced frames -> (metrics, renders [K,H,W,3], ground truth [K,H,W,3])."""
-    indices = dataset.evenly_spaced(cfg.num_eval_frames)
+    indices = dataset.evenly_spaced(cfg.log.num_eval_frames)
     renders, gts, rects = [], [], []
-    for chunk in indices.split(max(cfg.batch_size, 1)):
+    for chunk in indices.split(max(cfg.schedule.batch_size, 1)):
         batch = dataset.get(chunk)
-        renders.append(avatar.render(batch, stage, cfg.backend).image.clamp(0, 1))
+        renders.append(avatar.render(batch, stage, cfg.schedule.backend).image.clamp(0, 1))
         gts.append(batch.image)
         rects.append(batch.face_rect)
     pred, gt, rect = torch.cat(renders), torch.cat(gts), torch.cat(rects)
@@ -189,7 +189,7 @@ class Trainer:
 
     def stage(self, step: int) -> str:
         """'coarse' for the first coarse_steps() iterations, then 'fine'."""
-        return "coarse" if step <= self.cfg.coarse_steps() else "fine"
+        return "coarse" if step <= self.cfg.schedule.coarse_steps() else "fine"
 
     def save(self) -> Path:
         """Checkpoint of the current step (model, optimizers, schedulers, strategy, RNG states)."""
@@ -207,27 +207,26 @@ class Trainer:
         """One optimisation step -> (loss, rendered image, ground truth), tensors left on the device."""
         stage = self.stage(step)
         with record_function("train.sample"):
-            batch = self.train_set.sample(self.cfg.batch_size, self.generator)
-            if self.cfg.audio_noise > 0 and stage == "fine":
+            batch = self.train_set.sample(self.cfg.schedule.batch_size, self.generator)
+            if self.cfg.optim.audio_noise > 0 and stage == "fine":
                 noise = torch.randn(batch.audio.shape, generator=self.generator, device=batch.audio.device)
-                batch.audio = batch.audio + self.cfg.audio_noise * noise
-            if self.cfg.audio_augment > 0 and stage == "fine":
+                batch.audio = batch.audio + self.cfg.optim.audio_noise * noise
+            if self.cfg.optim.audio_augment > 0 and stage == "fine":
                 batch.audio = perturb_speaker(
-                    batch.audio, self.train_set.audio_norm, self.cfg.audio_augment, self.generator
+                    batch.audio, self.train_set.audio_norm, self.cfg.optim.audio_augment, self.generator
                 )
             if self.pose is not None:
                 batch.viewmat = self.pose(batch.viewmat, batch.index)
         lip_code = self.avatar.deform_cfg.audio_code == "lips" and stage == "fine"
         out, deltas = self.avatar.render_with_deltas(
-            batch, stage, self.cfg.backend, tracked_lips=lip_code, amp=self.cfg.bf16
+            batch, stage, self.cfg.schedule.backend, tracked_lips=lip_code, amp=self.cfg.schedule.bf16
         )
         with record_function("train.loss"):
             loss = compute_loss(out.image, batch, deltas, self.avatar, self.cfg, self.perceptual)
             if lip_code:
                 predicted = self.avatar.deform.predict_lips(batch.audio)
-                loss = loss + self.cfg.lambda_lips * (predicted - batch.lips).square().mean()
+                loss = loss + self.cfg.optim.lambda_lips * (predicted - batch.lips).square().mean()
         with record_function("train.backward"):
-            self.strategy.step_pre_backward(out)
             loss.backward()
         with record_function("train.optimizer"):
             for optimizer in self.optimizers.values():
@@ -278,11 +277,11 @@ def prepare_model_output(model_path: Path, resume: bool, force: bool) -> None:
 def _load_data(
     cfg: TrainConfig, device: torch.device, audio_norm: dict | None
 ) -> tuple[TalkingHeadDataset, TalkingHeadDataset]:
-    """Train and val splits at cfg.resolution on device (val normalised with the train statistics)."""
-    train_set = TalkingHeadDataset(cfg.source_path, "train", cfg.resolution, device, audio_norm=audio_norm)
-    val_set = TalkingHeadDataset(
-        cfg.source_path, "val", cfg.resolution, device, audio_norm=train_set.audio_norm
-    )
+    """Train and val splits at the schedule's resolution on device (val normalised with the train
+    statistics)."""
+    size = cfg.schedule.resolution
+    train_set = TalkingHeadDataset(cfg.source_path, "train", size, device, audio_norm=audio_norm)
+    val_set = TalkingHeadDataset(cfg.source_path, "val", size, device, audio_norm=train_set.audio_norm)
     return train_set, val_set
 
 
@@ -299,7 +298,8 @@ def _new_avatar(cfg: TrainConfig, train_set: TalkingHeadDataset, device: torch.d
         ) from err
     if not isinstance(track, dict) or "shape" not in track or "R" not in track or "t" not in track:
         raise UserError(f"'{track_path}' lacks 'shape', 'R' or 't'; rerun ./preprocess.sh")
-    gaussians = init_from_track(track, cfg.init_points, cfg.seed, init_opacity=cfg.init_opacity)
+    init = cfg.init
+    gaussians = init_from_track(track, init.init_points, cfg.schedule.seed, init_opacity=init.init_opacity)
     first = train_set.get(torch.zeros(1, dtype=torch.long))
     gaussians.set_colors(
         gaussians.colors_from_image(
@@ -309,13 +309,11 @@ def _new_avatar(cfg: TrainConfig, train_set: TalkingHeadDataset, device: torch.d
     bounds = gaussians.bounds()
     pad = 0.1 * (bounds[1] - bounds[0])
     channels, window = train_set.audio_shape
-    deform_cfg = DeformConfig.from_dict(
-        {
-            **mouth_region(torch.as_tensor(track["shape"]).numpy()),
-            **cfg.deform,
-            "audio_channels": channels,
-            "audio_window": window,
-        }
+    deform_cfg = dataclasses.replace(
+        cfg.deform,
+        **mouth_region(torch.as_tensor(track["shape"]).numpy()),
+        audio_channels=channels,
+        audio_window=window,
     )
     return Avatar(gaussians, deform_cfg, torch.stack([bounds[0] - pad, bounds[1] + pad])).to(device)
 
@@ -323,10 +321,10 @@ def _new_avatar(cfg: TrainConfig, train_set: TalkingHeadDataset, device: torch.d
 def _perceptual_loss(cfg: TrainConfig, device: torch.device) -> tuple[LPIPS | None, str | None]:
     """(LPIPS network, its weights folder) for the LPIPS term, or (None, None) when lambda_lpips is 0 or,
     with no --lpips_dir given, the default folder lacks the weights; UserError if a given --lpips_dir does."""
-    if cfg.lambda_lpips <= 0:
+    if cfg.optim.lambda_lpips <= 0:
         return None, None
-    folder = Path(cfg.lpips_dir).expanduser() if cfg.lpips_dir else default_lpips_dir()
-    if cfg.lpips_dir is None and find_lpips_weights(folder) is None:
+    folder = Path(cfg.optim.lpips_dir).expanduser() if cfg.optim.lpips_dir else default_lpips_dir()
+    if cfg.optim.lpips_dir is None and find_lpips_weights(folder) is None:
         print(f"note: LPIPS loss off (no weights in {folder}; see --lpips_dir)", file=sys.stderr)
         return None, None
     return LPIPS.load(folder).to(device), str(folder)
@@ -348,35 +346,28 @@ def setup(cfg: TrainConfig, given: dict[str, Any], resume: bool, device: torch.d
         if ignored:
             print(f"note: --resume keeps the saved settings; ignoring {', '.join(ignored)}", file=sys.stderr)
         control = {"stop_at": None, **{k: v for k, v in given.items() if k in RUN_CONTROL}}
-        cfg = dataclasses.replace(saved, model_path=cfg.model_path, source_path=cfg.source_path, **control)
-    if cfg.audio_augment > 0 and _extractor_name(cfg) != "logmel":
+        cfg = saved.with_values({"model_path": cfg.model_path, "source_path": cfg.source_path, **control})
+    if cfg.optim.audio_augment > 0 and _extractor_name(cfg) != "logmel":
         raise UserError(
             f"--audio_augment perturbs log-mel features; the dataset's audio features are "
             f"'{_extractor_name(cfg)}': leave --audio_augment out"
         )
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.schedule.seed)
     if device.type == "cuda":
-        torch.set_float32_matmul_precision("high" if cfg.tf32 else "highest")
+        torch.set_float32_matmul_precision("high" if cfg.schedule.tf32 else "highest")
     audio_norm = checkpoint["config"]["audio_norm"] if checkpoint else None
     train_set, val_set = _load_data(cfg, device, audio_norm)
     avatar = avatar_from_checkpoint(checkpoint, device) if checkpoint else _new_avatar(cfg, train_set, device)
+    cfg = dataclasses.replace(cfg, deform=avatar.deform_cfg)  # saved whole: with the dataset's fields
     bounds = avatar.bounds
     scene_scale = avatar.scene_scale
     optimizers = make_optimizers(avatar, cfg, scene_scale)
     schedulers = make_schedulers(optimizers, cfg)
-    pose = PoseCorrection(len(train_set), scene_scale).to(device) if cfg.lr_pose > 0 else None
+    pose = PoseCorrection(len(train_set), scene_scale).to(device) if cfg.optim.lr_pose > 0 else None
     if pose is not None:
-        optimizers["pose"] = torch.optim.Adam(pose.parameters(), lr=cfg.lr_pose)
-    strategy = DensifyStrategy(
-        scene_scale=scene_scale,
-        grow_grad2d=cfg.grow_grad2d,
-        refine_start=cfg.refine_start,
-        refine_stop=cfg.refine_until(),
-        refine_every=cfg.refine_every,
-        reset_every=cfg.reset_every,
-        max_gaussians=cfg.max_gaussians,
-    )
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+        optimizers["pose"] = torch.optim.Adam(pose.parameters(), lr=cfg.optim.lr_pose)
+    strategy = DensifyStrategy(cfg.densify, scene_scale, cfg.densify.refine_until(cfg.schedule.iterations))
+    generator = torch.Generator(device=device).manual_seed(cfg.schedule.seed)
     perceptual, lpips_weights = _perceptual_loss(cfg, device)
     config = {
         "train": asdict(cfg),
@@ -412,7 +403,8 @@ def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
 
 
 def run(trainer: Trainer) -> dict[str, Any]:
-    """The training loop from trainer.step to cfg.iterations (or stop_at) -> the last validation record."""
+    """The training loop from trainer.step to the schedule's iterations (or stop_at) -> the last validation
+    record."""
     cfg = trainer.cfg
     metrics_path = trainer.model_path / "metrics.jsonl"
     last_val: dict[str, Any] = {}
@@ -424,17 +416,18 @@ def run(trainer: Trainer) -> dict[str, Any]:
         }
         trainer.validate(last_val, preview=False)
         _append_jsonl(metrics_path, last_val)
-    end = min(cfg.iterations, cfg.stop_at) if cfg.stop_at is not None else cfg.iterations
+    schedule = cfg.schedule
+    end = schedule.iterations if schedule.stop_at is None else min(schedule.iterations, schedule.stop_at)
     bar = tqdm(
-        range(trainer.step + 1, end + 1), initial=trainer.step, total=cfg.iterations,
+        range(trainer.step + 1, end + 1), initial=trainer.step, total=cfg.schedule.iterations,
         file=sys.stderr, dynamic_ncols=True, desc="train",
     )  # fmt: skip
     tick, tick_step = time.perf_counter(), trainer.step
     for step in bar:
         loss, image, gt = trainer.train_step(step)
         trainer.step = step
-        evaluate_now = step % cfg.eval_every == 0 or step == end
-        if step % cfg.log_every == 0 or evaluate_now:
+        evaluate_now = step % cfg.log.eval_every == 0 or step == end
+        if step % cfg.log.log_every == 0 or evaluate_now:
             now = time.perf_counter()
             rate = (step - tick_step) / max(now - tick, 1e-9)
             trainer.elapsed += now - tick
@@ -447,14 +440,14 @@ def run(trainer: Trainer) -> dict[str, Any]:
                 "it_per_s": rate,
             }
             if evaluate_now:
-                trainer.validate(record, preview=step % cfg.preview_every == 0 or step == end)
+                trainer.validate(record, preview=step % cfg.log.preview_every == 0 or step == end)
                 last_val = record
             _append_jsonl(metrics_path, record)
             postfix = {"loss": f"{record['loss']:.4f}", "psnr": f"{record['psnr']:.2f}"}
             postfix.update(N=str(record["num_gaussians"]), its=f"{rate:.1f}")
             bar.set_postfix(postfix, refresh=False)
             tick, tick_step = time.perf_counter(), step
-        if step % cfg.save_every == 0 and step != end:
+        if step % cfg.log.save_every == 0 and step != end:
             trainer.save()
     bar.close()
     trainer.elapsed += time.perf_counter() - tick

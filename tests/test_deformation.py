@@ -97,7 +97,7 @@ def test_config_rejects_unknown_choices_and_a_mouth_scope_without_region() -> No
     with pytest.raises(ValueError, match="audio_code"):
         DeformConfig(audio_code="words")
     with pytest.raises(ValueError, match="mouth_radius"):
-        DeformConfig(audio_scope="mouth")
+        DeformationNetwork(DeformConfig(audio_scope="mouth"), torch.tensor([[-1.0] * 3, [1.0] * 3]))
 
 
 def test_cached_features_match_forward() -> None:

@@ -28,6 +28,7 @@ from evaluation.frames import (
 )
 from scene import inference, train_config, trainer
 from scene.dataset import FrameBatch, TalkingHeadDataset, read_transforms
+from scene.deformation import DeformConfig
 from tests.dataset_factory import make_dataset
 from utils.cli import UserError
 
@@ -198,6 +199,8 @@ def _fake_render(batch: FrameBatch) -> torch.Tensor:
 class _FakeAvatar:
     """Stands in for a trained avatar: render() returns _fake_render for any stage."""
 
+    deform_cfg = DeformConfig()
+
     def render(self, batch: FrameBatch, stage: str = "fine", backend: str = "auto") -> SimpleNamespace:
         return SimpleNamespace(image=_fake_render(batch))
 
@@ -210,7 +213,7 @@ def test_every_caller_gives_the_same_full_and_face_scores(
     n = len(ds)
 
     # training validation
-    cfg = train_config.TrainConfig(num_eval_frames=n, batch_size=3)
+    cfg = train_config.TrainConfig().with_values({"num_eval_frames": n, "batch_size": 3})
     val, _, _ = trainer.evaluate(_FakeAvatar(), ds, "fine", cfg)
 
     # render_direct's metrics.json (predict.predict_direct): uint8 frames as written to the video

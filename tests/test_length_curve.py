@@ -41,7 +41,7 @@ def test_shortened_dataset_keeps_the_first_training_frames(subject: Path, tmp_pa
 
 
 def test_length_curve_scores_each_share(subject: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    extra = f"--init_points 400 --coarse_iterations 6 --eval_every 100 --deform {shlex.quote(SMALL_NET)}"
+    extra = f"--init_points 400 --coarse_iterations 6 --eval_every 100 {shlex.join(SMALL_NET)}"
     argv = [
         "--reference_path",
         str(subject),

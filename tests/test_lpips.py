@@ -65,8 +65,8 @@ def test_lookup_and_errors(tmp_path: Path) -> None:
 def test_training_uses_lpips_only_with_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EGSTALKER_CACHE", str(tmp_path / "empty_cache"))
     data = make_dataset(tmp_path / "subject", frames=12, size=32, fps=4)
-    net = json.dumps({"triplane_resolutions": [8], "triplane_channels": 4, "token_dim": 8, "kan_hidden": [4]})
-    common = ["-s", str(data), "--init_points", "300", "--deform", net, "--iterations", "6"]
+    net = ["--triplane_resolutions", "8", "--triplane_channels", "4", "--token_dim", "8", "--kan_hidden", "4"]
+    common = ["-s", str(data), "--init_points", "300", *net, "--iterations", "6"]
     common += ["--coarse_iterations", "3", "--eval_every", "100"]
     assert train.main([*common, "-m", str(tmp_path / "off")]) == 0
     weights = write_lpips_weights(tmp_path / "lpips")

@@ -22,9 +22,10 @@ from tests.dataset_factory import make_dataset
 from tests.test_bench import assert_metadata
 from utils.rigid import rigid_matrix, so3_exp
 
-SMALL_NET = json.dumps(
-    {"triplane_resolutions": [16], "triplane_channels": 8, "token_dim": 16, "kan_hidden": [8]}
-)
+SMALL_NET = [
+    *("--triplane_resolutions", "16", "--triplane_channels", "8"),
+    *("--token_dim", "16", "--kan_hidden", "8"),
+]
 
 
 def test_so3_exp_matches_scipy_and_is_smooth_at_zero() -> None:
@@ -70,7 +71,7 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def posed_model(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 60-iteration model trained with pose corrections on."""
     out = tmp_path_factory.mktemp("models") / "posed"
-    argv = ["-s", str(data_root), "-m", str(out), "--init_points", "600", "--deform", SMALL_NET]
+    argv = ["-s", str(data_root), "-m", str(out), "--init_points", "600", *SMALL_NET]
     argv += ["--iterations", "60", "--coarse_iterations", "40", "--eval_every", "60", "--lr_pose", "1e-3"]
     assert train.main(argv) == 0
     return out
@@ -115,7 +116,7 @@ def test_training_saves_corrections_and_predict_applies_them(posed_model: Path, 
 
 
 def test_resume_with_corrections_equals_uninterrupted_run(data_root: Path, tmp_path: Path) -> None:
-    common = ["-s", str(data_root), "--init_points", "400", "--deform", SMALL_NET, "--lr_pose", "1e-3"]
+    common = ["-s", str(data_root), "--init_points", "400", *SMALL_NET, "--lr_pose", "1e-3"]
     common += ["--iterations", "10", "--coarse_iterations", "5", "--eval_every", "100"]
     straight, pieces = tmp_path / "straight", tmp_path / "pieces"
     assert train.main([*common, "-m", str(straight)]) == 0

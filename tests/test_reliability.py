@@ -35,9 +35,10 @@ from utils.video_out import ffmpeg_exe
 
 REPO = Path(__file__).resolve().parents[1]
 ITERATION = 5
-SMALL_NET = json.dumps(
-    {"triplane_resolutions": [8], "triplane_channels": 4, "token_dim": 8, "kan_hidden": [8]}
-)
+SMALL_NET = [
+    *("--triplane_resolutions", "8", "--triplane_channels", "4"),
+    *("--token_dim", "8", "--kan_hidden", "8"),
+]
 
 
 def tree_state(path: Path) -> dict[str, str]:
@@ -319,7 +320,7 @@ def test_6_corrupt_track_params(
     shutil.copytree(model[1], data)
     (data / "track_params.pt").write_bytes(b"\x80\x04not a pickle at all")
     before = tree_state(data)
-    argv = ["-s", str(data), "-m", str(tmp_path / "run"), "--init_points", "50", "--deform", SMALL_NET]
+    argv = ["-s", str(data), "-m", str(tmp_path / "run"), "--init_points", "50", *SMALL_NET]
     code, err = run(train.main, argv, capsys)
     assert code == 2 and err.startswith("error: cannot read ") and "rerun ./preprocess.sh" in err
     assert tree_state(data) == before and entries(tmp_path) == ["data"]

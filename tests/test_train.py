@@ -14,20 +14,24 @@ import torch
 
 import train
 from gaussian_renderer import RenderOutput
-from scene import train_config, trainer
+from scene import train_cli, train_config, train_summary, trainer
 from scene.checkpoint import latest_checkpoint, load_avatar, load_checkpoint
 from scene.dataset import TalkingHeadDataset
-from scene.deformation import DeformationNetwork
+from scene.deformation import DeformationNetwork, DeformConfig
 from scene.densify import DensifyStrategy
 from scene.gaussians import PARAM_NAMES, GaussianParams
 from tests.dataset_factory import make_dataset
 from utils.cli import UserError
+from utils.config_cli import flat as flat_settings
+from utils.config_cli import leaves
 from utils.losses import dssim, l1, psnr, ssim, weighted_l1
 from utils.ply import load_ply, save_ply
 
-SMALL_NET = json.dumps(
-    {"triplane_resolutions": [16, 32], "triplane_channels": 8, "token_dim": 16, "kan_hidden": [8], "heads": 2}
-)
+DEFORM_FIELDS = [f.name for f in dataclasses.fields(DeformConfig)]
+SMALL_NET = [
+    *("--triplane_resolutions", "16", "32", "--triplane_channels", "8"),
+    *("--token_dim", "16", "--kan_hidden", "8", "--heads", "2"),
+]
 
 
 def _args(data: Path, out: Path, *extra: str) -> list[str]:
@@ -39,8 +43,7 @@ def _args(data: Path, out: Path, *extra: str) -> list[str]:
         str(out),
         "--init_points",
         "600",
-        "--deform",
-        SMALL_NET,
+        *SMALL_NET,
         "--log_every",
         "4",
         *extra,
@@ -79,17 +82,17 @@ def test_training_improves_and_writes_outputs(trained: Path) -> None:
         assert (trained / name).is_file(), name
     summary = json.loads((trained / "train_summary.json").read_text())
     assert summary["iterations"] == 100 and summary["model_size_mb"] > 0
-    assert json.loads((trained / "cfg_args").read_text())["train"]["iterations"] == 100
+    assert json.loads((trained / "cfg_args").read_text())["train"]["schedule"]["iterations"] == 100
 
 
 def test_novel_pose_note_only_when_validation_poses_are_novel(data_root: Path, tmp_path: Path) -> None:
-    assert train.novel_pose_note(data_root) is None
+    assert train_summary.novel_pose_note(data_root) is None
     copy = tmp_path / "subject"
     copy.mkdir()
     record = json.loads((data_root / "preprocess.json").read_text())
     record["quality"] |= {"val_frames_novel_pose": 3, "val_pose_gap_max_deg": 6.25}
     (copy / "preprocess.json").write_text(json.dumps(record))
-    note = train.novel_pose_note(copy)
+    note = train_summary.novel_pose_note(copy)
     assert note is not None and note.startswith("note: 3 validation frames") and "6.2 deg" in note
 
 
@@ -114,9 +117,8 @@ def test_load_avatar_needs_no_flags_and_renders_the_same(trained: Path, data_roo
 def test_lip_code_trains_audio_to_predict_the_tracked_lips(data_root: Path, tmp_path: Path) -> None:
     train_set = TalkingHeadDataset(data_root, "train")
     assert train_set.lips[:, 0].std() > 0.5  # standardised, and the factory's jaw moves
-    deform = {**json.loads(SMALL_NET), "audio_scope": "mouth", "audio_code": "lips"}
     argv = _args(data_root, tmp_path / "lips", "--iterations", "80", "--coarse_iterations", "10")
-    argv[argv.index(SMALL_NET)] = json.dumps(deform)
+    argv += ["--audio_scope", "mouth", "--audio_code", "lips"]
     assert train.main([*argv, "--eval_every", "40", "--batch_size", "4", "--lr_final_ratio", "1"]) == 0
     val = [r for r in _records(tmp_path / "lips") if "val_lip_corr" in r]
     assert [r["iteration"] for r in val] == [40, 80]  # measured in the audio-driven stage only
@@ -140,18 +142,54 @@ def test_audio_augment_needs_log_mel_features(data_root: Path, tmp_path: Path) -
         train.main([*_args(phones, tmp_path / "out", "--iterations", "2"), "--audio_augment", "0.1"])
 
 
-def test_saved_config_of_an_older_version_loads() -> None:
-    saved = {**dataclasses.asdict(train_config.TrainConfig(iterations=7, batch_size=2)), "compile": True}
-    cfg = train_config.TrainConfig.from_saved(saved)
-    assert (cfg.iterations, cfg.batch_size) == (7, 2) and not hasattr(cfg, "compile")
+def test_saved_config_loads_whole_and_older_flat_ones_are_mapped() -> None:
+    cfg = train_config.TrainConfig().with_values({"iterations": 7, "batch_size": 2, "kan_hidden": [16, 8]})
+    saved = json.loads(json.dumps(dataclasses.asdict(cfg)))  # as in cfg_args: tuples become lists
+    assert train_config.TrainConfig.from_saved(saved) == cfg
+    # the flat config of earlier versions: `deform` held the changed fields only; compile is gone
+    flat = {k: v for k, v in flat_settings(train_config.TrainConfig()).items() if k not in DEFORM_FIELDS}
+    old = {**flat, "iterations": 7, "batch_size": 2, "compile": True, "deform": {"kan_hidden": [16, 8]}}
+    assert train_config.TrainConfig.from_saved(old) == cfg
+
+
+def test_unknown_saved_settings_are_named_in_one_error() -> None:
+    saved = dataclasses.asdict(train_config.TrainConfig())
+    saved["optim"]["lr_warp"] = 1.0
+    with pytest.raises(UserError, match=r"unknown settings optim\.lr_warp;"):
+        train_config.TrainConfig.from_saved(saved)
+    with pytest.raises(UserError, match="unknown settings deform.token_width, warp;"):
+        train_config.TrainConfig.from_saved({"iterations": 3, "warp": 1, "deform": {"token_width": 8}})
+
+
+def test_every_config_setting_has_exactly_one_flag_and_every_flag_a_setting() -> None:
+    parser = train_cli.build_parser()
+    dests = [a.dest for a in parser._actions if a.option_strings and a.dest != "help"]
+    settings = [leaf.name for leaf in leaves(train_config.TrainConfig, flags_only=True)]
+    assert len(settings) == len(set(settings))  # one namespace of flag names
+    assert sorted(set(dests) - {"resume", "force", "deform"}) == sorted(settings)
+    assert all(dests.count(name) == 1 for name in settings if name not in ("tf32", "use_camera"))
+    internal = set(DEFORM_FIELDS) - set(settings)
+    assert internal == set(train_config.DEFORM_FROM_DATA)  # a new DeformConfig field needs a flag or a reason
+    cfg, given, _, _ = train_cli.parse_config(["-s", "d", "-m", "m", "--kan_hidden", "64", "--no_use_camera"])
+    assert (
+        cfg.deform.kan_hidden == (64,)
+        and not cfg.deform.use_camera
+        and cfg == train_config.TrainConfig(source_path="d", model_path="m").with_values(given)
+    )
+
+
+def test_the_deform_json_flag_names_its_replacement() -> None:
+    with pytest.raises(UserError, match="use --kan_hidden 64 --no_use_camera;"):
+        deform = '{"kan_hidden": [64], "use_camera": false}'
+        train_cli.parse_config(["-s", "d", "-m", "m", "--deform", deform])
 
 
 def test_tf32_is_on_by_default_and_can_be_turned_off() -> None:
     base = ["-s", "data", "-m", "out"]
-    cfg, given, _, _ = train.parse_config(base)
-    assert cfg.tf32 and "tf32" not in given  # not given: --resume keeps the saved value without a note
-    cfg, given, _, _ = train.parse_config([*base, "--no_tf32"])
-    assert not cfg.tf32 and given["tf32"] is False
+    cfg, given, _, _ = train_cli.parse_config(base)
+    assert cfg.schedule.tf32 and "tf32" not in given  # not given: --resume keeps the saved value silently
+    cfg, given, _, _ = train_cli.parse_config([*base, "--no_tf32"])
+    assert not cfg.schedule.tf32 and given["tf32"] is False
 
 
 def test_refuses_existing_model_without_force_or_resume(trained: Path, data_root: Path) -> None:
@@ -215,7 +253,8 @@ def test_densification_grows_prunes_and_keeps_adam_state_consistent() -> None:
     sum(p.sum() for p in g.params.values()).backward()
     for o in optimizers.values():
         o.step()
-    strategy = DensifyStrategy(scene_scale=1.0, refine_start=0, refine_every=1, reset_every=1000)
+    densify = train_config.DensifyConfig(refine_start=0, refine_every=1, reset_every=1000)
+    strategy = DensifyStrategy(densify, scene_scale=1.0, refine_stop=15_000)
     state = strategy.initialize_state(100, "cpu")
     grad = torch.zeros(1, 100, 2)
     grad[0, 40:60] = 1.0  # 10 small + 10 large Gaussians with high gradients
@@ -228,7 +267,8 @@ def test_densification_grows_prunes_and_keeps_adam_state_consistent() -> None:
         assert moments["exp_avg"].shape == moments["exp_avg_sq"].shape == param.shape
     assert state["grad2d"].shape == (g.num_gaussians,)
 
-    capped = DensifyStrategy(scene_scale=1.0, refine_start=0, refine_every=1, max_gaussians=115)
+    densify = train_config.DensifyConfig(refine_start=0, refine_every=1, max_gaussians=115)
+    capped = DensifyStrategy(densify, scene_scale=1.0, refine_stop=15_000)
     state = capped.initialize_state(g.num_gaussians, "cpu")
     grad = torch.ones(1, g.num_gaussians, 2)
     capped.step_post_backward(g.params, optimizers, state, 1, _fake_render(g.num_gaussians, grad))

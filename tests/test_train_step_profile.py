@@ -17,7 +17,7 @@ from tests.test_bench import assert_metadata
 from tests.test_train import SMALL_NET
 from utils.cli import UserError
 
-TRAIN_ARGS = f"--init_points 300 --coarse_iterations 4 --deform {shlex.quote(SMALL_NET)}"
+TRAIN_ARGS = f"--init_points 300 --coarse_iterations 4 {shlex.join(SMALL_NET)}"
 
 
 @pytest.fixture(scope="module")

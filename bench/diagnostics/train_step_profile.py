@@ -24,9 +24,9 @@ import torch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
-import train
 from bench.report import write_report
 from scene.checkpoint import latest_checkpoint
+from scene.train_cli import parse_config
 from scene.trainer import Trainer, setup
 from utils.cli import ArgumentParser, UserError, run_cli
 
@@ -63,12 +63,12 @@ def make_trainer(args: argparse.Namespace, scratch: Path, device: torch.device) 
     """A Trainer positioned in the fine stage: from --model_path's checkpoint, else a fresh model."""
     model_path = args.model_path if args.model_path is not None else scratch
     argv = ["-s", str(args.reference_path), "-m", str(model_path), *shlex.split(args.train_args)]
-    cfg, given, _, _ = train.parse_config(argv)
+    cfg, given, _, _ = parse_config(argv)
     resume = args.model_path is not None
     if resume and latest_checkpoint(args.model_path) is None:
         raise UserError(f"'{args.model_path}' has no checkpoint; train it first or drop --model_path")
     trainer = setup(cfg, given, resume, device)
-    trainer.step = max(trainer.step, cfg.coarse_steps())
+    trainer.step = max(trainer.step, cfg.schedule.coarse_steps())
     return trainer
 
 
@@ -109,7 +109,7 @@ def measure(trainer: Trainer, args: argparse.Namespace, device: torch.device) ->
     return {
         "device": str(torch.cuda.get_device_name(device) if cuda else "cpu"),
         "gaussians": trainer.avatar.gaussians.num_gaussians,
-        "batch_size": trainer.cfg.batch_size,
+        "batch_size": trainer.cfg.schedule.batch_size,
         "resolution": trainer.train_set.size,
         "step_ms": step_ms,
         "it_per_s": 1000.0 / step_ms,
