@@ -1,11 +1,12 @@
 """Subjects per hour of ./train_many.sh on one GPU for several --per_gpu values, and the GPU memory each
 subject needs; the --per_gpu default follows from these figures.
 
-    python -m bench.train_many_throughput --videos ../shared/data/videos --out bench_out/train_many \\
-        --per_gpu 1 2 4 6 [--iterations 10000] [--subjects N] [--report report.json]
+    python -m bench.train_many_throughput --videos ../shared/data/videos \\
+        --output_dir bench_out/train_many --per_gpu 1 2 4 6 [--iterations 10000] [--subjects N] \\
+        [--out report.json]
 
-The clips are preprocessed once (CPU, not timed; reused by later runs with the same --out). Then for each K
-of --per_gpu, a fresh train_many run trains and renders (render_direct, held-out metrics and lip sync)
+The clips are preprocessed once (CPU, not timed; reused by later runs with the same --output_dir). Then for
+each K of --per_gpu, a fresh train_many run trains and renders (render_direct, held-out metrics and lip sync)
 `--subjects` subjects (default K: one full wave, the clips repeated as needed) with --per_gpu K on a local Ray
 instance; its wall time gives subjects per hour. Meanwhile nvidia-smi is polled every second for the peak
 memory of each GPU process (one per training or render, CUDA context included) and of the whole GPU. The
@@ -29,6 +30,7 @@ from typing import Any
 import ray
 
 from bench.evaluate import machine_info
+from bench.report import write_report
 from many import ManyConfig, run_many
 from many.stages import StageOptions, run_step
 from many.subjects import Subject, find_videos, read_json_file, subject_names
@@ -43,15 +45,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line."""
     p = ArgumentParser(prog="python -m bench.train_many_throughput", description=__doc__.split("\n\n")[0])
     p.add_argument("--videos", nargs="+", type=Path, required=True, help="clips, or folders of clips")
-    p.add_argument("--out", type=Path, required=True, help="work folder (datasets/, per_gpu_<K>/, report)")
+    p.add_argument(
+        "--output_dir", type=Path, required=True, help="work folder (datasets/, per_gpu_<K>/, report)"
+    )
     p.add_argument("--per_gpu", nargs="+", type=int, default=[1, 2, 4, 6], help="K values (default 1 2 4 6)")
     p.add_argument("--iterations", type=int, default=10_000, help="training iterations (default 10000)")
     p.add_argument("--subjects", type=int, help="subjects of each run (default K: one full wave)")
     p.add_argument("--preprocess_args", default="", help="extra preprocess.sh flags, quoted")
     p.add_argument("--train_args", default="", help="extra train.sh flags, quoted")
     p.add_argument("--render_args", default="", help="extra render_direct.sh flags, quoted")
-    p.add_argument("--report", type=Path, help="JSON report (default OUT/throughput.json)")
-    p.add_argument("--force", action="store_true", help="replace earlier per_gpu_<K> runs in OUT")
+    p.add_argument("--out", type=Path, help="JSON report (default OUTPUT_DIR/throughput.json)")
+    p.add_argument("--force", action="store_true", help="replace earlier per_gpu_<K> runs in OUTPUT_DIR")
     args = p.parse_args(argv)
     if min(args.per_gpu) < 1 or args.iterations < 1 or (args.subjects is not None and args.subjects < 1):
         p.error("--per_gpu values, --iterations and --subjects must be at least 1")
@@ -142,13 +146,13 @@ def stage_run(clips: list[Path], datasets: Path, folder: Path, count: int) -> li
 
 def measure(args: argparse.Namespace, clips: list[Path], per_gpu: int) -> dict[str, Any]:
     """One train_many run with --per_gpu `per_gpu` -> its figures."""
-    folder = args.out / f"per_gpu_{per_gpu}"
+    folder = args.output_dir / f"per_gpu_{per_gpu}"
     if folder.exists():
         if not args.force:
             raise UserError(f"'{folder}' exists from an earlier bench; pass --force to measure again")
         shutil.rmtree(folder)
     count = args.subjects or per_gpu
-    videos = stage_run(clips, args.out / "datasets", folder, count)
+    videos = stage_run(clips, args.output_dir / "datasets", folder, count)
     cfg = ManyConfig(
         videos=videos,
         out=folder / "run",
@@ -174,13 +178,6 @@ def measure(args: argparse.Namespace, clips: list[Path], per_gpu: int) -> dict[s
         "mean_psnr": round(sum(r["psnr"] for r in finished) / len(finished), 2) if finished else None,
         "errors": {r["subject"]: r["error"] for r in rows if r["status"] == "failed"},
     }
-
-
-def _plain(value: Any) -> Any:
-    """`value` with its paths (also inside lists) as strings, for JSON."""
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return str(value) if isinstance(value, Path) else value
 
 
 def recommend(results: list[dict[str, Any]], gpu_mib: float | None) -> int | None:
@@ -219,11 +216,14 @@ def table(results: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Measure, print the table and write the JSON report."""
     args = parse_args(argv)
-    args.out = args.out.absolute()
+    args.output_dir = args.output_dir.absolute()
     clips = find_videos(args.videos)
     opts = StageOptions(preprocess_args=tuple(shlex.split(args.preprocess_args)))
-    print(f"preprocessing {len(clips)} clips into {args.out / 'datasets'} (once; not timed)", flush=True)
-    preprocess_seconds = preprocess_clips(clips, args.out / "datasets", opts)
+    print(
+        f"preprocessing {len(clips)} clips into {args.output_dir / 'datasets'} (once; not timed)",
+        flush=True,
+    )
+    preprocess_seconds = preprocess_clips(clips, args.output_dir / "datasets", opts)
     ray.init(address="local", include_dashboard=False, log_to_driver=False)
     try:
         gpus = ray.cluster_resources().get("GPU", 0)
@@ -242,14 +242,13 @@ def main(argv: list[str] | None = None) -> int:
     gpu_mib = float(memory[0][0]) if memory else None
     report = {
         "machine": {**machine_info(), "ray": ray.__version__, "gpu_memory_mib": gpu_mib},
-        "args": {k: _plain(v) for k, v in vars(args).items()},
         "clips": [str(c) for c in clips],
         "preprocess_seconds": preprocess_seconds,
         "results": results,
         "recommended_per_gpu": recommend(results, gpu_mib),
     }
-    path = args.report or args.out / "throughput.json"
-    atomic_write_json(path, report)
+    path = args.out or args.output_dir / "throughput.json"
+    report = write_report(path, report, args)
     print("\n" + table(results))
     print(f"recommended --per_gpu: {report['recommended_per_gpu']}; report: {path}")
     return 0
