@@ -12,7 +12,7 @@ from live.engine import RenderEngine
 from live.model import LiveModel
 from live.server import LiveState, ServerSettings, is_loopback, serve_forever, wav_bytes
 from live.upload import MAX_UPLOAD_BYTES
-from predict import device_label, resolve_device
+from scene.prediction import device_label, resolve_device
 from utils.cli import ArgumentParser, UserError
 
 TOKEN_ENV = "EGSTALKER_LIVE_TOKEN"

@@ -84,7 +84,7 @@ def stage_flags(stage: str, text: str) -> list[str]:
 def check_flags(cfg: ManyConfig) -> None:
     """Parse the tools' extra flags with the tools' own parsers now, so a typo fails before any work."""
     from data_utils.process import parse_args as preprocess_parse
-    from predict import build_parser as predict_parser
+    from scene.predict_cli import build_parser as predict_parser
     from scene.train_cli import parse_config
 
     preprocess_parse(["VIDEO", "OUT", *cfg.preprocess_args])

@@ -31,7 +31,7 @@ from data_utils.audio_io import SAMPLE_RATE, load_audio
 from live.engine import RenderEngine
 from live.model import LiveModel
 from live.server import LiveState, ServerSettings, background_server, wav_bytes
-from predict import device_label, resolve_device
+from scene.prediction import device_label, resolve_device
 from utils.atomic import atomic_write_json
 from utils.cli import ArgumentParser, UserError, run_cli
 

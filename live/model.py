@@ -11,11 +11,11 @@ import torch
 
 from data_utils.audio_io import SAMPLE_RATE, load_audio
 from live.features import FeatureFactory, OnlineFeatures, to_db
-from predict import check_audio_shape, check_reference, novel_batches
 from scene.checkpoint import load_avatar
 from scene.dataset import TalkingHeadDataset, read_transforms
 from scene.inference import InferenceRenderer, to_uint8
 from scene.pose_correction import corrected_if_matching
+from scene.prediction import check_audio_shape, check_reference, novel_batches
 from utils.cli import UserError
 
 REST_SPAN_S = 0.15  # audio either side of a training frame counted when looking for the quietest one

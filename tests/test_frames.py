@@ -14,7 +14,6 @@ import pytest
 import torch
 from PIL import Image
 
-import predict
 from bench import evaluate as bench_evaluate
 from bench.diagnostics import error_regions
 from evaluation.frames import (
@@ -26,7 +25,7 @@ from evaluation.frames import (
     score_frame,
     score_frames,
 )
-from scene import inference, train_config, trainer
+from scene import inference, predict_cli, prediction, train_config, trainer
 from scene.dataset import FrameBatch, TalkingHeadDataset, read_transforms
 from scene.deformation import DeformConfig
 from tests.dataset_factory import make_dataset
@@ -217,13 +216,13 @@ def test_every_caller_gives_the_same_full_and_face_scores(
     val, _, _ = trainer.evaluate(_FakeAvatar(), ds, "fine", cfg)
 
     # render_direct's metrics.json (predict.predict_direct): uint8 frames as written to the video
-    direct = predict.RenderScores()
-    for batch in predict.dataset_batches(ds, 3):
+    direct = predict_cli.RenderScores()
+    for batch in prediction.dataset_batches(ds, 3):
         direct.add(batch, inference.to_uint8(_fake_render(batch)))
     direct_metrics = direct.summary()
 
     # bench/evaluate.py: the video's frames against gt_imgs at the source size, resized to the video's size
-    video_frames = [inference.to_uint8(_fake_render(b))[0] for b in predict.dataset_batches(ds, 1)]
+    video_frames = [inference.to_uint8(_fake_render(b))[0] for b in prediction.dataset_batches(ds, 1)]
     monkeypatch.setattr(bench_evaluate, "read_video_frames", lambda _video: iter(video_frames))
     monkeypatch.setattr(bench_evaluate, "load_lpips_metric", lambda: (None, "not measured"))
     frames = read_transforms(data_root, "val")["frames"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 from pathlib import Path
@@ -12,7 +13,7 @@ import torch
 
 import predict
 from data_utils.audio_io import write_wav
-from scene import inference
+from scene import inference, predict_cli, prediction
 from scene.avatar import Avatar
 from scene.checkpoint import load_avatar, save_checkpoint
 from scene.dataset import TalkingHeadDataset
@@ -271,6 +272,14 @@ def test_render_speed_bench_writes_report(tmp_path: Path, capsys: pytest.Capture
 
 def test_rebatch_regroups_segments_in_order() -> None:
     segments = [torch.arange(0, 5), torch.arange(5, 6), torch.arange(6, 13)]
-    batches = list(predict.rebatch(segments, 4))
+    batches = list(prediction.rebatch(segments, 4))
     assert [len(b) for b in batches] == [4, 4, 4, 1]
     assert torch.equal(torch.cat(batches), torch.arange(13))
+
+
+@pytest.mark.parametrize("prog", ["predict.sh", "render_direct.sh"])
+def test_every_flag_fills_one_predict_config_field(prog: str) -> None:
+    parser = predict.build_parser(prog)
+    args = parser.parse_args(["--model_path", "m", "--reference_path", "r", "--output_dir", "o"])
+    assert set(vars(args)) == {f.name for f in dataclasses.fields(predict_cli.PredictConfig)}
+    assert predict_cli.PredictConfig(**vars(args)).camera_mode == "cycle"

@@ -1,0 +1,428 @@
+"""predict.sh and render_direct.sh: the command line, the PredictConfig it fills and the two renders (new
+audio; a dataset split with metrics), each writing its results folder."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import re
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from data_utils.audio_features import get_extractor, stream_features
+from data_utils.audio_io import SAMPLE_RATE, iter_audio_chunks, write_wav
+from evaluation.frames import FrameScores, mean_scores, score_frames
+from evaluation.landmarks import MOUTH_LANDMARKS, landmark_distance, read_video_frames, video_landmarks
+from evaluation.lipsync import score_video
+from evaluation.lipsync import summary_lines as lipsync_summary_lines
+from scene.checkpoint import LoadedAvatar, load_avatar
+from scene.dataset import FrameBatch, TalkingHeadDataset, read_transforms, split_audio
+from scene.inference import InferenceRenderer, RenderStats, render_stream
+from scene.pose_correction import corrected_if_matching
+from scene.prediction import (
+    check_audio_shape,
+    check_reference,
+    dataset_batches,
+    device_label,
+    novel_batches,
+    resolve_device,
+)
+from utils.atomic import atomic_dir, atomic_write_json
+from utils.blink import synth_eye_track
+from utils.camera_path import CAMERA_MODES, camera_path
+from utils.cli import ArgumentParser, UserError, run_cli
+from utils.output_policy import RESULTS, check_output
+from utils.video_out import VideoWriter
+
+SILENCE_DBFS = -60.0
+AUDIO_CHUNK_SECONDS = 10.0
+
+
+DESCRIPTIONS = {
+    "predict.sh": "Make a trained avatar speak an audio file.",
+    "render_direct.sh": "Re-render a trained avatar's validation (or training) frames with their own audio "
+    "and cameras and score them against the ground truth.",
+}
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    """Every setting of predict.sh and render_direct.sh (the flags of build_parser, one field each)."""
+
+    model_path: Path
+    reference_path: Path
+    output_dir: Path
+    audio_path: Path | None = None
+    camera_mode: str = "cycle"
+    batch_size: int | None = None
+    fps: float | None = None
+    iteration: int | None = None
+    device: str = "auto"
+    bf16: bool = False
+    compile: bool = False
+    seed: int = 0
+    no_lipsync: bool = False
+    force: bool = False
+    direct: bool = False
+    split: str = "val"
+
+
+def build_parser(prog: str = "predict.sh") -> argparse.ArgumentParser:
+    """Return the command-line parser of predict.sh, or of render_direct.sh (only the flags it uses)."""
+    direct = prog == "render_direct.sh"
+    p = ArgumentParser(
+        prog=prog,
+        description=DESCRIPTIONS[prog]
+        + " The architecture, audio features and resolution always come from the checkpoint.",
+    )
+    p.add_argument("--model_path", required=True, type=Path, help="trained model folder (output of train.sh)")
+    p.add_argument(
+        "--reference_path",
+        required=True,
+        type=Path,
+        help="preprocessed dataset folder of the subject (background, torso and training cameras)",
+    )
+    p.add_argument("--output_dir", required=True, type=Path, help="results folder to create")
+    if direct:
+        p.set_defaults(audio_path=None, camera_mode="cycle")
+    else:
+        p.add_argument(
+            "--audio_path", type=Path, help="speech to say: WAV, MP3, FLAC, M4A/AAC, OGG or a video file"
+        )
+        p.add_argument(
+            "--camera_mode",
+            choices=CAMERA_MODES,
+            default="cycle",
+            help="cycle (default): training cameras back and forth; static: first camera; orbit: slow orbit "
+            "about the head",
+        )
+    p.add_argument("--batch_size", type=int, help="frames rendered at once (default: 32 on CUDA, 4 on CPU)")
+    p.add_argument("--fps", type=float, help="output frame rate (default: the training video's)")
+    p.add_argument("--iteration", type=int, help="checkpoint iteration to load (default: the latest)")
+    p.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="where to render (default: auto = CUDA if available)",
+    )
+    p.add_argument("--bf16", action="store_true", help="run the deformation network in bf16 (CUDA only)")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the deformation network: slower start, then several times faster on CUDA",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic blinks (default: 0)")
+    p.add_argument(
+        "--no_lipsync",
+        action="store_true",
+        help="skip the lip-sync score of the render in summary.json (python -m bench.lipsync --help gives "
+        "its scale; it runs MediaPipe over every frame, about 50-100 frames/s on a CPU)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an earlier --output_dir of this tool; accept a reference dataset other than the "
+        "training one",
+    )
+    p.add_argument("--direct", action="store_true", help=argparse.SUPPRESS)  # set by render_direct.sh
+    if direct:
+        p.add_argument(
+            "--split", default="val", choices=("val", "train"), help="split to render (default: val)"
+        )
+    else:
+        p.set_defaults(split="val")
+    return p
+
+
+def scan_speech(path: Path, fps: float) -> tuple[int, float]:
+    """Stream the speech at `path` once; return its frame count at `fps` and its duration in seconds.
+
+    UserError when it is unreadable, shorter than one frame or silent (RMS below -60 dBFS).
+    """
+    if not path.is_file():
+        raise UserError(f"audio '{path}' not found; check --audio_path")
+    samples, energy = 0, 0.0
+    for chunk in iter_audio_chunks(path, SAMPLE_RATE, AUDIO_CHUNK_SECONDS):
+        samples += len(chunk)
+        energy += float(np.square(chunk, dtype=np.float64).sum())
+    seconds = samples / SAMPLE_RATE
+    n_frames = round(seconds * fps)
+    if n_frames < 1:
+        raise UserError(
+            f"audio '{path}' lasts {seconds * 1000:.0f} ms, shorter than one frame at {fps:g} fps; "
+            "supply a longer clip"
+        )
+    rms = (energy / samples) ** 0.5
+    if rms <= 10 ** (SILENCE_DBFS / 20):
+        level = f"{20 * np.log10(rms):.0f} dBFS" if rms > 0 else "digital silence"
+        raise UserError(f"audio '{path}' is silent ({level}); supply a recording with speech")
+    return n_frames, seconds
+
+
+def audio_conditions(loaded: LoadedAvatar, path: Path, fps: float, n_frames: int) -> Iterator[Tensor]:
+    """Yield normalised audio windows [k,C,W] of the speech at `path`, segment by segment (streamed from
+    disk), with the checkpoint's extractor and statistics; n_frames frames in all."""
+    spec = loaded.audio_extractor
+    extractor = get_extractor(spec["name"], **spec.get("settings", {}))
+    mean = np.asarray(loaded.audio_norm["mean"], dtype=np.float32).reshape(-1, 1)
+    std = np.asarray(loaded.audio_norm["std"], dtype=np.float32).reshape(-1, 1)
+    chunks = iter_audio_chunks(path, SAMPLE_RATE, AUDIO_CHUNK_SECONDS)
+    for feats in stream_features(extractor, chunks, SAMPLE_RATE, fps, n_frames):
+        yield torch.from_numpy(((feats - mean) / std).astype(np.float32))
+
+
+def inference_renderer(loaded: LoadedAvatar, cfg: PredictConfig) -> InferenceRenderer:
+    """Return the renderer of the loaded avatar with the --bf16 and --compile choices."""
+    return InferenceRenderer(loaded.avatar, bf16=cfg.bf16, compile=cfg.compile)
+
+
+def video_name(iteration: int) -> str:
+    """Return the output video's file name for checkpoint `iteration`."""
+    return f"output_custom_{iteration}iter_renders.mov"
+
+
+def check_inputs(cfg: PredictConfig) -> None:
+    """Raise UserError for missing model/dataset folders, misused flags or an existing output folder."""
+    match = re.fullmatch(r"chkpnt(\d+)\.pth", cfg.model_path.name)
+    if cfg.model_path.is_file() and match:
+        raise UserError(
+            f"'{cfg.model_path}' is a checkpoint file; pass its folder and iteration: "
+            f"--model_path {cfg.model_path.parent} --iteration {match.group(1)}"
+        )
+    if not cfg.model_path.is_dir():
+        raise UserError(f"model '{cfg.model_path}' not found; train one with ./train.sh or fix --model_path")
+    if not cfg.reference_path.is_dir():
+        raise UserError(
+            f"dataset '{cfg.reference_path}' not found; run ./preprocess.sh or fix --reference_path"
+        )
+    if cfg.direct and cfg.audio_path is not None:
+        raise UserError("--audio_path is not used by render_direct.sh; use predict.sh to speak new audio")
+    if not cfg.direct and cfg.audio_path is None:
+        raise UserError(
+            "no audio given; pass --audio_path FILE (or use render_direct.sh for the dataset's audio)"
+        )
+    if cfg.batch_size is not None and cfg.batch_size < 1:
+        raise UserError(f"--batch_size must be at least 1, got {cfg.batch_size}")
+    if cfg.fps is not None and cfg.fps <= 0:
+        raise UserError(f"--fps must be positive, got {cfg.fps:g}")
+    check_output(cfg.output_dir, cfg.force, RESULTS, prediction_inputs(cfg))
+
+
+def prediction_inputs(cfg: PredictConfig) -> tuple[Path | None, ...]:
+    """The inputs that --output_dir must keep clear of: the model, the reference dataset and the audio."""
+    return (cfg.model_path, cfg.reference_path, cfg.audio_path)
+
+
+def predict_audio(
+    cfg: PredictConfig,
+    loaded: LoadedAvatar,
+    device: torch.device,
+    tmp: Path,
+    speech: tuple[int, float],
+    fps: float,
+) -> dict:
+    """Render the avatar speaking --audio_path (`speech`: its frame count at `fps` and seconds, from
+    scan_speech; features streamed from disk) into `tmp`; return the summary."""
+    n_frames, seconds = speech
+    t0 = time.perf_counter()
+    segments = audio_conditions(loaded, cfg.audio_path, fps, n_frames)
+    first = next(segments)
+    check_audio_shape(loaded.avatar, tuple(first.shape[1:]), f"'{cfg.audio_path}'")
+    features_s = time.perf_counter() - t0
+    ref = TalkingHeadDataset(
+        cfg.reference_path,
+        "train",
+        loaded.dataset_meta["resolution"],
+        device,
+        audio_extractor=loaded.audio_extractor["name"],
+        audio_norm=loaded.audio_norm,
+        targets=False,
+    )
+    c2w_train = torch.linalg.inv(corrected_if_matching(ref.viewmats, loaded.pose_corrections)).cpu().numpy()
+    centre = loaded.avatar.gaussians.means.detach().median(dim=0).values.cpu().numpy()
+    c2w, torso_index = camera_path(cfg.camera_mode, c2w_train, n_frames, fps, centre)
+    eye = synth_eye_track(ref.eyes[:, 0].cpu().numpy(), n_frames, fps, cfg.seed, train_fps=ref.fps)
+    video = tmp / video_name(loaded.iteration)
+    audio = itertools.chain([first], segments)
+    batches = novel_batches(ref, c2w, torso_index, audio, eye, cfg.batch_size)
+    with VideoWriter(video, fps, ref.size, ref.size, audio_path=cfg.audio_path) as writer:
+        stats = render_stream(inference_renderer(loaded, cfg), batches, writer, n_frames)
+    return {
+        "mode": "audio",
+        "audio_path": str(cfg.audio_path),
+        "audio_seconds": round(seconds, 4),
+        "camera_mode": cfg.camera_mode,
+        "fps": fps,
+        "seconds": {"audio_features_first_segment": round(features_s, 3)},
+        **render_summary(stats),
+    }
+
+
+def render_summary(stats: RenderStats) -> dict:
+    """Return the frame count and speeds of a render loop."""
+    return {
+        "frames": stats.frames,
+        "render_fps": round(stats.frames / max(stats.render_seconds, 1e-9), 2),
+        "stream_fps": round(stats.frames / max(stats.stream_seconds, 1e-9), 2),
+        "render_seconds": round(stats.render_seconds, 3),
+        "stream_seconds": round(stats.stream_seconds, 3),
+        "warmup_seconds": round(stats.warmup_seconds, 3),
+    }
+
+
+class RenderScores:
+    """Per-frame scores (evaluation.frames.score_frames) of the rendered frames against ground truth."""
+
+    def __init__(self) -> None:
+        self.frames: list[FrameScores] = []
+
+    def add(self, batch: FrameBatch, frames: np.ndarray) -> None:
+        """Score the rendered uint8 frames [B,H,W,3] (as written) against batch.image and batch.face_rect."""
+        pred = torch.from_numpy(frames).to(batch.image.device)
+        self.frames.extend(score_frames(pred, batch.image, batch.face_rect))
+
+    def summary(self) -> dict:
+        """Return the mean scores {psnr, ssim, face_psnr, face_ssim} (finite values, 4 decimals)."""
+        return {k: round(v, 4) for k, v in mean_scores(self.frames).items()}
+
+
+def landmark_scores(video: Path, truth: torch.Tensor) -> dict:
+    """Return mean landmark distances (px) between the rendered video and ground truth [T,H,W,3] uint8."""
+    pred = video_landmarks(read_video_frames(video))
+    gt = video_landmarks(frame.cpu().numpy() for frame in truth)
+    detected = np.isfinite(pred[:, 0, 0]) & np.isfinite(gt[:, 0, 0])
+    return {
+        "lmd_mouth": round(landmark_distance(pred[:, MOUTH_LANDMARKS], gt[:, MOUTH_LANDMARKS]), 4),
+        "lmd_face": round(landmark_distance(pred, gt), 4),
+        "landmark_frames": int(detected.sum()),
+    }
+
+
+def write_split_audio(root: Path, ds: TalkingHeadDataset, split: str, out: Path) -> Path | None:
+    """Write the part of root/aud.wav under the split's frames to `out`; None when there is no aud.wav."""
+    wav_path = root / "aud.wav"
+    if not wav_path.is_file():
+        print(f"warning: '{wav_path}' not found; the video has no sound", file=sys.stderr)
+        return None
+    write_wav(out, split_audio(root, read_transforms(root, split)["frames"], ds.fps), SAMPLE_RATE)
+    return out
+
+
+def predict_direct(cfg: PredictConfig, loaded: LoadedAvatar, device: torch.device, tmp: Path) -> dict:
+    """Render the --split frames of the reference dataset into `tmp` with metrics.json; return the summary."""
+    ds = TalkingHeadDataset(
+        cfg.reference_path,
+        cfg.split,
+        loaded.dataset_meta["resolution"],
+        device,
+        audio_extractor=loaded.audio_extractor["name"],
+        audio_norm=loaded.audio_norm,
+    )
+    check_audio_shape(loaded.avatar, ds.audio_shape, f"dataset '{cfg.reference_path}'")
+    if cfg.split == "train":
+        ds.viewmats = corrected_if_matching(ds.viewmats, loaded.pose_corrections)
+    video = tmp / video_name(loaded.iteration)
+    audio_wav = write_split_audio(cfg.reference_path, ds, cfg.split, tmp / ".split.wav")
+    scores = RenderScores()
+    with VideoWriter(video, ds.fps, ds.size, ds.size, audio_path=audio_wav) as writer:
+        batches = dataset_batches(ds, cfg.batch_size)
+        stats = render_stream(inference_renderer(loaded, cfg), batches, writer, len(ds), scores.add)
+    if audio_wav is not None:
+        audio_wav.unlink()
+    metrics = {"split": cfg.split, "frames": len(ds), "iteration": loaded.iteration, **scores.summary()}
+    metrics.update(landmark_scores(video, ds.images))
+    atomic_write_json(tmp / "metrics.json", metrics)
+    return {
+        "mode": "direct",
+        "split": cfg.split,
+        "audio_seconds": round(len(ds) / ds.fps, 4),
+        "fps": ds.fps,
+        "metrics": metrics,
+        **render_summary(stats),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry of predict.sh and render_direct.sh; returns the exit code."""
+    start = time.perf_counter()
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser("render_direct.sh" if "--direct" in argv else "predict.sh").parse_args(argv)
+    cfg = PredictConfig(**vars(args))
+    check_inputs(cfg)
+    device = resolve_device(cfg.device)
+    if cfg.batch_size is None:
+        cfg = replace(cfg, batch_size=32 if device.type == "cuda" else 4)
+    t0 = time.perf_counter()
+    loaded = load_avatar(cfg.model_path, cfg.iteration, device)
+    loaded.avatar.eval()
+    load_s = time.perf_counter() - t0
+    check_reference(loaded, cfg.reference_path, cfg.force)
+    fps = float(cfg.fps or loaded.dataset_meta["fps"])
+    speech = None if cfg.direct else scan_speech(cfg.audio_path, fps)
+    out = cfg.output_dir.resolve()
+    with atomic_dir(out, cfg.force, RESULTS, prediction_inputs(cfg)) as tmp:
+        if speech is None:
+            summary = predict_direct(cfg, loaded, device, tmp)
+        else:
+            summary = predict_audio(cfg, loaded, device, tmp, speech, fps)
+        total = time.perf_counter() - start
+        name = video_name(loaded.iteration)
+        summary.update(
+            video=str(out / name),
+            video_mp4=str(out / Path(name).with_suffix(".mp4")),
+            iteration=loaded.iteration,
+            model_path=str(cfg.model_path),
+            reference_path=str(cfg.reference_path),
+            device=device_label(device),
+            batch_size=cfg.batch_size,
+            bf16=bool(cfg.bf16 and device.type == "cuda"),
+            compile=cfg.compile,
+            num_gaussians=loaded.avatar.gaussians.num_gaussians,
+            resolution=int(loaded.dataset_meta["resolution"]),
+            end_to_end_fps=round(summary["frames"] / total, 2),
+        )
+        summary["seconds"] = {
+            **summary.get("seconds", {}),
+            "load_model": round(load_s, 3),
+            "total": round(total, 3),
+        }
+        if not cfg.no_lipsync and (cfg.audio_path or (cfg.reference_path / "aud.wav").is_file()):
+            t0 = time.perf_counter()
+            summary["lipsync"] = score_video(tmp / name, cfg.audio_path)
+            summary["lipsync"].update(video=summary["video"], audio=str(cfg.audio_path or summary["video"]))
+            summary["seconds"]["lipsync_score"] = round(time.perf_counter() - t0, 3)
+        atomic_write_json(tmp / "summary.json", summary)
+    print_summary(summary)
+    return 0
+
+
+def print_summary(summary: dict) -> None:
+    """Print where the video went and how fast it was made."""
+    print(
+        f"wrote {summary['video']} (+ .mp4): {summary['frames']} frames, {summary['audio_seconds']:.2f} s, "
+        f"{summary['resolution']}px @ {summary['fps']:g} fps"
+    )
+    print(
+        f"speed on {summary['device']}: avatar rendering {summary['render_fps']:.1f} fps, "
+        f"end to end {summary['end_to_end_fps']:.1f} fps (batch {summary['batch_size']})"
+    )
+    if summary["mode"] == "direct":
+        m = summary["metrics"]
+        print(
+            f"{m['split']} metrics: PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f}, "
+            f"face PSNR {m['face_psnr']:.2f} dB, LMD mouth {m['lmd_mouth']:.2f} px, "
+            f"face {m['lmd_face']:.2f} px"
+        )
+    if "lipsync" in summary:
+        print("\n".join(lipsync_summary_lines(summary["lipsync"])))
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,118 @@
+"""What rendering a trained avatar needs besides the renderer: the device, checks of the inputs against the
+checkpoint and the FrameBatches of new audio or of a dataset split (predict.sh, render_direct.sh, live/)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from scene.avatar import Avatar
+from scene.checkpoint import LoadedAvatar
+from scene.dataset import FrameBatch, TalkingHeadDataset
+from scene.fingerprint import dataset_fingerprint, fingerprint_differences
+from utils.cli import UserError
+
+
+def resolve_device(name: str) -> torch.device:
+    """Return the torch device for --device auto|cpu|cuda; UserError when CUDA is asked for but missing."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was given but no CUDA GPU is available; use --device cpu")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def device_label(device: torch.device) -> str:
+    """Return a readable name of `device`, e.g. 'cuda (NVIDIA H100 80GB HBM3)'."""
+    return f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "cpu"
+
+
+def rebatch(segments: Iterable[Tensor], size: int) -> Iterator[Tensor]:
+    """Regroup tensors [k_i,...] along dim 0 into tensors of `size` rows (the last may be shorter)."""
+    pending: list[Tensor] = []
+    count = 0
+    for segment in segments:
+        pending.append(segment)
+        count += len(segment)
+        if count < size:
+            continue
+        joined = torch.cat(pending)
+        whole = count - count % size
+        yield from joined[:whole].split(size)
+        pending, count = [joined[whole:]], count - whole
+    if count:
+        yield torch.cat(pending)
+
+
+def check_audio_shape(avatar: Avatar, shape: tuple[int, ...], source: str) -> None:
+    """Raise UserError unless audio windows of `shape` (C, W) fit the avatar's audio encoder."""
+    want = (avatar.deform_cfg.audio_channels, avatar.deform_cfg.audio_window)
+    if tuple(shape) != want:
+        raise UserError(
+            f"audio features of {source} are {tuple(shape)} (channels, window) but the model was trained on "
+            f"{want}; use the dataset the model was trained on"
+        )
+
+
+def c2w_to_conditions(c2w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (viewmats [B,4,4] world->camera, camera tokens [B,12]) of camera-to-world poses c2w [B,4,4]."""
+    return torch.linalg.inv(c2w), c2w[:, :3, :4].reshape(-1, 12)
+
+
+def novel_batches(
+    ref: TalkingHeadDataset,
+    c2w: np.ndarray,
+    torso_index: np.ndarray,
+    audio: Iterable[Tensor],
+    eye: np.ndarray,
+    batch_size: int,
+) -> Iterator[FrameBatch]:
+    """Yield FrameBatches for new audio (segments [k,C,W], n frames in all), eyes [n] and cameras c2w
+    [n,4,4], over the training frames' backgrounds picked by torso_index [n]."""
+    device = ref.device
+    start = 0
+    for windows in rebatch(audio, batch_size):
+        stop = start + len(windows)
+        base = ref.get(torch.from_numpy(torso_index[start:stop]))
+        viewmat, cam = c2w_to_conditions(torch.from_numpy(c2w[start:stop]).to(device))
+        yield replace(
+            base,
+            viewmat=viewmat,
+            cam=cam,
+            audio=windows.to(device),
+            eye=torch.from_numpy(eye[start:stop]).to(device)[:, None],
+            image=None,
+            head_mask=None,
+            mouth_mask=None,
+            face_rect=None,
+            index=torch.arange(start, stop, device=device),
+        )
+        start = stop
+
+
+def dataset_batches(ds: TalkingHeadDataset, batch_size: int) -> Iterator[FrameBatch]:
+    """Yield the frames of a split in order, `batch_size` at a time."""
+    for start in range(0, len(ds), batch_size):
+        yield ds.get(torch.arange(start, min(start + batch_size, len(ds))))
+
+
+def check_reference(loaded: LoadedAvatar, reference: Path, force: bool) -> None:
+    """UserError (unless `force`) when the reference dataset is not the one the model was trained on."""
+    if loaded.iteration < 1:
+        raise UserError(
+            f"the checkpoint of iteration {loaded.iteration} is untrained; "
+            "train it further with ./train.sh --resume"
+        )
+    diffs = fingerprint_differences(loaded.dataset_meta.get("fingerprint"), dataset_fingerprint(reference))
+    if not diffs:
+        return
+    what = f"--reference_path '{reference}' is not the dataset the model was trained on ({'; '.join(diffs)})"
+    if not force:
+        raise UserError(f"{what}; pass the training dataset, or --force to use this one anyway")
+    print(f"warning: {what}; rendering with it because of --force", file=sys.stderr)
