@@ -19,6 +19,7 @@ from gaussian_renderer import render
 from scene.avatar import Avatar
 from scene.dataset import FrameBatch
 from scene.deformation import Deltas, Spatial
+from scene.kan import fuse_rbf
 from utils.video_out import VideoWriter
 
 
@@ -29,12 +30,16 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 class InferenceRenderer:
     """Renders FrameBatches for inference: the avatar's deformation network and rasterizer, with the tri-plane
-    features of the fixed canonical Gaussians computed once, optionally bf16 autocast and torch.compile."""
+    features of the fixed canonical Gaussians computed once, optionally bf16 autocast and torch.compile. On
+    CUDA without `compile`, the KAN heads' RBF expansion runs as one compiled kernel (fuse_rbf; a few seconds
+    to build at the first frame); training never fuses, since densification changes the shapes."""
 
     def __init__(self, avatar: Avatar, bf16: bool = False, cache: bool = True, compile: bool = False) -> None:
         self.avatar = avatar
-        self.amp = bf16 and next(avatar.parameters()).is_cuda
+        on_cuda = next(avatar.parameters()).is_cuda
+        self.amp = bf16 and on_cuda
         deform = avatar.deform
+        fuse_rbf(deform, on_cuda and not compile)
         self.forward = (
             torch.compile(deform.forward_with_features) if compile else deform.forward_with_features
         )

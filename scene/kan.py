@@ -1,5 +1,8 @@
 """Kolmogorov-Arnold network layers with Gaussian radial basis functions (FastKAN style)."""
 
+import functools
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -10,6 +13,12 @@ def rbf_expand(x: Tensor, norm_weight: Tensor, norm_bias: Tensor, centres: Tenso
     h = F.layer_norm(x, x.shape[-1:], norm_weight * scale, norm_bias * scale).to(x.dtype)
     diff = h.unsqueeze(-1) - (centres * scale).to(x.dtype)
     return torch.exp(torch.addcmul(diff.new_zeros(()), diff, diff, value=-1.0)).flatten(-2)
+
+
+@functools.cache
+def fused_rbf_expand() -> Callable[..., Tensor]:
+    """rbf_expand compiled into one kernel (eager makes three passes); built on first use."""
+    return torch.compile(rbf_expand, dynamic=True)
 
 
 class KANLinear(nn.Module):
@@ -33,10 +42,14 @@ class KANLinear(nn.Module):
         self.spline = nn.Linear(in_features * num_grids, out_features, bias=False)
         nn.init.trunc_normal_(self.spline.weight, std=0.1 / num_grids**0.5)
         self.base = nn.Linear(in_features, out_features)
+        self.fused = False  # set by fuse_rbf: the inference renderer's choice, never training's
 
     def forward(self, x: Tensor) -> Tensor:
         """Apply the layer to x [..., in_features] -> [..., out_features]."""
-        basis = rbf_expand(x, self.norm.weight, self.norm.bias, self.grid, self.inv_width)
+        expand = fused_rbf_expand() if self.fused else rbf_expand
+        rows = x.reshape(-1, x.shape[-1])  # 2-D input keeps the compiled kernel from specialising on B=1
+        basis = expand(rows, self.norm.weight, self.norm.bias, self.grid, self.inv_width)
+        basis = basis.view(*x.shape[:-1], basis.shape[-1])
         return self.spline(basis) + self.base(F.silu(x))
 
     def zero_(self) -> None:
@@ -105,3 +118,10 @@ class KANHeads(nn.Module):
         if not self.rest:
             return dict(zip(self.names, parts, strict=True))
         return {n: self.rest[n](p) for n, p in zip(self.names, parts, strict=True)}
+
+
+def fuse_rbf(module: nn.Module, fused: bool) -> None:
+    """Make every KANLinear in `module` expand with the compiled one-kernel RBF (fused) or eagerly."""
+    for layer in module.modules():
+        if isinstance(layer, KANLinear):
+            layer.fused = fused

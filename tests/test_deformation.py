@@ -8,7 +8,7 @@ import torch
 from scene.attention import SpatialAudioAttention
 from scene.audio_encoder import AudioEncoder
 from scene.deformation import DeformationNetwork, DeformConfig, Deltas
-from scene.kan import KAN, KANHeads
+from scene.kan import KAN, KANHeads, KANLinear, fuse_rbf
 from scene.triplane import TriPlane
 
 C, W = 6, 5
@@ -204,3 +204,25 @@ def test_building_blocks() -> None:
     moved[:, 0] = torch.randn(2, 16)
     torch.testing.assert_close(attn(feat, tokens, bias), attn(feat, moved, bias))
     assert not torch.allclose(attn(feat, tokens), attn(feat, moved))
+
+
+def test_only_the_inference_renderer_fuses_the_rbf_expansion_and_only_on_cuda() -> None:
+    net = make_net()
+    layers = [m for m in net.modules() if isinstance(m, KANLinear)]
+    assert layers and not any(layer.fused for layer in layers)  # training and validation: eager
+    fuse_rbf(net, True)
+    assert all(layer.fused for layer in layers)
+    fuse_rbf(net, False)
+    assert not any(layer.fused for layer in layers)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the fused RBF kernel is compiled for CUDA")
+def test_fused_rbf_expansion_matches_eager_on_cuda() -> None:
+    net = make_net().cuda()
+    perturb_heads(net)
+    xyz = (torch.rand(500, 3) * 2 - 1).cuda()
+    cond = [c.cuda() for c in conditions(2)]
+    with torch.no_grad():
+        eager = net(xyz, *cond).d_xyz
+        fuse_rbf(net, True)
+        torch.testing.assert_close(net(xyz, *cond).d_xyz, eager, atol=1e-5, rtol=1e-4)

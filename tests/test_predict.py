@@ -256,7 +256,7 @@ def test_render_speed_bench_writes_report(tmp_path: Path, capsys: pytest.Capture
         "--runs",
         "1",
     ]
-    assert render_speed.main([*args, "--variants", "fp32", "cache", "--breakdown", "--output", str(out)]) == 0
+    assert render_speed.main([*args, "--variants", "fp32", "cache", "--breakdown", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["num_gaussians"] == 300 and report["device"] == "cpu" and not report["meets_targets"]
     assert [(r["variant"], r["batch_size"]) for r in report["results"]] == [

@@ -20,6 +20,7 @@ from scene.dataset import TalkingHeadDataset
 from scene.deformation import DeformationNetwork, DeformConfig
 from scene.densify import DensifyStrategy
 from scene.gaussians import PARAM_NAMES, GaussianParams
+from scene.inference import InferenceRenderer
 from tests.dataset_factory import make_dataset
 from utils.cli import UserError
 from utils.config_cli import flat as flat_settings
@@ -130,6 +131,10 @@ def test_lip_code_trains_audio_to_predict_the_tracked_lips(data_root: Path, tmp_
         errors = [(net.predict_lips(train_set.audio) - train_set.lips).square().mean() for net in
                   (untrained, loaded.avatar.deform)]  # fmt: skip
     assert errors[1] < 0.75 * errors[0]
+    # Inference (cached spatial features with the mouth bias) renders what training's validation renders.
+    batch = TalkingHeadDataset(data_root, "val", audio_norm=loaded.audio_norm).get(torch.arange(2))
+    with torch.no_grad():
+        torch.testing.assert_close(InferenceRenderer(loaded.avatar)(batch), loaded.avatar.render(batch).image)
 
 
 def test_audio_augment_needs_log_mel_features(data_root: Path, tmp_path: Path) -> None:
