@@ -38,6 +38,7 @@ from evaluation.landmarks import (
 )
 from evaluation.lipsync import score_lipsync, score_video
 from scene.dataset import read_transforms, split_audio
+from scene.prediction import default_batch_size
 from utils.cli import ArgumentParser, UserError, run_cli
 from utils.lpips import LPIPS, default_lpips_dir, find_lpips_weights
 from utils.metrics import best_lag_correlation
@@ -46,8 +47,6 @@ from utils.plots import plot_mouth_opening, plot_training_curves, read_jsonl
 REPO = Path(__file__).resolve().parents[1]
 EXTRAPOLATE_ITERATIONS = 10_000
 MAX_LAG_SECONDS = 0.2
-RENDER_BATCH = 32
-CPU_RENDER_BATCH = 4
 CPU_RENDER_VARIANTS = ("fp32", "cache")
 PLOTS = {
     "training": "training_curves.png",
@@ -251,9 +250,9 @@ def training_speed(model: Path, run: StageRun, iterations: int) -> dict:
 def render_speed(model: Path, data: Path, resolution: int, out_json: Path) -> dict:
     """fps at batch 1 and in batches from bench/render_speed.py (CPU: batch 4, one run, no torch.compile)."""
     cuda = torch.cuda.is_available()
-    batch = RENDER_BATCH if cuda else CPU_RENDER_BATCH
-    cmd = [sys.executable, str(REPO / "bench" / "render_speed.py"), "--model_path", str(model)]
-    cmd += ["--reference_path", str(data), "--resolution", str(resolution), "--output", str(out_json)]
+    batch = default_batch_size(torch.device("cuda" if cuda else "cpu"))
+    cmd = [sys.executable, "-m", "bench.render_speed", "--model_path", str(model)]
+    cmd += ["--reference_path", str(data), "--resolution", str(resolution), "--out", str(out_json)]
     cmd += ["--batch_sizes", "1", str(batch)]
     if not cuda:
         cmd += ["--warmup", "0", "--runs", "1", "--variants", *CPU_RENDER_VARIANTS]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import MISSING, dataclass, field, fields
 from math import gcd
@@ -131,6 +132,28 @@ def _receptive_field(kernels: list[int], strides: list[int]) -> tuple[int, int]:
     return rf, int(np.prod(strides))
 
 
+HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+HUB_FILES = ["config.json", "preprocessor_config.json", "*.safetensors", "pytorch_model.bin"]
+
+
+def model_folder(model_dir: str) -> Path:
+    """The local folder of `model_dir`: the path itself, or, for a HuggingFace hub name that is no local path
+    (e.g. facebook/hubert-base-ls960), its files fetched once into the HuggingFace cache (online the first
+    time); UserError when they cannot be fetched."""
+    folder = Path(model_dir).expanduser()
+    if not model_dir or folder.exists() or not HUB_NAME.match(model_dir):
+        return folder
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(model_dir, allow_patterns=HUB_FILES))
+    except (OSError, ValueError) as err:
+        raise UserError(
+            f"cannot fetch '{model_dir}' from the HuggingFace hub ({type(err).__name__}); the first use "
+            "needs the internet (later ones use the cache), or pass a local model folder"
+        ) from err
+
+
 @dataclass
 class HubertExtractor:
     """Hidden states of a user-supplied HuggingFace HuBERT model (model_dir), 2 steps per video frame."""
@@ -145,9 +168,13 @@ class HubertExtractor:
     _normalize: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        """Load the model from model_dir (local files only); UserError if it is missing or of another kind."""
-        folder = Path(self.model_dir).expanduser()
-        usage = f"the {self.name} extractor needs model_dir=<HuggingFace folder with config.json and weights>"
+        """Load the model from model_dir (a local folder, or a hub name fetched once); UserError if it is
+        missing or of another kind."""
+        folder = model_folder(self.model_dir)
+        usage = (
+            f"the {self.name} extractor needs model_dir=<HuggingFace folder with config.json and weights, "
+            "or a hub name such as facebook/hubert-base-ls960>"
+        )
         if not self.model_dir or not (folder / "config.json").is_file():
             raise UserError(f"{usage}; '{self.model_dir}' has no config.json")
         model_type = json.loads((folder / "config.json").read_text()).get("model_type", "")

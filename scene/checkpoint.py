@@ -87,7 +87,14 @@ def avatar_from_checkpoint(checkpoint: dict, device: torch.device | str = "cpu")
     state = checkpoint["model"]
     gaussians = GaussianParams(state["gaussians.params.means"].shape[0])
     config = checkpoint["config"]
-    avatar = Avatar(gaussians, DeformConfig.from_dict(config["deform"]), torch.tensor(config["bounds"]))
+    try:
+        deform_cfg = DeformConfig.from_dict(config["deform"])
+    except (ValueError, TypeError) as err:
+        raise UserError(
+            f"the checkpoint's deformation settings do not fit this version ({err}); "
+            "retrain with ./train.sh, or use the version that trained it"
+        ) from err
+    avatar = Avatar(gaussians, deform_cfg, torch.tensor(config["bounds"]))
     avatar.load_state_dict(state)
     return avatar.to(device)
 

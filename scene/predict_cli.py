@@ -30,6 +30,7 @@ from scene.prediction import (
     check_audio_shape,
     check_reference,
     dataset_batches,
+    default_batch_size,
     device_label,
     novel_batches,
     resolve_device,
@@ -358,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     check_inputs(cfg)
     device = resolve_device(cfg.device)
     if cfg.batch_size is None:
-        cfg = replace(cfg, batch_size=32 if device.type == "cuda" else 4)
+        cfg = replace(cfg, batch_size=default_batch_size(device))
     t0 = time.perf_counter()
     loaded = load_avatar(cfg.model_path, cfg.iteration, device)
     loaded.avatar.eval()

@@ -28,6 +28,11 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def default_batch_size(device: torch.device) -> int:
+    """Frames rendered per batch when --batch_size is not given: 32 on CUDA, 4 on the CPU."""
+    return 32 if device.type == "cuda" else 4
+
+
 def device_label(device: torch.device) -> str:
     """Return a readable name of `device`, e.g. 'cuda (NVIDIA H100 80GB HBM3)'."""
     return f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "cpu"

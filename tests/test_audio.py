@@ -220,6 +220,32 @@ def test_transformers_extractor_errors(tmp_path: Path, tiny_models: dict[str, Pa
         get_extractor("hubert", model_dir=str(no_weights))
 
 
+def test_transformers_extractor_by_hub_name(
+    tiny_models: dict[str, Path], speech_wav: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    fetched = []
+
+    def snapshot_download(repo_id: str, allow_patterns: list[str]) -> str:
+        """The hub as seen from here: one known model, the others not in the cache and no network."""
+        fetched.append((repo_id, allow_patterns))
+        if repo_id != "someone/tiny-hubert":
+            raise LocalEntryNotFoundError("offline and not in the cache")
+        return str(tiny_models["hubert"])
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    extractor = get_extractor("hubert", model_dir="someone/tiny-hubert")
+    assert extractor.extract(load_audio(speech_wav), 16000, 25).shape == (50, 16, 16)
+    assert extractor.settings()["model_dir"] == "someone/tiny-hubert"  # predict fetches it the same way
+    assert fetched[0][0] == "someone/tiny-hubert" and "config.json" in fetched[0][1]
+    with pytest.raises(UserError, match="cannot fetch 'facebook/hubert-base-ls960'.*needs the internet"):
+        get_extractor("hubert", model_dir="facebook/hubert-base-ls960")
+    local = get_extractor("hubert", model_dir=str(tiny_models["hubert"]))  # a folder is never fetched
+    assert local.settings()["model_dir"] == str(tiny_models["hubert"]) and len(fetched) == 2
+
+
 @pytest.fixture(scope="module")
 def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny DeepSpeech-like ONNX model: [1, time, 26] features -> [1, time, 29] logits."""

@@ -15,7 +15,7 @@ import torch
 import train
 from gaussian_renderer import RenderOutput
 from scene import train_cli, train_config, train_summary, trainer
-from scene.checkpoint import latest_checkpoint, load_avatar, load_checkpoint
+from scene.checkpoint import avatar_from_checkpoint, latest_checkpoint, load_avatar, load_checkpoint
 from scene.dataset import TalkingHeadDataset
 from scene.deformation import DeformationNetwork, DeformConfig
 from scene.densify import DensifyStrategy
@@ -164,6 +164,13 @@ def test_unknown_saved_settings_are_named_in_one_error() -> None:
         train_config.TrainConfig.from_saved(saved)
     with pytest.raises(UserError, match="unknown settings deform.token_width, warp;"):
         train_config.TrainConfig.from_saved({"iterations": 3, "warp": 1, "deform": {"token_width": 8}})
+
+
+def test_checkpoint_with_unknown_deformation_settings_is_one_clear_error(trained: Path) -> None:
+    checkpoint = load_checkpoint(latest_checkpoint(trained))
+    checkpoint["config"]["deform"]["token_width"] = 12
+    with pytest.raises(UserError, match=r"deformation settings do not fit this version.*token_width"):
+        avatar_from_checkpoint(checkpoint)
 
 
 def test_every_config_setting_has_exactly_one_flag_and_every_flag_a_setting() -> None:
