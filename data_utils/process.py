@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import platform
@@ -22,7 +21,7 @@ from tqdm import tqdm
 
 from data_utils import landmark_indices as li
 from data_utils import schema
-from data_utils.audio_features import AudioFeatureExtractor, available_extractors, get_extractor
+from data_utils.audio_features import AudioFeatureExtractor, get_extractor
 from data_utils.audio_io import SAMPLE_RATE, load_audio, write_wav
 from data_utils.background import estimate_background, sample_indices
 from data_utils.crop import stable_square_crop, to_crop_coords
@@ -34,6 +33,8 @@ from data_utils.parsing import (
     label_regions,
     labels_to_rgb,
 )
+from data_utils.preprocess_cli import parse_args
+from data_utils.preprocess_config import PreprocessConfig, saved_settings
 from data_utils.quality import (
     frame_stats,
     print_report,
@@ -45,7 +46,7 @@ from data_utils.torso import torso_rgba
 from data_utils.tracking import Tracker, get_tracker
 from data_utils.video_io import VideoInfo, probe_video, read_frames
 from utils.atomic import atomic_dir, atomic_write_json
-from utils.cli import ArgumentParser, UserError, run_cli
+from utils.cli import UserError, run_cli
 from utils.output_policy import DATASET, check_output
 
 MIN_SECONDS = 2.0
@@ -58,68 +59,6 @@ MOUTH_PAD = schema.MOUTH_RECT_PAD  # mouth_rect margin, fraction of the mouth wi
 MIN_DECODED_SHARE = 0.8  # fewer decoded frames than this share of the header's length: truncated
 MAX_ROLL_DEG = 40.0  # a face rolled further than this is refused (masks and poses assume it upright)
 AUDIO_SUFFIXES = (".wav", ".mp3", ".m4a", ".aac", ".flac", ".ogg", ".opus", ".wma")
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    """Parse the command line of preprocess.sh."""
-    p = ArgumentParser(
-        prog="preprocess.sh",
-        description="Turn a talking-head video into a training dataset: square face crops at a constant "
-        "frame rate, landmarks, parsing masks, background, torso images, head poses, audio features and a "
-        "quality report. Nothing is downloaded.",
-        epilog="example: ./preprocess.sh my_video.mp4 data/me --fps 25 --size 512",
-    )
-    p.add_argument(
-        "video",
-        type=Path,
-        metavar="VIDEO",
-        help="input video (any ffmpeg format), at least 2 s (a minute or two is best), one face",
-    )
-    p.add_argument(
-        "out_dir", type=Path, metavar="OUT_DIR", help="dataset folder to create, e.g. data/<subject>"
-    )
-    p.add_argument("--fps", type=float, default=25.0, help="frame rate of the dataset (default 25)")
-    p.add_argument("--size", type=int, default=512, help="side of the square frames in pixels (default 512)")
-    p.add_argument(
-        "--tracker",
-        default="mediapipe",
-        metavar="NAME",
-        help="head tracker: mediapipe (default, landmark fit) or bfm (after ./download_bfm.sh)",
-    )
-    p.add_argument("--audio", type=Path, metavar="FILE", help="audio to use instead of the video's own track")
-    p.add_argument(
-        "--audio_extractor",
-        default="logmel",
-        metavar="NAME",
-        help=f"audio features: {', '.join(available_extractors())} (default logmel, needs no model)",
-    )
-    p.add_argument(
-        "--extractor_model",
-        type=Path,
-        metavar="PATH",
-        help="model folder (hubert, wav2vec2) or file (deepspeech) for extractors that need one",
-    )
-    p.add_argument(
-        "--max_gap_frames",
-        type=int,
-        default=10,
-        metavar="N",
-        help="interpolate runs of up to N frames without a face (default 10)",
-    )
-    p.add_argument("--force", action="store_true", help="replace OUT_DIR if it already exists")
-    p.add_argument(
-        "--preview",
-        action="store_true",
-        default=True,
-        help="write preview.jpg: frame, landmarks, masks and crop side by side (the default)",
-    )
-    p.add_argument(
-        "--no_preview", "--no-preview", dest="preview", action="store_false", help="do not write preview.jpg"
-    )
-    args = p.parse_args(argv)
-    if args.fps <= 0 or args.size < 64 or args.max_gap_frames < 0:
-        p.error("--fps must be > 0, --size >= 64 and --max_gap_frames >= 0")
-    return args
 
 
 @dataclass
@@ -187,22 +126,22 @@ def file_advice(out_dir: Path) -> str:
     return "choose a new folder name for OUT_DIR"
 
 
-def check_out_dir(args: argparse.Namespace) -> None:
+def check_out_dir(cfg: PreprocessConfig) -> None:
     """Apply the output-folder policy to OUT_DIR (the video and --audio are its inputs)."""
-    check_output(args.out_dir, args.force, DATASET, (args.video, args.audio), file_advice(args.out_dir))
+    check_output(cfg.out_dir, cfg.force, DATASET, (cfg.video, cfg.audio), file_advice(cfg.out_dir))
 
 
-def check_inputs(args: argparse.Namespace) -> VideoInfo:
+def check_inputs(cfg: PreprocessConfig) -> VideoInfo:
     """Validate the video, the audio source and OUT_DIR before any work; return the video's info."""
-    check_out_dir(args)
-    info = probe_video(args.video)
-    if args.audio is not None and not args.audio.is_file():
-        raise UserError(f"audio file '{args.audio}' not found; check the --audio path")
-    if args.audio is None and not info.has_audio:
-        raise UserError(f"no audio track in '{args.video}'; supply one with --audio FILE")
+    check_out_dir(cfg)
+    info = probe_video(cfg.video)
+    if cfg.audio is not None and not cfg.audio.is_file():
+        raise UserError(f"audio file '{cfg.audio}' not found; check the --audio path")
+    if cfg.audio is None and not info.has_audio:
+        raise UserError(f"no audio track in '{cfg.video}'; supply one with --audio FILE")
     if info.duration < MIN_SECONDS:
         raise UserError(
-            f"'{args.video}' is only {info.duration:.1f} s long; supply a clip of at least {MIN_SECONDS:g} s"
+            f"'{cfg.video}' is only {info.duration:.1f} s long; supply a clip of at least {MIN_SECONDS:g} s"
         )
     if info.duration > LONG_SECONDS:
         print(f"note: the clip is {info.duration:.0f} s long; training will be slower than on a 10-30 s clip")
@@ -229,15 +168,15 @@ def _frames_with_sample(frames: Iterator[np.ndarray], index: int, keep: dict) ->
         yield frame
 
 
-def run_pass1(args: argparse.Namespace, info: VideoInfo) -> Pass1:
+def run_pass1(cfg: PreprocessConfig, info: VideoInfo) -> Pass1:
     """Decode downscaled frames, track the face, check coverage, fill short gaps, choose the stable crop."""
-    estimate = max(1, round(info.duration * args.fps))
+    estimate = max(1, round(info.duration * cfg.fps))
     keep: dict = {}
-    frames = read_frames(args.video, args.fps, max_side=PASS1_MAX_SIDE)
+    frames = read_frames(cfg.video, cfg.fps, max_side=PASS1_MAX_SIDE)
     lms, counts = detect_sequence(_frames_with_sample(frames, estimate // 2, keep), progress=True)
     t = len(counts)
-    name = args.video.name
-    check_decoded_length(name, t, estimate, args.fps)
+    name = cfg.video.name
+    check_decoded_length(name, t, estimate, cfg.fps)
     if t == 0 or not (counts > 0).any():
         check_upright(name, keep["frame"])
         raise UserError(f"no face found in '{name}'; supply a video where one face is clearly visible")
@@ -252,12 +191,12 @@ def run_pass1(args: argparse.Namespace, info: VideoInfo) -> Pass1:
             "trim the video to the part where the face is visible"
         )
     scale = info.width / keep["frame"].shape[1]
-    filled_lms, filled = fill_gaps(lms * scale, args.max_gap_frames)
+    filled_lms, filled = fill_gaps(lms * scale, cfg.max_gap_frames)
     still = np.isnan(filled_lms.reshape(t, -1)).any(axis=1)
     if still.any():
         first = int(np.flatnonzero(still)[0])
         raise UserError(
-            f"no face from frame {first} on for more than --max_gap_frames {args.max_gap_frames} frames; "
+            f"no face from frame {first} on for more than --max_gap_frames {cfg.max_gap_frames} frames; "
             "trim the video or raise --max_gap_frames"
         )
     crop = stable_square_crop(filled_lms[..., :2], info.width, info.height)
@@ -339,10 +278,10 @@ class Pass2:
     person_added: float  # share of the pixels that the background plate added to the person masks
 
 
-def run_pass2(args: argparse.Namespace, p1: Pass1, out: Path, timings: Timings) -> Pass2:
+def run_pass2(cfg: PreprocessConfig, p1: Pass1, out: Path, timings: Timings) -> Pass2:
     """Decode the cropped frames and write ori/gt images; estimate the background; then write the parsing and
     torso images from the segmenter's person masks grown by the background plate."""
-    size, t = args.size, len(p1.lms)
+    size, t = cfg.size, len(p1.lms)
     expected = to_crop_coords(p1.lms, p1.crop, size)
     for sub in schema.IMAGE_DIRS:
         (out / sub).mkdir()
@@ -355,7 +294,7 @@ def run_pass2(args: argparse.Namespace, p1: Pass1, out: Path, timings: Timings) 
     done = 0
     writer = ImageWriter()
     jpg = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
-    frames = read_frames(args.video, args.fps, crop=p1.crop, size=size)
+    frames = read_frames(cfg.video, cfg.fps, crop=p1.crop, size=size)
     try:
         with timings.stage("crop_parse_write"), FaceMesh() as mesh, PersonSegmenter() as seg:
             bar = tqdm(frames, total=t, desc="crop+parse", unit="frame", file=sys.stderr, dynamic_ncols=True)
@@ -381,7 +320,7 @@ def run_pass2(args: argparse.Namespace, p1: Pass1, out: Path, timings: Timings) 
         writer.close()
     if done < t:
         raise UserError(
-            f"'{args.video}' yielded {done} frames on the second read but {t} on the first; re-encode it"
+            f"'{cfg.video}' yielded {done} frames on the second read but {t} on the first; re-encode it"
         )
     with timings.stage("background"):
         background = estimate_background(bg_frames, bg_masks)
@@ -448,12 +387,12 @@ def camera_to_world(rot: np.ndarray, trans: np.ndarray) -> np.ndarray:
 
 
 def write_transforms(
-    out: Path, args: argparse.Namespace, lms2d: np.ndarray, track: dict, eye: np.ndarray
+    out: Path, cfg: PreprocessConfig, lms2d: np.ndarray, track: dict, eye: np.ndarray
 ) -> int:
     """Write transforms_train.json / transforms_val.json; return the number of validation frames."""
-    t, size = len(lms2d), args.size
+    t, size = len(lms2d), cfg.size
     c2w = camera_to_world(np.asarray(track["R"], np.float64), np.asarray(track["t"], np.float64))
-    fps = fps_value(args.fps)
+    fps = fps_value(cfg.fps)
     frames = [
         {
             "img_id": i,
@@ -465,7 +404,7 @@ def write_transforms(
         }
         for i in range(t)
     ]
-    n_val = min(max(math.ceil(t / 11), round(args.fps)), t - 1)
+    n_val = min(max(math.ceil(t / 11), round(cfg.fps)), t - 1)
     head = {
         "focal_len": float(track["focal"]),
         "cx": size / 2,
@@ -486,24 +425,24 @@ def write_landmarks(out: Path, lms2d: np.ndarray) -> None:
         np.savetxt(out / "ori_imgs" / f"{i}.lms", pts[:, :2], fmt="%.3f")
 
 
-def make_extractor(args: argparse.Namespace) -> AudioFeatureExtractor:
+def make_extractor(cfg: PreprocessConfig) -> AudioFeatureExtractor:
     """Build the audio feature extractor; --extractor_model is its model_dir (folder) or model_path (file)."""
     settings = {}
-    if args.extractor_model is not None:
-        if not args.extractor_model.exists():
-            raise UserError(f"--extractor_model '{args.extractor_model}' not found; check the path")
-        key = "model_dir" if args.extractor_model.is_dir() else "model_path"
-        settings[key] = str(args.extractor_model)
-    return get_extractor(args.audio_extractor, **settings)
+    if cfg.extractor_model is not None:
+        if not cfg.extractor_model.exists():
+            raise UserError(f"--extractor_model '{cfg.extractor_model}' not found; check the path")
+        key = "model_dir" if cfg.extractor_model.is_dir() else "model_path"
+        settings[key] = str(cfg.extractor_model)
+    return get_extractor(cfg.audio_extractor, **settings)
 
 
 def run_audio(
-    args: argparse.Namespace, extractor: AudioFeatureExtractor, out: Path, num_frames: int
+    cfg: PreprocessConfig, extractor: AudioFeatureExtractor, out: Path, num_frames: int
 ) -> tuple[dict, float]:
     """Write aud.wav (16 kHz mono) and aud_<extractor>.npy [T,C,W]; return (extractor record, audio s)."""
-    wav = load_audio(args.audio if args.audio is not None else args.video, SAMPLE_RATE)
+    wav = load_audio(cfg.audio if cfg.audio is not None else cfg.video, SAMPLE_RATE)
     write_wav(out / schema.AUDIO_WAV, wav, SAMPLE_RATE)
-    feats = np.asarray(extractor.extract(wav, SAMPLE_RATE, args.fps, num_frames), np.float32)
+    feats = np.asarray(extractor.extract(wav, SAMPLE_RATE, cfg.fps, num_frames), np.float32)
     np.save(out / schema.features_name(extractor.name), feats)
     record = {"name": extractor.name, "settings": extractor.settings(), "shape": list(feats.shape)}
     return record, len(wav) / SAMPLE_RATE
@@ -528,25 +467,25 @@ class Tools:
     extractor: AudioFeatureExtractor
 
 
-def build(args: argparse.Namespace, info: VideoInfo, tools: Tools, out: Path) -> dict:
+def build(cfg: PreprocessConfig, info: VideoInfo, tools: Tools, out: Path) -> dict:
     """Run every stage into the (temporary) folder `out`; return the preprocess.json record."""
     timings = Timings()
     with timings.stage("detect"):
-        p1 = run_pass1(args, info)
+        p1 = run_pass1(cfg, info)
     t = len(p1.lms)
-    p2 = run_pass2(args, p1, out, timings)
+    p2 = run_pass2(cfg, p1, out, timings)
     with timings.stage("smooth"):
-        lms = smooth_sequence(p2.raw_lms, args.fps)
+        lms = smooth_sequence(p2.raw_lms, cfg.fps)
         write_landmarks(out, lms)
     with timings.stage("track"):
-        result = tools.tracker.fit(lms[..., :2], lms[..., 2], args.size, args.fps, progress=True)
+        result = tools.tracker.fit(lms[..., :2], lms[..., 2], cfg.size, cfg.fps, progress=True)
         track = result.to_dict()
         torch.save(track, out / schema.TRACK_PARAMS)
     with timings.stage("transforms"):
         eye = np.nan_to_num(eye_openness(lms[..., :2]), nan=1.0)
-        n_val = write_transforms(out, args, lms[..., :2], track, eye)
+        n_val = write_transforms(out, cfg, lms[..., :2], track, eye)
     with timings.stage("audio"):
-        audio_record, audio_seconds = run_audio(args, tools.extractor, out, t)
+        audio_record, audio_seconds = run_audio(cfg, tools.extractor, out, t)
     oval = p1.lms[:, li.FACE_OVAL, 0]
     face_frac = float(np.median(oval.max(axis=1) - oval.min(axis=1))) / p1.crop[2]
     quality = quality_report(
@@ -557,34 +496,34 @@ def build(args: argparse.Namespace, info: VideoInfo, tools: Tools, out: Path) ->
         np.asarray(result.reproj_err),
         np.asarray(result.euler),
         face_frac,
-        args.size / p1.crop[2],
+        cfg.size / p1.crop[2],
         p2.luma,
         p2.sharpness,
         np.asarray(track["R"], np.float64),
         n_val,
-        args.fps,
+        cfg.fps,
         audio_seconds,
     )
     quality["person_px_added_by_plate"] = p2.person_added
-    if args.preview and p2.preview is not None:
+    if cfg.preview and p2.preview is not None:
         crop_src = tuple(v / p1.scale for v in p1.crop)
         save_preview(
             out / "preview.jpg", p1.preview_frame, lms[t // 2], p2.preview[1], p2.preview[0], crop_src
         )
     record = {
-        "video": str(args.video),
+        "video": str(cfg.video),
         "source": {
             "width": info.width,
             "height": info.height,
             "fps": info.fps,
             "duration": info.duration,
-            "bytes": args.video.stat().st_size,
+            "bytes": cfg.video.stat().st_size,
         },
-        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "settings": saved_settings(cfg),
         "crop": list(p1.crop),
         "frames": t,
-        "fps": fps_value(args.fps),
-        "size": args.size,
+        "fps": fps_value(cfg.fps),
+        "size": cfg.size,
         "val_frames": n_val,
         "tracker": {"name": track.get("tracker"), "version": track.get("tracker_version")},
         "audio_extractor": audio_record,
@@ -613,14 +552,14 @@ def print_summary(record: dict, out: Path, wall: float) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of preprocess.sh; returns the exit code."""
-    args = parse_args(argv)
+    cfg = parse_args(argv)
     start = time.perf_counter()
-    info = check_inputs(args)
-    tools = Tools(get_tracker(args.tracker), make_extractor(args))
-    inputs = (args.video, args.audio)
-    with atomic_dir(args.out_dir, args.force, DATASET, inputs, file_advice(args.out_dir)) as tmp:
-        record = build(args, info, tools, tmp)
-    print_summary(record, args.out_dir, time.perf_counter() - start)
+    info = check_inputs(cfg)
+    tools = Tools(get_tracker(cfg.tracker, cfg.tracking, cfg.bfm), make_extractor(cfg))
+    inputs = (cfg.video, cfg.audio)
+    with atomic_dir(cfg.out_dir, cfg.force, DATASET, inputs, file_advice(cfg.out_dir)) as tmp:
+        record = build(cfg, info, tools, tmp)
+    print_summary(record, cfg.out_dir, time.perf_counter() - start)
     return 0
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from data_utils import landmark_indices as li
 from data_utils.smoothing import fill_gaps
+from data_utils.tracker_config import BFMFitConfig, LandmarkFitConfig
 from utils.cli import UserError
 from utils.rigid import so3_exp
 
@@ -82,16 +83,19 @@ class Tracker(Protocol):
         ...
 
 
-def get_tracker(name: str, **kwargs: object) -> Tracker:
-    """Return the tracker called `name`: "mediapipe" (landmark fit) or "bfm" (needs ./download_bfm.sh)."""
+def get_tracker(
+    name: str, tracking: LandmarkFitConfig | None = None, bfm: BFMFitConfig | None = None
+) -> Tracker:
+    """Return the tracker called `name`: "mediapipe" (landmark fit, settings `tracking`) or "bfm" (needs
+    ./download_bfm.sh, settings `bfm`); None = the defaults."""
     if name == "mediapipe":
-        return LandmarkFitTracker(**kwargs)
+        return LandmarkFitTracker(tracking)
     if name == "bfm":
         try:
             from data_utils.bfm.tracker import BFMTracker
         except ImportError as err:
             raise UserError(f"the bfm tracker is not available ({err}); run ./download_bfm.sh first") from err
-        return BFMTracker(**kwargs)
+        return BFMTracker(bfm)
     raise UserError(f"unknown tracker '{name}'; choose 'mediapipe' or 'bfm'")
 
 
@@ -175,31 +179,9 @@ class LandmarkFitTracker:
     name = "mediapipe"
     version = "1.1"
 
-    def __init__(
-        self,
-        steps: int = 300,
-        num_expr: int = 12,
-        focal_init: float = 1.2,
-        huber_px: float = 2.0,
-        w_shape: float = 0.003,
-        w_smooth: float = 0.01,
-        w_focal: float = 1.0,
-        w_expr: float = 0.01,
-        w_expr_smooth: float = 0.01,
-        w_expr_pose: float = 1.0,
-    ) -> None:
-        """Set optimisation steps, expression rank K (0 = rigid), focal init (x image size) and loss weights
-        (in squared-pixel units; expression coefficients are pixels of RMS landmark motion)."""
-        self.steps = steps
-        self.num_expr = num_expr
-        self.focal_init = focal_init
-        self.huber_px = huber_px
-        self.w_shape = w_shape
-        self.w_smooth = w_smooth
-        self.w_focal = w_focal
-        self.w_expr = w_expr
-        self.w_expr_smooth = w_expr_smooth
-        self.w_expr_pose = w_expr_pose
+    def __init__(self, cfg: LandmarkFitConfig | None = None, **changes: Any) -> None:
+        """Take the settings `cfg` (None = the defaults) with the fields `changes` replaced (steps=150)."""
+        self.cfg = replace(cfg or LandmarkFitConfig(), **changes)
 
     def fit(
         self,
@@ -234,7 +216,8 @@ class LandmarkFitTracker:
         shape0, scales, rots, centres = _init_shape_and_poses(pts_valid)
         full = lambda a: fill_gaps(scatter(a, valid, T), max_gap=T)[0]
         px_per_unit = float(np.median(scales))
-        basis0, coeffs0 = _init_expressions(pts_valid, shape0, scales, rots, centres, self.num_expr)
+        cfg = self.cfg
+        basis0, coeffs0 = _init_expressions(pts_valid, shape0, scales, rots, centres, cfg.num_expr)
         rots = Rotation.from_matrix(full(rots)).as_rotvec()
         uv0, inv_scale = full(centres[:, :2]) - half, full(1.0 / scales[:, None])[:, 0]
 
@@ -244,7 +227,7 @@ class LandmarkFitTracker:
             "uv": torch.tensor(uv0, dtype=dt),
             "log_d": torch.tensor(np.log(inv_scale), dtype=dt),
             "d_shape": torch.zeros(shape0.shape, dtype=dt),
-            "log_f": torch.tensor(np.log(self.focal_init * image_size), dtype=dt),
+            "log_f": torch.tensor(np.log(cfg.focal_init * image_size), dtype=dt),
             "basis": torch.tensor(basis0, dtype=dt),
             "coeffs": torch.tensor(full(coeffs0 * px_per_unit), dtype=dt),
         }
@@ -258,7 +241,7 @@ class LandmarkFitTracker:
         def loss_fn() -> torch.Tensor:
             resid = _project(params, model.shapes(params), half) - target
             dist2 = (resid**2).sum(-1)
-            robust = pseudo_huber(dist2, self.huber_px)
+            robust = pseudo_huber(dist2, cfg.huber_px)
             data = (robust.mean(-1) * model.weight).sum() / model.weight.sum()
             shape_reg = ((params["d_shape"] * px_per_unit) ** 2).sum(-1).mean()
             coeffs = model.coeffs(params)
@@ -276,19 +259,19 @@ class LandmarkFitTracker:
             focal_reg = (params["log_f"] - log_f0) ** 2
             return (
                 data
-                + self.w_shape * shape_reg
-                + self.w_smooth * smooth
-                + self.w_focal * focal_reg
-                + self.w_expr * expr_reg
-                + self.w_expr_smooth * expr_smooth
-                + self.w_expr_pose * expr_pose
+                + cfg.w_shape * shape_reg
+                + cfg.w_smooth * smooth
+                + cfg.w_focal * focal_reg
+                + cfg.w_expr * expr_reg
+                + cfg.w_expr_smooth * expr_smooth
+                + cfg.w_expr_pose * expr_pose
             )
 
-        lrs = {"aa": 0.01, "uv": 0.5, "log_d": 0.005, "d_shape": 0.003, "log_f": 0.02}
-        lrs |= {"basis": 0.01, "coeffs": 0.1}
+        lrs = {"aa": cfg.lr_rotation, "uv": cfg.lr_position, "log_d": cfg.lr_depth, "d_shape": cfg.lr_shape}
+        lrs |= {"log_f": cfg.lr_focal, "basis": cfg.lr_basis, "coeffs": cfg.lr_coeffs}
         adam = Adam(params, lrs)
         bar = tqdm(
-            range(self.steps),
+            range(cfg.steps),
             desc="tracking",
             unit="step",
             disable=not progress,
@@ -298,7 +281,7 @@ class LandmarkFitTracker:
         for step in bar:
             loss = loss_fn()
             grads = torch.autograd.grad(loss, list(params.values()))
-            adam.step(grads, lr_scale=0.5 * (1 + np.cos(np.pi * step / self.steps)) + 0.01)
+            adam.step(grads, lr_scale=0.5 * (1 + np.cos(np.pi * step / cfg.steps)) + 0.01)
             if step % 20 == 0:
                 bar.set_postfix(loss=f"{loss.item():.3f}")
         bar.close()

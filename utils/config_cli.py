@@ -18,14 +18,16 @@ Config = Any  # a dataclass instance
 
 def option(default: Any = dataclasses.MISSING, help: str = "", **meta: Any) -> Any:
     """A dataclass field with command-line metadata: help, and optionally choices, metavar, default_text
-    (the default as the help shows it), flags (other spellings, e.g. ("-s",)) and required."""
+    (the default as the help shows it), flags (other spellings, e.g. ("-s",)), off_flags (other spellings
+    of a bool's --no_ flag), required and positional (an argument without dashes, always given)."""
     return dataclasses.field(default=default, metadata={"help": help, **meta})
 
 
 def section(factory: type, title: str, helps: dict[str, str] | None = None, **meta: Any) -> Any:
     """A nested config field: its flags form the argparse group `title`; `helps` gives the help of leaf
-    fields that carry none (a dataclass defined elsewhere), meta["choices"] maps names to choices and
-    meta["internal"] names the leaf fields that have no flag (set by the program)."""
+    fields that carry none (a dataclass defined elsewhere), meta["choices"] maps names to choices,
+    meta["internal"] names the leaf fields that have no flag (set by the program) and meta["prefix"] starts
+    the flag names of its fields (e.g. "track_": field steps, flag --track_steps)."""
     return dataclasses.field(default_factory=factory, metadata={"title": title, "helps": helps or {}, **meta})
 
 
@@ -45,8 +47,9 @@ class Leaf:
 
     @property
     def name(self) -> str:
-        """The field's (and flag's) name."""
-        return self.field.name
+        """The flag's name: the field's, after its section's prefix."""
+        prefix = "" if self.section is None else self.section.metadata.get("prefix", "")
+        return prefix + self.field.name
 
 
 def _hints(cls: type) -> dict[str, Any]:
@@ -92,7 +95,8 @@ def _help(leaf: Leaf, default: Any) -> str:
         raise TypeError(f"config field {leaf.name!r} has no help text (or mark it internal)")
     shown = leaf.meta.get("default_text")
     worth_showing = default is not None and default is not False and default != ""
-    if shown is None and worth_showing and not leaf.meta.get("required"):
+    given_always = leaf.meta.get("required") or leaf.meta.get("positional")
+    if shown is None and worth_showing and not given_always:
         shown = " ".join(map(str, default)) if isinstance(default, tuple) else str(default)
     text = leaf.meta["help"] + (f" (default {shown})" if shown else "")
     return text.replace("%", "%%")
@@ -103,12 +107,15 @@ def _add_flag(group: Any, leaf: Leaf) -> None:
     tp, default = _unwrap_optional(leaf.type), _default(leaf)
     names = [*leaf.meta.get("flags", ()), f"--{leaf.name}"]
     kwargs: dict[str, Any] = {"dest": leaf.name, "help": _help(leaf, default)}
+    if leaf.meta.get("positional"):
+        names = [kwargs.pop("dest")]
     if tp is bool:
         if default:
             both = group.add_mutually_exclusive_group()
             both.add_argument(*names, action="store_true", **kwargs)
             off = leaf.meta.get("off_help", f"turn {leaf.name} off")
-            both.add_argument(f"--no_{leaf.name}", dest=leaf.name, action="store_false", help=off)
+            off_names = (f"--no_{leaf.name}", *leaf.meta.get("off_flags", ()))
+            both.add_argument(*off_names, dest=leaf.name, action="store_false", help=off)
             return
         group.add_argument(*names, action="store_true", **kwargs)
         return
@@ -143,7 +150,7 @@ def _coerce(leaf: Leaf, value: Any) -> Any:
 
 
 def with_values(cfg: Config, values: dict[str, Any]) -> Config:
-    """A copy of config tree `cfg` with the leaf settings `values` {leaf name: value}; KeyError names an
+    """A copy of config tree `cfg` with the leaf settings `values` {flag name: value}; KeyError names an
     unknown one."""
     by_name = {leaf.name: leaf for leaf in leaves(type(cfg))}
     unknown = sorted(set(values) - set(by_name))
@@ -154,18 +161,18 @@ def with_values(cfg: Config, values: dict[str, Any]) -> Config:
     for name, value in values.items():
         leaf = by_name[name]
         target = top if leaf.section is None else nested.setdefault(leaf.section.name, {})
-        target[name] = _coerce(leaf, value)
+        target[leaf.field.name] = _coerce(leaf, value)
     for name, changes in nested.items():
         top[name] = dataclasses.replace(getattr(cfg, name), **changes)
     return dataclasses.replace(cfg, **top)
 
 
 def flat(cfg: Config) -> dict[str, Any]:
-    """{leaf name: value} of every leaf of config tree `cfg`."""
+    """{flag name: value} of every leaf of config tree `cfg`."""
     out = {}
     for leaf in leaves(type(cfg)):
         owner = cfg if leaf.section is None else getattr(cfg, leaf.section.name)
-        out[leaf.name] = getattr(owner, leaf.name)
+        out[leaf.name] = getattr(owner, leaf.field.name)
     return out
 
 
@@ -187,7 +194,7 @@ def from_dict(cls: type, saved: dict[str, Any], what: str) -> Config:
             unknown += sorted(f"{name}.{k}" for k in value if k not in known)
     unknown_settings(what, unknown)
     top: dict[str, Any] = {}
-    by_name = {(leaf.section.name if leaf.section else None, leaf.name): leaf for leaf in leaves(cls)}
+    by_name = {(leaf.section.name if leaf.section else None, leaf.field.name): leaf for leaf in leaves(cls)}
     for name, value in saved.items():
         if is_section(fields[name]):
             top[name] = hints[name](**{k: _coerce(by_name[name, k], v) for k, v in value.items()})

@@ -13,8 +13,9 @@ from the camera; the shape is that vertex on the neutral (zero-expression) fitte
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -27,6 +28,7 @@ from data_utils import landmark_indices as li
 from data_utils.bfm import NUM_EXP, NUM_ID
 from data_utils.bfm.model import BFMModel
 from data_utils.smoothing import fill_gaps
+from data_utils.tracker_config import BFMFitConfig
 from data_utils.tracking import (
     Adam,
     LandmarkFitTracker,
@@ -77,25 +79,16 @@ class BFMTracker:
 
     def __init__(
         self,
-        steps: int = 800,
-        focal_init: float = 1.2,
-        huber_px: float = 2.0,
-        w_id: float = 0.01,
-        w_exp: float = 0.01,
-        w_smooth: float = 0.01,
-        w_exp_smooth: float = 0.01,
-        w_focal: float = 1.0,
+        cfg: BFMFitConfig | None = None,
         device: str = "cpu",
         cache_dir: Path | str | None = None,
+        **changes: Any,
     ) -> None:
-        """Load the installed BFM (UserError if absent) onto `device`; set steps, focal init, weights."""
+        """Load the installed BFM (UserError if absent) onto `device`; take the settings `cfg` (None = the
+        defaults) with the fields `changes` replaced, e.g. steps=100."""
         self.device = torch.device(device)
         self.model = BFMModel.load(cache_dir, self.device)
-        self.steps = steps
-        self.focal_init = focal_init
-        self.huber_px = huber_px
-        self.w_id, self.w_exp, self.w_focal = w_id, w_exp, w_focal
-        self.w_smooth, self.w_exp_smooth = w_smooth, w_exp_smooth
+        self.cfg = replace(cfg or BFMFitConfig(), **changes)
 
     def fit(
         self,
@@ -139,7 +132,7 @@ class BFMTracker:
     ) -> dict[str, torch.Tensor]:
         """Initial parameters: per-frame PnP poses of the mean face, zero coefficients, focal_init."""
         T = obs.shape[0]
-        focal = self.focal_init * 2 * half
+        focal = self.cfg.focal_init * 2 * half
         kp0 = kp_model.mean_shape.cpu().double().numpy()
         K = np.array([[focal, 0, half], [0, focal, half], [0, 0, 1.0]])
         poses = []
@@ -171,6 +164,7 @@ class BFMTracker:
         weight = torch.tensor(valid, dtype=dt, device=dev)
         T = obs.shape[0]
         log_f0 = float(params["log_f"].detach())
+        cfg = self.cfg
         px_per_unit = float(torch.exp(-params["log_d"].detach()).median())
 
         def second_diff_sq(x: torch.Tensor) -> torch.Tensor:
@@ -178,24 +172,24 @@ class BFMTracker:
 
         def loss_fn() -> torch.Tensor:
             dist2 = ((_keypoints_2d(params, half, kp_model) - target) ** 2).sum(-1)
-            robust = pseudo_huber(dist2, self.huber_px)
+            robust = pseudo_huber(dist2, cfg.huber_px)
             loss = (robust.mean(-1) * weight).sum() / weight.sum()
             loss = (
-                loss
-                + self.w_id * (params["id"] ** 2).sum()
-                + self.w_exp * (params["exp"] ** 2).sum(-1).mean()
+                loss + cfg.w_id * (params["id"] ** 2).sum() + cfg.w_exp * (params["exp"] ** 2).sum(-1).mean()
             )
-            loss = loss + self.w_focal * (params["log_f"] - log_f0) ** 2
+            loss = loss + cfg.w_focal * (params["log_f"] - log_f0) ** 2
             if T >= 3:
                 rigid = px_per_unit**2 * (second_diff_sq(params["aa"]) + second_diff_sq(params["log_d"]))
                 rigid = rigid + second_diff_sq(params["uv"])
-                loss = loss + self.w_smooth * rigid + self.w_exp_smooth * second_diff_sq(params["exp"])
+                loss = loss + cfg.w_smooth * rigid + cfg.w_exp_smooth * second_diff_sq(params["exp"])
             return loss
 
-        lrs = {"aa": 0.01, "uv": 0.5, "log_d": 0.005, "log_f": 0.02, "id": 0.1, "exp": 0.1}
+        lrs = {"aa": cfg.lr_rotation, "uv": cfg.lr_position, "log_d": cfg.lr_depth, "log_f": cfg.lr_focal}
+        lrs |= {"id": cfg.lr_id, "exp": cfg.lr_exp}
         rigid_keys = ("aa", "uv", "log_d", "log_f")
-        stages = [(rigid_keys, self.steps // 4), (tuple(lrs), self.steps - self.steps // 4)]
-        bar = tqdm(total=self.steps, desc="bfm tracking", unit="step", disable=not progress, file=sys.stderr)
+        rigid_steps = int(cfg.steps * cfg.rigid_share)
+        stages = [(rigid_keys, rigid_steps), (tuple(lrs), cfg.steps - rigid_steps)]
+        bar = tqdm(total=cfg.steps, desc="bfm tracking", unit="step", disable=not progress, file=sys.stderr)
         for keys, steps in stages:
             adam = Adam({k: params[k] for k in keys}, {k: lrs[k] for k in keys})
             for step in range(steps):
