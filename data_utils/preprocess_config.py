@@ -40,7 +40,8 @@ class PreprocessConfig:
     )
     extractor_model: Path | None = option(
         None,
-        "model folder (hubert, wav2vec2) or file (deepspeech) for extractors that need one",
+        "model folder or HuggingFace hub name (hubert, wav2vec2; e.g. facebook/hubert-base-ls960, fetched "
+        "once, online) or file (deepspeech) for extractors that need one",
         metavar="PATH",
     )
     max_gap_frames: int = option(10, "interpolate runs of up to N frames without a face", metavar="N")

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from data_utils import landmark_indices as li
 from data_utils import schema
-from data_utils.audio_features import AudioFeatureExtractor, get_extractor
+from data_utils.audio_features import HUB_NAME, AudioFeatureExtractor, get_extractor
 from data_utils.audio_io import SAMPLE_RATE, load_audio, write_wav
 from data_utils.background import estimate_background, sample_indices
 from data_utils.crop import stable_square_crop, to_crop_coords
@@ -426,13 +426,15 @@ def write_landmarks(out: Path, lms2d: np.ndarray) -> None:
 
 
 def make_extractor(cfg: PreprocessConfig) -> AudioFeatureExtractor:
-    """Build the audio feature extractor; --extractor_model is its model_dir (folder) or model_path (file)."""
+    """Build the audio feature extractor; --extractor_model is its model_dir (a folder, or a HuggingFace hub
+    name for hubert/wav2vec2) or model_path (file)."""
     settings = {}
-    if cfg.extractor_model is not None:
-        if not cfg.extractor_model.exists():
-            raise UserError(f"--extractor_model '{cfg.extractor_model}' not found; check the path")
-        key = "model_dir" if cfg.extractor_model.is_dir() else "model_path"
-        settings[key] = str(cfg.extractor_model)
+    model = cfg.extractor_model
+    if model is not None:
+        hub = cfg.audio_extractor in ("hubert", "wav2vec2") and bool(HUB_NAME.match(str(model)))
+        if not model.exists() and not hub:
+            raise UserError(f"--extractor_model '{model}' not found; check the path")
+        settings["model_dir" if hub or model.is_dir() else "model_path"] = str(model)
     return get_extractor(cfg.audio_extractor, **settings)
 
 

@@ -12,10 +12,10 @@ import torch
 from data_utils.audio_io import SAMPLE_RATE, load_audio
 from live.features import FeatureFactory, OnlineFeatures, to_db
 from scene.checkpoint import load_avatar
-from scene.dataset import TalkingHeadDataset, read_transforms
+from scene.dataset import read_transforms
 from scene.inference import InferenceRenderer, to_uint8
 from scene.pose_correction import corrected_if_matching
-from scene.prediction import check_audio_shape, check_reference, novel_batches
+from scene.prediction import check_audio_shape, check_reference, novel_batches, reference_dataset
 from utils.cli import UserError
 
 REST_SPAN_S = 0.15  # audio either side of a training frame counted when looking for the quietest one
@@ -73,15 +73,7 @@ class LiveModel:
         self.feature_factory = FeatureFactory(
             loaded.audio_extractor, loaded.audio_norm, self.fps, self.reference_wav
         )
-        self.ref = TalkingHeadDataset(
-            reference_path,
-            "train",
-            loaded.dataset_meta["resolution"],
-            device,
-            audio_extractor=loaded.audio_extractor["name"],
-            audio_norm=loaded.audio_norm,
-            targets=False,
-        )
+        self.ref = reference_dataset(loaded, reference_path, device)
         check_audio_shape(loaded.avatar, self.ref.audio_shape, f"dataset '{reference_path}'")
         self.size = self.ref.size
         viewmats = corrected_if_matching(self.ref.viewmats, loaded.pose_corrections)

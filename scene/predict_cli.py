@@ -33,6 +33,7 @@ from scene.prediction import (
     default_batch_size,
     device_label,
     novel_batches,
+    reference_dataset,
     resolve_device,
 )
 from utils.atomic import atomic_dir, atomic_write_json
@@ -237,15 +238,7 @@ def predict_audio(
     first = next(segments)
     check_audio_shape(loaded.avatar, tuple(first.shape[1:]), f"'{cfg.audio_path}'")
     features_s = time.perf_counter() - t0
-    ref = TalkingHeadDataset(
-        cfg.reference_path,
-        "train",
-        loaded.dataset_meta["resolution"],
-        device,
-        audio_extractor=loaded.audio_extractor["name"],
-        audio_norm=loaded.audio_norm,
-        targets=False,
-    )
+    ref = reference_dataset(loaded, cfg.reference_path, device)
     c2w_train = torch.linalg.inv(corrected_if_matching(ref.viewmats, loaded.pose_corrections)).cpu().numpy()
     centre = loaded.avatar.gaussians.means.detach().median(dim=0).values.cpu().numpy()
     c2w, torso_index = camera_path(cfg.camera_mode, c2w_train, n_frames, fps, centre)

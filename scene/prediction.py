@@ -28,6 +28,20 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def reference_dataset(loaded: LoadedAvatar, reference_path: Path, device: torch.device) -> TalkingHeadDataset:
+    """The training split of the model's dataset without targets (cameras, torso backgrounds, audio features
+    of the model's extractor and normalisation) at the model's resolution: what new audio is rendered over."""
+    return TalkingHeadDataset(
+        reference_path,
+        "train",
+        loaded.dataset_meta["resolution"],
+        device,
+        audio_extractor=loaded.audio_extractor["name"],
+        audio_norm=loaded.audio_norm,
+        targets=False,
+    )
+
+
 def default_batch_size(device: torch.device) -> int:
     """Frames rendered per batch when --batch_size is not given: 32 on CUDA, 4 on the CPU."""
     return 32 if device.type == "cuda" else 4

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from data_utils.audio_features import (
     stream_features,
 )
 from data_utils.audio_io import audio_duration, iter_audio_chunks, load_audio, write_wav
+from data_utils.preprocess_config import PreprocessConfig
+from data_utils.process import make_extractor
 from utils.cli import UserError
 
 STEREO_TONE = "aevalsrc=0.5*sin(2*PI*440*t)|0.3*sin(2*PI*440*t):s=44100:d=1.5"
@@ -244,6 +247,12 @@ def test_transformers_extractor_by_hub_name(
         get_extractor("hubert", model_dir="facebook/hubert-base-ls960")
     local = get_extractor("hubert", model_dir=str(tiny_models["hubert"]))  # a folder is never fetched
     assert local.settings()["model_dir"] == str(tiny_models["hubert"]) and len(fetched) == 2
+    # preprocess.sh --audio_extractor hubert --extractor_model someone/tiny-hubert takes the same way.
+    cfg = PreprocessConfig(Path("v.mp4"), Path("out"), audio_extractor="hubert")
+    hub = make_extractor(dataclasses.replace(cfg, extractor_model=Path("someone/tiny-hubert")))
+    assert hub.settings()["model_dir"] == "someone/tiny-hubert"
+    with pytest.raises(UserError, match="not found"):  # a hub name only where a hub model is meant
+        make_extractor(dataclasses.replace(cfg, audio_extractor="deepspeech", extractor_model=Path("a/b")))
 
 
 @pytest.fixture(scope="module")
