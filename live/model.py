@@ -84,6 +84,8 @@ class LiveModel:
         rest = quietest_frame(self.reference_wav, aud_ids, self.fps)
         self.rest_window = self.ref.audio[rest].cpu().numpy()
         self.renderer = InferenceRenderer(loaded.avatar, bf16=bf16, compile=compile)
+        if not compile:  # build the kernels (CUDA's fused RBF included) before the first stream, not in it
+            self.render([FrameJob(0, self.rest_window, 1.0, self.c2w_train[0], 0, 0.0)])
 
     @property
     def extractor(self) -> str:
