@@ -1,0 +1,420 @@
+"""A/B of training settings on several clips at once: every arm trained on every clip (and seed), several runs
+sharing one GPU, then each model scored on its held-out frames (render_direct.sh) and driven by other speakers
+and by silence (bench.cross_driven); one table per clip and arm.
+
+Usage: python -m bench.ab --videos A.mp4 B.mp4 --audio X.wav Y.wav --arm base= --arm lips="--audio_code lips"
+An arm is NAME=TRAIN_ARGS or NAME:EXTRACTOR=TRAIN_ARGS (EXTRACTOR: the dataset's --audio_extractor, default
+logmel). Every step is skipped when its output is complete, so a rerun continues; a step that fails is
+reported with the last line of its log and does not stop the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shlex
+import subprocess
+import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bench.evaluate import REPO, output_video, read_json, wrapper
+from bench.report import write_report
+from data_utils.audio_io import SAMPLE_RATE, write_wav
+from evaluation.landmarks import read_video_frames, video_landmarks
+from evaluation.lipsync import lip_opening
+from utils.cli import ArgumentParser, UserError, run_cli
+
+SILENCE_SECONDS = 4.0
+HISS_DBFS = -45.0  # a quiet room's hiss: predict.sh refuses digital silence (-60 dBFS or below)
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One side of the A/B: a name, the audio extractor its datasets use and the extra train.sh arguments."""
+
+    name: str
+    extractor: str
+    train_args: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training: a clip, an arm and a seed, with its dataset and model folders."""
+
+    clip: str
+    arm: Arm
+    seed: int
+    data: Path
+    model: Path
+
+    @property
+    def name(self) -> str:
+        """Folder name of the run: <clip>__<arm>__s<seed>."""
+        return f"{self.clip}__{self.arm.name}__s{self.seed}"
+
+
+def parse_arm(text: str) -> Arm:
+    """Arm of 'NAME[:EXTRACTOR]=TRAIN_ARGS'; UserError for a malformed one."""
+    head, sep, args = text.partition("=")
+    name, _, extractor = head.partition(":")
+    if not sep or not name or not name.replace("_", "").replace("-", "").isalnum():
+        raise UserError(
+            f"--arm '{text}' is not NAME=TRAIN_ARGS or NAME:EXTRACTOR=TRAIN_ARGS "
+            "(e.g. lips='--audio_code lips')"
+        )
+    return Arm(name, extractor or "logmel", tuple(shlex.split(args)))
+
+
+def plan(videos: list[Path], arms: list[Arm], seeds: list[int], work: Path) -> list[Run]:
+    """Every (clip, arm, seed) run: its dataset work/data/<clip>__<extractor>, its model in work/models/."""
+    names = [a.name for a in arms]
+    if len(set(names)) != len(names):
+        raise UserError(f"arm names must differ, got {names}")
+    return [
+        Run(
+            v.stem,
+            arm,
+            seed,
+            work / "data" / f"{v.stem}__{arm.extractor}",
+            work / "models" / f"{v.stem}__{arm.name}__s{seed}",
+        )
+        for v in videos
+        for arm in arms
+        for seed in seeds
+    ]
+
+
+def run_logged(cmd: list[str], log: Path) -> str | None:
+    """Run cmd from the repository with its output in `log`; None on success, else the log's last line."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as out:
+        code = subprocess.call(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+    if code == 0:
+        return None
+    lines = [line.strip() for line in log.read_text(errors="replace").replace("\r", "\n").splitlines()]
+    return next((line for line in reversed(lines) if line), f"exit {code}")
+
+
+def run_parallel(jobs: list[tuple[str, Callable[[], str | None]]], parallel: int) -> dict[str, str]:
+    """Run (label, job) pairs `parallel` at a time, printing each end; return {label: error} of the failed."""
+    errors: dict[str, str] = {}
+
+    def one(label: str, job: Callable[[], str | None]) -> None:
+        error = job()
+        print(
+            f"  {'FAILED' if error else 'done'}: {label}{': ' + error if error else ''}",
+            file=sys.stderr,
+            flush=True,
+        )
+        if error:
+            errors[label] = error
+
+    with ThreadPoolExecutor(max_workers=max(parallel, 1)) as pool:
+        for future in [pool.submit(one, label, job) for label, job in jobs]:
+            future.result()
+    return errors
+
+
+def write_silence(path: Path) -> Path:
+    """A SILENCE_SECONDS WAV of faint noise at HISS_DBFS (fixed seed) at `path`, written once."""
+    if not path.is_file():
+        rng = np.random.default_rng(0)
+        amplitude = 10 ** (HISS_DBFS / 20)
+        write_wav(
+            path,
+            (rng.normal(0, amplitude, round(SILENCE_SECONDS * SAMPLE_RATE))).astype(np.float32),
+            SAMPLE_RATE,
+        )
+    return path
+
+
+def trained(run: Run, iterations: int) -> bool:
+    """Whether the run's model finished `iterations` (train_summary.json)."""
+    summary = run.model / "train_summary.json"
+    return summary.is_file() and int(read_json(summary).get("iterations", 0)) >= iterations
+
+
+def opening_stats(video: Path) -> dict:
+    """Mean, spread and 95th percentile of the lip opening (evaluation.lipsync.lip_opening) of a video."""
+    opening = lip_opening(video_landmarks(read_video_frames(video)))
+    if not np.isfinite(opening).any():
+        return {"mean": None, "std": None, "p95": None}
+    return {
+        k: round(float(f(opening)), 4)
+        for k, f in (("mean", np.nanmean), ("std", np.nanstd), ("p95", lambda o: np.nanpercentile(o, 95)))
+    }
+
+
+def run_scores(run: Run, work: Path, silence: Path) -> dict:
+    """The scores of one finished run: held-out metrics, cross-driven lip sync per audio, silence stats."""
+    val = read_json(work / "val" / run.name / "metrics.json")
+    cross = read_json(work / "cross" / run.name / "report.json")
+    silence_dir = work / "cross" / run.name / silence.stem
+    still = opening_stats(output_video(read_json(silence_dir / "summary.json"), silence_dir))
+    speakers = {name: row["render"]["score"] for name, row in cross["audio"].items() if name != silence.name}
+    return {
+        "val_psnr": val.get("psnr"),
+        "val_face_psnr": val.get("face_psnr"),
+        "lmd_mouth": val.get("lmd_mouth"),
+        "lipsync": speakers,
+        "real_clip_lipsync": cross["real_clip"]["score"],
+        "real_clip_silence_opening": cross["real_clip"]["silence_opening"],
+        "real_clip_speech_opening": cross["real_clip"]["speech_opening"],
+        "silence_opening": still,
+        "train_seconds": read_json(run.model / "train_summary.json").get("seconds"),
+    }
+
+
+def _mean(values: list[float | None]) -> float | None:
+    """Mean of the finite values, None when there are none."""
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return round(float(np.mean(finite)), 4) if finite else None
+
+
+def table(rows: dict[str, dict], runs: list[Run]) -> list[dict]:
+    """Per (clip, arm), the scores averaged over its seeds (lip sync: mean over speakers and its ratio to the
+    real clip's own score)."""
+    out = []
+    for clip in dict.fromkeys(r.clip for r in runs):
+        for arm in dict.fromkeys(r.arm for r in runs if r.clip == clip):
+            scores = [rows[r.name] for r in runs if r.clip == clip and r.arm == arm and r.name in rows]
+            if not scores:
+                continue
+            speakers = sorted({s for sc in scores for s in sc["lipsync"]})
+            per_speaker = {s: _mean([sc["lipsync"].get(s) for sc in scores]) for s in speakers}
+            mean_sync = _mean(list(per_speaker.values()))
+            real = _mean([sc["real_clip_lipsync"] for sc in scores])
+            out.append(
+                {
+                    "clip": clip,
+                    "arm": arm.name,
+                    "seeds": len(scores),
+                    "lipsync": per_speaker,
+                    "lipsync_mean": mean_sync,
+                    "real_clip_lipsync": real,
+                    "ratio_to_real": round(mean_sync / real, 3) if mean_sync is not None and real else None,
+                    **{
+                        k: _mean([sc[k] for sc in scores])
+                        for k in ("val_psnr", "val_face_psnr", "lmd_mouth", "train_seconds")
+                    },
+                    "silence_opening": _mean([sc["silence_opening"]["mean"] for sc in scores]),
+                    "silence_opening_std": _mean([sc["silence_opening"]["std"] for sc in scores]),
+                    "real_clip_silence_opening": _mean([sc["real_clip_silence_opening"] for sc in scores]),
+                }
+            )
+    return out
+
+
+def markdown(rows: list[dict]) -> str:
+    """The table as Markdown: one row per clip and arm."""
+    speakers = sorted({s for r in rows for s in r["lipsync"]})
+    head = [
+        "clip",
+        "arm",
+        *speakers,
+        "mean",
+        "real",
+        "ratio",
+        "val PSNR / face",
+        "LMD mouth",
+        "silence open (std) / real",
+        "train s",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    fmt = lambda v, d=2: "n/a" if v is None else f"{v:.{d}f}"
+    for r in rows:
+        cells = [
+            r["clip"],
+            r["arm"],
+            *(fmt(r["lipsync"].get(s)) for s in speakers),
+            fmt(r["lipsync_mean"]),
+            fmt(r["real_clip_lipsync"]),
+            fmt(r["ratio_to_real"]),
+        ]
+        cells += [
+            f"{fmt(r['val_psnr'])} / {fmt(r['val_face_psnr'])}",
+            fmt(r["lmd_mouth"]),
+            f"{fmt(r['silence_opening'], 3)} ({fmt(r['silence_opening_std'], 3)})"
+            f" / {fmt(r['real_clip_silence_opening'], 3)}",
+            fmt(r["train_seconds"], 0),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Parse the command line."""
+    p = ArgumentParser(
+        prog="python -m bench.ab",
+        description="Train every arm on every clip (several at once), then score each model on its held-out "
+        "frames and driven by other speakers and by silence; print and save one table.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example: python -m bench.ab --videos ../shared/data/videos/*.mp4 "
+        "--audio ../shared/data/audio/*.wav --arm base= --arm lips='--audio_scope mouth --audio_code lips' "
+        "--iterations 5000 --parallel 10",
+    )
+    p.add_argument("--videos", type=Path, nargs="+", required=True, help="talking-head clips")
+    p.add_argument(
+        "--audio", type=Path, nargs="+", required=True, help="other speakers' speech (any ffmpeg format)"
+    )
+    p.add_argument(
+        "--arm",
+        action="append",
+        required=True,
+        metavar="NAME[:EXTRACTOR]=TRAIN_ARGS",
+        help="one side of the A/B (repeat)",
+    )
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (default 0)")
+    p.add_argument("--iterations", type=int, default=10_000, help="training iterations (default 10000)")
+    p.add_argument(
+        "--parallel", type=int, default=6, help="steps run at once (trainings share the GPU; default 6)"
+    )
+    p.add_argument("--preprocess_args", default="", help="extra preprocess.sh arguments as one string")
+    p.add_argument("--predict_args", default="", help="extra predict.sh / render_direct.sh arguments")
+    p.add_argument(
+        "--output_dir", type=Path, default=REPO / "results" / "ab", help="data, models and renders"
+    )
+    p.add_argument("--out", type=Path, help="report path (default OUTPUT_DIR/report.json; .md beside it)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the A/B; exit code 1 when some step failed (the table then lacks those runs)."""
+    args = parse_args(argv)
+    for path in [*args.videos, *args.audio]:
+        if not path.is_file():
+            raise UserError(f"'{path}' not found; pass existing files to --videos and --audio")
+    if args.iterations < 1 or args.parallel < 1:
+        raise UserError("--iterations and --parallel must be at least 1")
+    work = args.output_dir.resolve()
+    runs = plan([v.resolve() for v in args.videos], [parse_arm(a) for a in args.arm], args.seeds, work)
+    videos = {v.stem: v.resolve() for v in args.videos}
+    silence = write_silence(work / "silence.wav")
+    audio = [str(a.resolve()) for a in args.audio] + [str(silence)]
+    extra_pre, extra_predict = shlex.split(args.preprocess_args), args.predict_args
+    errors: dict[str, str] = {}
+
+    datasets = {r.data: (r.clip, r.arm.extractor) for r in runs}
+    print(f"[ab] {len(datasets)} datasets, {len(runs)} trainings, {args.parallel} at once", file=sys.stderr)
+    errors |= run_parallel(
+        [
+            (
+                f"preprocess {d.name}",
+                lambda d=d, c=c, e=e: run_logged(
+                    [
+                        *wrapper("preprocess.sh"),
+                        str(videos[c]),
+                        str(d),
+                        "--audio_extractor",
+                        e,
+                        "--force",
+                        *extra_pre,
+                    ],
+                    work / "logs" / f"preprocess_{d.name}.txt",
+                ),
+            )
+            for d, (c, e) in datasets.items()
+            if not (d / "preprocess.json").is_file()
+        ],
+        args.parallel,
+    )
+    ready = [r for r in runs if (r.data / "preprocess.json").is_file()]
+    errors |= run_parallel(
+        [
+            (
+                f"train {r.name}",
+                lambda r=r: run_logged(
+                    [
+                        *wrapper("train.sh"),
+                        "-s",
+                        str(r.data),
+                        "--model_path",
+                        str(r.model),
+                        "--iterations",
+                        str(args.iterations),
+                        "--seed",
+                        str(r.seed),
+                        "--force",
+                        *r.arm.train_args,
+                    ],
+                    work / "logs" / f"train_{r.name}.txt",
+                ),
+            )
+            for r in ready
+            if not trained(r, args.iterations)
+        ],
+        args.parallel,
+    )
+    done = [r for r in ready if trained(r, args.iterations)]
+
+    def evaluate(r: Run) -> str | None:
+        """render_direct then cross_driven of one run, each skipped when its output exists."""
+        val = work / "val" / r.name
+        if not (val / "metrics.json").is_file():
+            cmd = [
+                *wrapper("render_direct.sh"),
+                "--model_path",
+                str(r.model),
+                "--reference_path",
+                str(r.data),
+                "--output_dir",
+                str(val),
+                "--force",
+                *shlex.split(extra_predict),
+            ]
+            if error := run_logged(cmd, work / "logs" / f"val_{r.name}.txt"):
+                return error
+        cross = work / "cross" / r.name
+        if (cross / "report.json").is_file():
+            return None
+        cmd = [
+            sys.executable,
+            "-m",
+            "bench.cross_driven",
+            "--model_path",
+            str(r.model),
+            "--reference_path",
+            str(r.data),
+            "--audio",
+            *audio,
+            "--output_dir",
+            str(cross),
+            "--out",
+            str(cross / "report.json"),
+            "--predict_args",
+            extra_predict,
+        ]
+        return run_logged(cmd, work / "logs" / f"cross_{r.name}.txt")
+
+    errors |= run_parallel([(f"evaluate {r.name}", lambda r=r: evaluate(r)) for r in done], args.parallel)
+    scored = {
+        r.name: run_scores(r, work, silence)
+        for r in done
+        if (work / "cross" / r.name / "report.json").is_file()
+    }
+    rows = table(scored, runs)
+    out = (args.out or work / "report.json").resolve()
+    report = {
+        "iterations": args.iterations,
+        "seeds": args.seeds,
+        "arms": list(args.arm),
+        "table": rows,
+        "runs": scored,
+        "errors": errors,
+    }
+    write_report(out, report, args)
+    out.with_suffix(".md").write_text(markdown(rows) + "\n")
+    print(markdown(rows))
+    for label, error in errors.items():
+        print(f"FAILED {label}: {error}")
+    print(f"report: {out} (and {out.with_suffix('.md').name})")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,52 @@
+"""bench.ab end to end on the CPU: two arms and a broken one on a tiny generated subject (preprocessing
+skipped: the dataset is already in place), the table, the failure report, and a rerun that redoes nothing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bench import ab
+from tests.dataset_factory import make_dataset
+from utils.cli import UserError
+
+TINY = "--init_points 300 --triplane_resolutions 8 16 --triplane_channels 4 --token_dim 8 --heads 2"
+
+
+def test_arms_parse_with_an_extractor_and_bad_ones_are_refused() -> None:
+    assert ab.parse_arm("lips=--audio_code lips") == ab.Arm("lips", "logmel", ("--audio_code", "lips"))
+    assert ab.parse_arm("ph:phonemes=") == ab.Arm("ph", "phonemes", ())
+    for bad in ("lips", "=--seed 1", "a b=--seed 1"):
+        with pytest.raises(UserError, match="NAME=TRAIN_ARGS"):
+            ab.parse_arm(bad)
+    with pytest.raises(UserError, match="must differ"):
+        ab.plan([Path("a.mp4")], [ab.parse_arm("x="), ab.parse_arm("x=--seed 2")], [0], Path("w"))
+
+
+def test_ab_trains_scores_reports_failures_and_reruns_nothing(tmp_path: Path, speech_wav: Path) -> None:
+    work = tmp_path / "ab"
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"not read: the dataset below is already preprocessed")
+    make_dataset(work / "data" / "clip__logmel", frames=24, size=32, fps=4)
+    argv = ["--videos", str(video), "--audio", str(speech_wav), "--output_dir", str(work)]
+    argv += ["--iterations", "12"]
+    argv += ["--arm", f"base={TINY}", "--arm", f"lips={TINY} --audio_scope mouth --audio_code lips"]
+    argv += ["--arm", "broken=--no_such_flag", "--parallel", "2"]
+    assert ab.main(argv) == 1  # the broken arm fails; the others go on
+    report = json.loads((work / "report.json").read_text())
+    assert [(r["clip"], r["arm"]) for r in report["table"]] == [("clip", "base"), ("clip", "lips")]
+    for row in report["table"]:
+        assert row["val_psnr"] > 5 and row["train_seconds"] > 0 and row["seeds"] == 1
+        assert list(row["lipsync"]) == [speech_wav.name]  # the silence is scored apart from the speakers
+    assert "no_such_flag" in report["errors"]["train clip__broken__s0"]
+    assert report["commit"] and report["arguments"]
+    assert "| clip | lips |" in (work / "report.md").read_text()
+    logs = {p: p.stat().st_mtime_ns for p in (work / "logs").glob("*__base__*")}
+    assert len(logs) == 3  # train, render_direct, cross_driven
+    shutil.rmtree(work / "models" / "clip__broken__s0", ignore_errors=True)
+    assert ab.main(argv) == 1
+    assert {p: p.stat().st_mtime_ns for p in logs} == logs  # nothing finished is run again
+    assert json.loads((work / "report.json").read_text())["table"] == report["table"]
