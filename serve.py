@@ -12,7 +12,7 @@ from live.engine import RenderEngine
 from live.model import LiveModel
 from live.server import LiveState, ServerSettings, is_loopback, serve_forever, wav_bytes
 from live.upload import MAX_UPLOAD_BYTES
-from scene.prediction import device_label, resolve_device
+from scene.prediction import add_render_options, device_label, resolve_device
 from utils.cli import ArgumentParser, UserError
 
 TOKEN_ENV = "EGSTALKER_LIVE_TOKEN"
@@ -46,14 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"secret every request must carry (?token=... or 'Authorization: Bearer ...'); required for a "
         f"non-loopback --host; default: ${TOKEN_ENV}",
     )
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to render")
-    p.add_argument("--iteration", type=int, help="checkpoint iteration to load (default: the latest)")
-    p.add_argument("--bf16", action="store_true", help="run the deformation network in bf16 (CUDA only)")
-    p.add_argument(
-        "--compile",
-        action="store_true",
-        help="torch.compile the deformation network (slow start, faster on CUDA)",
-    )
+    add_render_options(p)
     p.add_argument("--max_streams", type=int, default=16, help="streams served at once (default: 16)")
     p.add_argument(
         "--max_batch",

@@ -27,6 +27,7 @@ from scene.dataset import FrameBatch, TalkingHeadDataset, read_transforms, split
 from scene.inference import InferenceRenderer, RenderStats, render_stream
 from scene.pose_correction import corrected_if_matching
 from scene.prediction import (
+    add_render_options,
     check_audio_shape,
     check_reference,
     dataset_batches,
@@ -107,19 +108,7 @@ def build_parser(prog: str = "predict.sh") -> argparse.ArgumentParser:
         )
     p.add_argument("--batch_size", type=int, help="frames rendered at once (default: 32 on CUDA, 4 on CPU)")
     p.add_argument("--fps", type=float, help="output frame rate (default: the training video's)")
-    p.add_argument("--iteration", type=int, help="checkpoint iteration to load (default: the latest)")
-    p.add_argument(
-        "--device",
-        choices=("auto", "cpu", "cuda"),
-        default="auto",
-        help="where to render (default: auto = CUDA if available)",
-    )
-    p.add_argument("--bf16", action="store_true", help="run the deformation network in bf16 (CUDA only)")
-    p.add_argument(
-        "--compile",
-        action="store_true",
-        help="torch.compile the deformation network: slower start, then several times faster on CUDA",
-    )
+    add_render_options(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic blinks (default: 0)")
     p.add_argument(
         "--no_lipsync",

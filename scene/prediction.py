@@ -3,6 +3,7 @@ checkpoint and the FrameBatches of new audio or of a dataset split (predict.sh, 
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
@@ -17,6 +18,23 @@ from scene.checkpoint import LoadedAvatar
 from scene.dataset import FrameBatch, TalkingHeadDataset
 from scene.fingerprint import dataset_fingerprint, fingerprint_differences
 from utils.cli import UserError
+
+
+def add_render_options(parser: argparse.ArgumentParser) -> None:
+    """Add the options of every tool that renders a model: --iteration, --device, --bf16, --compile."""
+    parser.add_argument("--iteration", type=int, help="checkpoint iteration to load (default: the latest)")
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="where to render (default: auto = CUDA if available)",
+    )
+    parser.add_argument("--bf16", action="store_true", help="run the deformation network in bf16 (CUDA only)")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the deformation network: slower start, then several times faster on CUDA",
+    )
 
 
 def resolve_device(name: str) -> torch.device:
