@@ -31,6 +31,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from data_utils.audio_io import SAMPLE_RATE, write_wav
 from live.engine import RenderedFrame, RenderEngine, StreamFailed, StreamHandle
 from live.model import LiveModel
+from live.resample import MAX_RATE, MIN_RATE, StreamResampler
 from live.session import StreamSession
 from live.upload import ACCEPTED, MAX_UPLOAD_BYTES, decode_upload
 from utils.camera_path import CAMERA_MODES
@@ -68,6 +69,7 @@ class Stream:
 
     session: StreamSession
     handle: StreamHandle
+    resampler: StreamResampler | None = None  # PCM at another rate than SAMPLE_RATE
     total: int | None = None
     sent: int = 0
 
@@ -151,8 +153,11 @@ def open_stream(conn: Connection, message: dict) -> Stream:
     close_stream(conn)
     mode = message.get("camera_mode", "cycle")
     seed = message.get("seed", 0)
+    rate = message.get("sample_rate", SAMPLE_RATE)
     if not isinstance(mode, str) or not isinstance(seed, int):
         raise UserError("'camera_mode' must be a string and 'seed' an integer")
+    if not isinstance(rate, int) or not MIN_RATE <= rate <= MAX_RATE:
+        raise UserError(f"'sample_rate' must be an integer from {MIN_RATE} to {MAX_RATE} Hz, got {rate!r}")
     session = StreamSession(conn.state.model, mode, seed)
     loop = asyncio.get_running_loop()
     holder: list[StreamHandle] = []
@@ -161,7 +166,7 @@ def open_stream(conn: Connection, message: dict) -> Stream:
         loop.call_soon_threadsafe(conn.outbox.put_nowait, (holder[0], item))
 
     holder.append(conn.state.engine.open(deliver))
-    conn.stream = Stream(session, holder[0])
+    conn.stream = Stream(session, holder[0], None if rate == SAMPLE_RATE else StreamResampler(rate))
     return conn.stream
 
 
@@ -179,9 +184,12 @@ def current(conn: Connection) -> Stream:
     return conn.stream
 
 
-async def push(conn: Connection, samples: np.ndarray) -> None:
-    """Feed audio samples [n] to the current stream and queue its ready frames."""
+async def push(conn: Connection, samples: np.ndarray, resample: bool = True) -> None:
+    """Feed audio samples [n] (at the stream's rate when `resample`, else at SAMPLE_RATE) to the current
+    stream and queue its ready frames."""
     stream = current(conn)
+    if resample and stream.resampler is not None:
+        samples = stream.resampler.push(samples)
     jobs = await asyncio.to_thread(stream.session.push, samples)
     stream.handle.submit(jobs)
 
@@ -189,6 +197,8 @@ async def push(conn: Connection, samples: np.ndarray) -> None:
 async def end(conn: Connection) -> None:
     """End the current stream's audio: queue its last frames; 'done' follows the last one."""
     stream = current(conn)
+    if stream.resampler is not None:
+        await push(conn, stream.resampler.finish(), resample=False)
     jobs = await asyncio.to_thread(stream.session.finish)
     stream.handle.submit(jobs)
     stream.total = stream.session.frames
@@ -224,7 +234,7 @@ async def on_bytes(conn: Connection, data: bytes) -> None:
     if conn.expecting_file:
         conn.expecting_file = False
         samples = await asyncio.to_thread(decode_upload, data, conn.state.settings.max_upload_bytes)
-        await push(conn, samples)
+        await push(conn, samples, resample=False)  # decoded at SAMPLE_RATE whatever the file's rate
         await end(conn)
         return
     if len(data) % 2 or len(data) > MAX_PCM_MESSAGE_BYTES:

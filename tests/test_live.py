@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 import websockets
+from scipy import signal
 
 import serve
 from data_utils.audio_features import LogMelExtractor, PhonemeExtractor, log_mel, step_times
@@ -20,6 +21,7 @@ from data_utils.audio_io import SAMPLE_RATE, load_audio
 from live.engine import RenderEngine
 from live.features import BlockFeatures, FeatureFactory, OnlineLogMel
 from live.model import LiveModel
+from live.resample import StreamResampler
 from live.server import LiveState, ServerSettings, background_server, wav_bytes
 from live.session import StreamSession
 from tests.test_predict import trained  # noqa: F401  (fixture: tiny avatar + dataset, 8 fps, 32 px)
@@ -83,11 +85,11 @@ async def open_ws(address: str, **kwargs: object) -> websockets.ClientConnection
 
 
 async def stream_pcm(
-    address: str, wav: np.ndarray, chunk: int = 1111
+    address: str, wav: np.ndarray, chunk: int = 1111, rate: int = SAMPLE_RATE
 ) -> tuple[list[int], list[np.ndarray], dict]:
-    """Stream `wav` as PCM16 in chunks of `chunk` samples, end it, and collect the frames."""
+    """Stream `wav` (at `rate` Hz) as PCM16 in chunks of `chunk` samples, end it, and collect the frames."""
     async with await open_ws(address) as ws:
-        await ws.send(json.dumps({"type": "start", "camera_mode": "orbit"}))
+        await ws.send(json.dumps({"type": "start", "camera_mode": "orbit", "sample_rate": rate}))
         assert json.loads(await ws.recv())["type"] == "started"
         for a in range(0, len(wav), chunk):
             await ws.send(pcm16(wav[a : a + chunk]))
@@ -160,6 +162,36 @@ def test_pcm_stream_gives_one_frame_per_frame_of_audio(
     assert done["audio_seconds"] == pytest.approx(len(wav) / SAMPLE_RATE)
     assert all(image.shape == (32, 32, 3) for image in images)
     assert np.std([image.mean() for image in images]) > 0  # the orbiting camera moves the picture
+
+
+def test_pcm_at_another_rate_is_resampled_to_the_same_frames(
+    server: tuple[str, LiveState], speech_wav: Path
+) -> None:
+    wav = load_audio(speech_wav)
+    at_24k = signal.resample_poly(wav, 3, 2)
+    indices, images, done = asyncio.run(stream_pcm(server[0], at_24k, chunk=1601, rate=24000))
+    expected = round(len(wav) / SAMPLE_RATE * FPS)
+    assert indices == list(range(expected))
+    assert done["audio_seconds"] == pytest.approx(len(wav) / SAMPLE_RATE, abs=1e-3)
+    direct = asyncio.run(stream_pcm(server[0], wav))[1]
+    diffs = [np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(images, direct, strict=True)]
+    assert max(diffs) < 2  # the same audio at 24 kHz drives the same mouth (JPEG and resampling noise)
+
+
+def test_resampler_streams_exactly_what_whole_signal_resampling_gives() -> None:
+    rng = np.random.default_rng(0)
+    for rate in (8000, 22050, 44100, 48000):
+        x = rng.normal(0, 0.1, 20011).astype(np.float32)
+        resampler, out, i = StreamResampler(rate), [], 0
+        while i < len(x):
+            n = int(rng.integers(1, 2500))
+            out.append(resampler.push(x[i : i + n]))
+            i += n
+        out.append(resampler.finish())
+        reference = signal.resample_poly(x, resampler.up, resampler.down)
+        np.testing.assert_allclose(np.concatenate(out), reference, atol=1e-6)
+    with pytest.raises(ValueError, match="8000-48000"):
+        StreamResampler(96000)
 
 
 def test_file_upload_and_its_limits(server: tuple[str, LiveState], speech_wav: Path, tmp_path: Path) -> None:
