@@ -23,7 +23,9 @@ class ScheduleConfig:
     batch_size: int = option(1, "frames per iteration")
     resolution: int | None = option(None, "train at this square size in pixels", default_text="data size")
     coarse_iterations: int | None = option(
-        None, "static-stage iterations", default_text="min(1000, 20% of iterations)"
+        None,
+        "iterations of the coarse stage (static: no deformation) before the fine (audio-driven) one",
+        default_text="min(1000, 20% of iterations)",
     )
     stop_at: int | None = option(None, "stop after this iteration with a checkpoint (resume later)")
     seed: int = option(0, "random seed")
@@ -108,7 +110,7 @@ class OptimConfig:
     audio_augment: float = option(
         0.0,
         "speaker augmentation of log-mel features: mel axis stretched by up to S (e.g. 0.1) and gain "
-        "within S*60 dB, in the audio-driven stage; 0 = off",
+        "within S*60 dB, in the fine stage; 0 = off",
         metavar="S",
     )
     lambda_lips: float = option(

@@ -122,7 +122,7 @@ def test_lip_code_trains_audio_to_predict_the_tracked_lips(data_root: Path, tmp_
     argv += ["--audio_scope", "mouth", "--audio_code", "lips"]
     assert train.main([*argv, "--eval_every", "40", "--batch_size", "4", "--lr_final_ratio", "1"]) == 0
     val = [r for r in _records(tmp_path / "lips") if "val_lip_corr" in r]
-    assert [r["iteration"] for r in val] == [40, 80]  # measured in the audio-driven stage only
+    assert [r["iteration"] for r in val] == [40, 80]  # measured in the fine stage only
     loaded = load_avatar(tmp_path / "lips")
     cfg = loaded.avatar.deform_cfg
     assert (cfg.audio_scope, cfg.audio_code) == ("mouth", "lips") and cfg.mouth_radius > 0
