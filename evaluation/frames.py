@@ -1,6 +1,7 @@
 """Scores of one rendered frame against its ground truth: PSNR and SSIM of the full frame and of the face box,
 and LPIPS when a network is given. Every caller (training validation, render_direct's metrics.json,
-bench/evaluate.py, bench/diagnostics/error_regions.py) scores frames with `score_frame`, so their figures agree.
+bench/evaluate.py, bench/diagnostics/error_regions.py) scores frames with `score_frame`, so their figures
+agree.
 
 Policies, defined here once:
 - images are [H,W,3], float in [0,1] or uint8 (divided by 255), torch tensors or numpy arrays;

@@ -73,8 +73,8 @@ class DensifyStrategy:
         step: int,
         info: RenderOutput,
     ) -> None:
-        """Accumulate stats from info (means2d grad [B,N,2], kept by the renderer; radii [B,N]); grow, prune and
-        reset on schedule."""
+        """Accumulate stats from info (means2d grad [B,N,2], kept by the renderer; radii [B,N]); grow, prune
+        and reset on schedule."""
         if step >= self.refine_stop or info.means2d.grad is None:
             return
         self._accumulate(state, info)
