@@ -51,7 +51,7 @@ class FrameBatch:
     head_mask: Tensor | None = None  # [B,H,W,1] float {0,1}
     mouth_mask: Tensor | None = None  # [B,H,W,1] float {0,1}
     face_rect: Tensor | None = None  # [B,4] x0,y0,x1,y1 in pixels of this resolution
-    lips: Tensor | None = None  # [B,3] standardised tracked lip measures (None without targets)
+    lips: Tensor | None = None  # [B,3] standardised tracked lip measures (None unless the dataset loads them)
     index: Tensor | None = None  # [B] frame indices within the split
 
     @property
@@ -131,10 +131,14 @@ class TalkingHeadDataset:
         audio_extractor: str | None = None,
         audio_norm: dict | None = None,
         targets: bool = True,
+        lips: bool = False,
+        lip_norm: dict | None = None,
     ) -> None:
         """Validate and load data/<subject>/ (`split` train|val), resized to `resolution` px; normalise audio
         with `audio_norm` {"mean","std"} ([C] lists) or the training split's per-channel statistics. Without
-        `targets` (rendering new audio) the frames and head masks are not loaded, only the backgrounds."""
+        `targets` (rendering new audio) the frames and head masks are not loaded, only the backgrounds. With
+        `lips` the tracked lip measures are loaded too (audio_code 'lips'), standardised by `lip_norm` or the
+        training split's statistics."""
         self.root = root = Path(root)
         self.split = split
         if not root.is_dir():
@@ -176,7 +180,7 @@ class TalkingHeadDataset:
         self.images, self.backgrounds, self.head_masks = self._load_images(
             [int(f["img_id"]) for f in frames], targets
         )
-        self.lips = self._load_lips(frames) if targets else None
+        self.lips, self.lip_norm = self._load_lips(frames, lip_norm) if lips else (None, None)
         for attr in ("viewmats", "Ks", "cams", "eyes", "face_rects", "mouth_masks", "audio", "lips"):
             if getattr(self, attr) is not None:
                 setattr(self, attr, getattr(self, attr).to(self.device))
@@ -210,13 +214,22 @@ class TalkingHeadDataset:
                 raise _missing(self.root, f"{ORI_IMGS}/{path.name}")
         return lip_measures(np.stack([np.loadtxt(path, ndmin=2)[:, :2] for path in paths]))
 
-    def _load_lips(self, frames: list[dict]) -> Tensor:
-        """The frames' lip measures [T,3], standardised by the training split's mean and std (0 where a
-        frame has no face)."""
-        train = self._lip_measures(read_transforms(self.root, "train")["frames"])
-        mean, std = np.nanmean(train, axis=0), np.maximum(np.nanstd(train, axis=0), 1e-3)
-        own = train if self.split == "train" else self._lip_measures(frames)
-        return torch.from_numpy(np.nan_to_num((own - mean) / std).astype(np.float32))
+    def _load_lips(self, frames: list[dict], norm: dict | None) -> tuple[Tensor, dict]:
+        """The frames' lip measures [T,3] standardised by `norm` {"mean","std"} ([3] lists) or the training
+        split's statistics (0 where a frame has no face), and the norm used."""
+        own = self._lip_measures(frames)
+        if norm is None:
+            train = (
+                own
+                if self.split == "train"
+                else self._lip_measures(read_transforms(self.root, "train")["frames"])
+            )
+            norm = {
+                "mean": np.nanmean(train, axis=0).tolist(),
+                "std": np.maximum(np.nanstd(train, axis=0), 1e-3).tolist(),
+            }
+        standard = (own - np.asarray(norm["mean"])) / np.asarray(norm["std"])
+        return torch.from_numpy(np.nan_to_num(standard).astype(np.float32)), norm
 
     def _load_images(self, ids: list[int], targets: bool) -> tuple[Tensor | None, Tensor, Tensor | None]:
         """uint8 frames [T,H,W,3], uint8 backgrounds (torso over bc) [T,H,W,3], bool head masks [T,H,W,1];

@@ -19,6 +19,7 @@ from torch import Tensor
 from torch.profiler import record_function
 from tqdm import tqdm
 
+from data_utils.schema import PREPROCESS_JSON
 from evaluation.frames import mean_scores, score_frames
 from scene.audio_augment import perturb_speaker
 from scene.avatar import Avatar
@@ -29,7 +30,7 @@ from scene.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from scene.dataset import FrameBatch, TalkingHeadDataset
+from scene.dataset import FrameBatch, TalkingHeadDataset, read_json
 from scene.deformation import Deltas, mouth_region
 from scene.densify import DensifyStrategy
 from scene.fingerprint import dataset_fingerprint
@@ -279,9 +280,12 @@ def _load_data(
 ) -> tuple[TalkingHeadDataset, TalkingHeadDataset]:
     """Train and val splits at the schedule's resolution on device (val normalised with the train
     statistics)."""
-    size = cfg.schedule.resolution
-    train_set = TalkingHeadDataset(cfg.source_path, "train", size, device, audio_norm=audio_norm)
-    val_set = TalkingHeadDataset(cfg.source_path, "val", size, device, audio_norm=train_set.audio_norm)
+    size, lips = cfg.schedule.resolution, cfg.deform.audio_code == "lips"
+    train_set = TalkingHeadDataset(cfg.source_path, "train", size, device, audio_norm=audio_norm, lips=lips)
+    val_set = TalkingHeadDataset(
+        cfg.source_path, "val", size, device, audio_norm=train_set.audio_norm, lips=lips,
+        lip_norm=train_set.lip_norm,
+    )  # fmt: skip
     return train_set, val_set
 
 
@@ -330,12 +334,6 @@ def _perceptual_loss(cfg: TrainConfig, device: torch.device) -> tuple[LPIPS | No
     return LPIPS.load(folder).to(device), str(folder)
 
 
-def _extractor_name(cfg: TrainConfig) -> str:
-    """The audio extractor of the dataset (preprocess.json), logmel when it names none."""
-    preprocess = json.loads((Path(cfg.source_path) / "preprocess.json").read_text())
-    return preprocess.get("audio_extractor", {}).get("name", "logmel")
-
-
 def setup(cfg: TrainConfig, given: dict[str, Any], resume: bool, device: torch.device) -> Trainer:
     """Build a Trainer: fresh from the dataset, or from the latest checkpoint with its saved settings."""
     checkpoint = None
@@ -347,11 +345,13 @@ def setup(cfg: TrainConfig, given: dict[str, Any], resume: bool, device: torch.d
             print(f"note: --resume keeps the saved settings; ignoring {', '.join(ignored)}", file=sys.stderr)
         control = {"stop_at": None, **{k: v for k, v in given.items() if k in RUN_CONTROL}}
         cfg = saved.with_values({"model_path": cfg.model_path, "source_path": cfg.source_path, **control})
-    if cfg.optim.audio_augment > 0 and _extractor_name(cfg) != "logmel":
-        raise UserError(
-            f"--audio_augment perturbs log-mel features; the dataset's audio features are "
-            f"'{_extractor_name(cfg)}': leave --audio_augment out"
-        )
+    if cfg.optim.audio_augment > 0:
+        extractor = read_json(Path(cfg.source_path), PREPROCESS_JSON).get("audio_extractor", {}).get("name")
+        if extractor not in (None, "logmel"):
+            raise UserError(
+                f"--audio_augment perturbs log-mel features; the dataset's audio features are "
+                f"'{extractor}': leave --audio_augment out"
+            )
     torch.manual_seed(cfg.schedule.seed)
     if device.type == "cuda":
         torch.set_float32_matmul_precision("high" if cfg.schedule.tf32 else "highest")

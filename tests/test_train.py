@@ -116,7 +116,8 @@ def test_load_avatar_needs_no_flags_and_renders_the_same(trained: Path, data_roo
 
 
 def test_lip_code_trains_audio_to_predict_the_tracked_lips(data_root: Path, tmp_path: Path) -> None:
-    train_set = TalkingHeadDataset(data_root, "train")
+    train_set = TalkingHeadDataset(data_root, "train", lips=True)
+    assert TalkingHeadDataset(data_root, "train").lips is None  # loaded only when asked
     assert train_set.lips[:, 0].std() > 0.5  # standardised, and the factory's jaw moves
     argv = _args(data_root, tmp_path / "lips", "--iterations", "80", "--coarse_iterations", "10")
     argv += ["--audio_scope", "mouth", "--audio_code", "lips"]
