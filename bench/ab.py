@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import math
 import shlex
-import subprocess
 import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +26,7 @@ from bench.report import write_report
 from data_utils.audio_io import SAMPLE_RATE, write_wav
 from evaluation.landmarks import read_video_frames, video_landmarks
 from evaluation.lipsync import lip_opening
+from many.stages import error_line, run_logged
 from utils.cli import ArgumentParser, UserError, run_cli
 
 SILENCE_SECONDS = 4.0
@@ -44,18 +44,27 @@ class Arm:
 
 @dataclass(frozen=True)
 class Run:
-    """One training: a clip, an arm and a seed, with its dataset and model folders."""
+    """One training: a clip, an arm and a seed, under the A/B's work folder."""
 
     clip: str
     arm: Arm
     seed: int
-    data: Path
-    model: Path
+    work: Path
 
     @property
     def name(self) -> str:
         """Folder name of the run: <clip>__<arm>__s<seed>."""
         return f"{self.clip}__{self.arm.name}__s{self.seed}"
+
+    @property
+    def data(self) -> Path:
+        """Its dataset, shared by the arms of one extractor: work/data/<clip>__<extractor>."""
+        return self.work / "data" / f"{self.clip}__{self.arm.extractor}"
+
+    @property
+    def model(self) -> Path:
+        """Its model folder: work/models/<name>."""
+        return self.work / "models" / self.name
 
 
 def parse_arm(text: str) -> Arm:
@@ -71,33 +80,18 @@ def parse_arm(text: str) -> Arm:
 
 
 def plan(videos: list[Path], arms: list[Arm], seeds: list[int], work: Path) -> list[Run]:
-    """Every (clip, arm, seed) run: its dataset work/data/<clip>__<extractor>, its model in work/models/."""
+    """Every (clip, arm, seed) run under `work`."""
     names = [a.name for a in arms]
     if len(set(names)) != len(names):
         raise UserError(f"arm names must differ, got {names}")
-    return [
-        Run(
-            v.stem,
-            arm,
-            seed,
-            work / "data" / f"{v.stem}__{arm.extractor}",
-            work / "models" / f"{v.stem}__{arm.name}__s{seed}",
-        )
-        for v in videos
-        for arm in arms
-        for seed in seeds
-    ]
+    return [Run(v.stem, arm, seed, work) for v in videos for arm in arms for seed in seeds]
 
 
-def run_logged(cmd: list[str], log: Path) -> str | None:
-    """Run cmd from the repository with its output in `log`; None on success, else the log's last line."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w") as out:
-        code = subprocess.call(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
-    if code == 0:
-        return None
-    lines = [line.strip() for line in log.read_text(errors="replace").replace("\r", "\n").splitlines()]
-    return next((line for line in reversed(lines) if line), f"exit {code}")
+def run_step(cmd: list[str], log: Path) -> str | None:
+    """Run cmd with its output in `log` as train_many runs its steps (many.stages.run_logged: Ctrl-C stops
+    it cleanly); None on success, else its one-line error (many.stages.error_line)."""
+    code = run_logged(cmd, log)
+    return None if code == 0 else error_line(log.read_text(errors="replace"), code)
 
 
 def run_parallel(jobs: list[tuple[str, Callable[[], str | None]]], parallel: int) -> dict[str, str]:
@@ -305,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         [
             (
                 f"preprocess {d.name}",
-                lambda d=d, c=c, e=e: run_logged(
+                lambda d=d, c=c, e=e: run_step(
                     [
                         *wrapper("preprocess.sh"),
                         str(videos[c]),
@@ -328,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         [
             (
                 f"train {r.name}",
-                lambda r=r: run_logged(
+                lambda r=r: run_step(
                     [
                         *wrapper("train.sh"),
                         "-s",
@@ -367,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
                 "--force",
                 *shlex.split(extra_predict),
             ]
-            if error := run_logged(cmd, work / "logs" / f"val_{r.name}.txt"):
+            if error := run_step(cmd, work / "logs" / f"val_{r.name}.txt"):
                 return error
         cross = work / "cross" / r.name
         if (cross / "report.json").is_file():
@@ -389,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
             "--predict_args",
             extra_predict,
         ]
-        return run_logged(cmd, work / "logs" / f"cross_{r.name}.txt")
+        return run_step(cmd, work / "logs" / f"cross_{r.name}.txt")
 
     errors |= run_parallel([(f"evaluate {r.name}", lambda r=r: evaluate(r)) for r in done], args.parallel)
     scored = {
