@@ -53,6 +53,13 @@ def step_times(num_frames: int, fps: float) -> np.ndarray:
     return (np.arange(num_frames * STEPS_PER_FRAME) + 0.5) / (STEPS_PER_FRAME * fps)
 
 
+def normalise_windows(windows: np.ndarray, norm: dict) -> np.ndarray:
+    """Feature windows [T,C,W] standardised per channel by `norm` {"mean","std"} ([C] lists, as a checkpoint
+    records them) -> float32 [T,C,W]; the one normalisation of training, predict.sh and the live server."""
+    mean, std = np.asarray(norm["mean"])[:, None], np.asarray(norm["std"])[:, None]
+    return ((windows - mean) / std).astype(np.float32)
+
+
 def frame_windows(steps: np.ndarray, window: int) -> np.ndarray:
     """Turn per-step features [2T, C] into windows [T, C, window] centred on each frame (edge-padded)."""
     num_frames = len(steps) // STEPS_PER_FRAME

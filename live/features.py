@@ -21,6 +21,7 @@ from data_utils.audio_features import (
     LogMelExtractor,
     get_extractor,
     log_mel,
+    normalise_windows,
     step_times,
 )
 from data_utils.audio_io import SAMPLE_RATE
@@ -62,13 +63,6 @@ class OnlineFeatures(Protocol):
 def to_db(power: np.ndarray) -> np.ndarray:
     """Return mean-square power [...] of samples in [-1,1] as dBFS (SILENT_DB for digital silence)."""
     return np.where(power > 1e-12, 10.0 * np.log10(np.maximum(power, 1e-12)), SILENT_DB)
-
-
-def normalise(windows: np.ndarray, norm: dict) -> np.ndarray:
-    """Return windows [k,C,W] normalised by the checkpoint's per-channel {"mean","std"} ([C] lists)."""
-    mean = np.asarray(norm["mean"], dtype=np.float32)[:, None]
-    std = np.asarray(norm["std"], dtype=np.float32)[:, None]
-    return ((windows - mean) / std).astype(np.float32)
 
 
 def window_offsets(window: int) -> np.ndarray:
@@ -193,7 +187,7 @@ class OnlineLogMel:
             self.step_db[drop:],
             self.steps_start + drop,
         )
-        return FeatureBlock(first, normalise(np.ascontiguousarray(windows), self.norm), level)
+        return FeatureBlock(first, normalise_windows(np.ascontiguousarray(windows), self.norm), level)
 
 
 class BlockFeatures:
@@ -247,7 +241,7 @@ class BlockFeatures:
         self.next_frame = stop
         keep = self.sample(max(0, stop - self.context)) - self.buffer_start
         self.buffer, self.buffer_start = self.buffer[keep:], self.buffer_start + keep
-        return FeatureBlock(first, normalise(feats, self.norm), level)
+        return FeatureBlock(first, normalise_windows(feats, self.norm), level)
 
     def frame_level(self, frame: int) -> float:
         """Return the dBFS of the audio from `ahead` frames before to `ahead` frames after frame `frame`."""

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from data_utils.audio_features import normalise_windows
 from data_utils.audio_io import SAMPLE_RATE, load_audio
 from data_utils.lips import lip_measures
 from data_utils.schema import (
@@ -203,8 +204,7 @@ class TalkingHeadDataset:
                 "std": np.maximum(train.std(axis=(0, 2)), 1e-5).tolist(),
             }
         ids = np.clip([int(f["aud_id"]) for f in frames], 0, len(feats) - 1)
-        mean, std = np.asarray(norm["mean"])[:, None], np.asarray(norm["std"])[:, None]
-        return torch.from_numpy(((feats[ids] - mean) / std).astype(np.float32)), norm
+        return torch.from_numpy(normalise_windows(feats[ids], norm)), norm
 
     def _lip_measures(self, frames: list[dict]) -> np.ndarray:
         """Lip measures [T,3] of the frames' tracked landmarks (ori_imgs/<img_id>.lms)."""

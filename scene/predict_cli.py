@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from data_utils.audio_features import get_extractor, stream_features
+from data_utils.audio_features import get_extractor, normalise_windows, stream_features
 from data_utils.audio_io import SAMPLE_RATE, iter_audio_chunks, write_wav
 from evaluation.frames import FrameScores, mean_scores, score_frames
 from evaluation.landmarks import MOUTH_LANDMARKS, landmark_distance, read_video_frames, video_landmarks
@@ -162,11 +162,9 @@ def audio_conditions(loaded: LoadedAvatar, path: Path, fps: float, n_frames: int
     disk), with the checkpoint's extractor and statistics; n_frames frames in all."""
     spec = loaded.audio_extractor
     extractor = get_extractor(spec["name"], **spec.get("settings", {}))
-    mean = np.asarray(loaded.audio_norm["mean"], dtype=np.float32).reshape(-1, 1)
-    std = np.asarray(loaded.audio_norm["std"], dtype=np.float32).reshape(-1, 1)
     chunks = iter_audio_chunks(path, SAMPLE_RATE, AUDIO_CHUNK_SECONDS)
     for feats in stream_features(extractor, chunks, SAMPLE_RATE, fps, n_frames):
-        yield torch.from_numpy(((feats - mean) / std).astype(np.float32))
+        yield torch.from_numpy(normalise_windows(feats, loaded.audio_norm))
 
 
 def inference_renderer(loaded: LoadedAvatar, cfg: PredictConfig) -> InferenceRenderer:
