@@ -31,7 +31,7 @@ import ray
 
 from bench.evaluate import machine_info
 from bench.report import write_report
-from many import ManyConfig, run_many
+from many.driver import ManyConfig, run_many
 from many.stages import StageOptions, run_step
 from many.subjects import Subject, find_videos, read_json_file, subject_names
 from utils.atomic import atomic_write_json

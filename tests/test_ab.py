@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,12 @@ def test_arms_parse_with_an_extractor_and_bad_ones_are_refused() -> None:
             ab.parse_arm(bad)
     with pytest.raises(UserError, match="must differ"):
         ab.plan([Path("a.mp4")], [ab.parse_arm("x="), ab.parse_arm("x=--seed 2")], [0], Path("w"))
+
+
+def test_ab_imports_where_ray_is_not_installed() -> None:
+    """The H200 image has no Ray: bench.ab (through many.stages) must not import it."""
+    code = "import sys; sys.modules['ray'] = None; import bench.ab; assert 'many.driver' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
 
 
 def test_ab_trains_scores_reports_failures_and_reruns_nothing(tmp_path: Path, speech_wav: Path) -> None:

@@ -17,7 +17,7 @@ import ray
 
 import train_many
 from data_utils.sample import generate_sample
-from many import ManyConfig, run_many
+from many.driver import ManyConfig, run_many
 from many.progress import Board
 from many.stages import StageOptions, error_line, run_logged, train_args
 from many.subjects import Subject, find_videos, subject_names
