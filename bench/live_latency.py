@@ -1,8 +1,9 @@
 """Latency and capacity of the live server (serve.sh): the server runs in this process on a free loopback
 port and WebSocket clients stream speech to it as a TTS engine or a microphone would.
 
-Measures (1) the latency from the first audio sample sent to the first frame received, with the audio
-pushed as fast as it comes (a TTS engine) and paced in real time (a microphone: then it includes the
+Measures (1) the latency from the first audio sample to the first frame received, with the audio pushed
+as fast as it comes (a TTS engine) and paced in real time (a microphone: each 40 ms chunk is sent when its
+last sample has been captured, and the latency counts from the capture of the first, so it includes the
 features' look-ahead); (2) the sustained frames per second of one stream pushed as fast as possible; (3) how
 many real-time streams one device holds at the model's frame rate: K streams paced in real time, each must
 receive >= 97 % of its frames per second and stay within 0.5 s of its audio (95th percentile).
@@ -42,15 +43,17 @@ HOLD_LAG_S = 0.5  # ... and its frames stay within this of its audio (95th perce
 
 @dataclass
 class StreamRun:
-    """What one client saw: when each chunk was sent and each frame arrived (perf_counter seconds)."""
+    """What one client saw: when its first sample was there, when each chunk was sent and each frame arrived
+    (perf_counter seconds)."""
 
+    start: float = 0.0
     sent: list[tuple[int, float]] = field(default_factory=list)  # (samples sent so far, time)
     arrivals: list[float] = field(default_factory=list)
     frames: int = 0
 
     def first_frame_latency(self) -> float:
-        """Seconds from the first audio sent to the first frame received."""
-        return self.arrivals[0] - self.sent[0][1]
+        """Seconds from the first audio sample (sent, or captured when paced) to the first frame received."""
+        return self.arrivals[0] - self.start
 
     def fps(self) -> float:
         """Frames per second between the first and the last frame."""
@@ -84,19 +87,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def run_stream(address: str, wav: np.ndarray, paced: bool) -> StreamRun:
-    """Stream `wav` to the server (in real time when `paced`), end it and collect the frames."""
+    """Stream `wav` to the server (in real time when `paced`: a chunk leaves once its last sample has been
+    captured, as from a microphone), end it and collect the frames."""
     run = StreamRun()
     async with websockets.connect(f"ws://{address}/ws", max_size=None) as ws:
         json.loads(await ws.recv())
         await ws.send(json.dumps({"type": "start", "camera_mode": "cycle"}))
         json.loads(await ws.recv())
         receiver = asyncio.create_task(receive(ws, run))
-        start = time.perf_counter()
-        for k, a in enumerate(range(0, len(wav), CHUNK)):
+        start = run.start = time.perf_counter()
+        for a in range(0, len(wav), CHUNK):
+            end = min(a + CHUNK, len(wav))
             if paced:
-                await asyncio.sleep(max(0.0, start + k * CHUNK / SAMPLE_RATE - time.perf_counter()))
+                await asyncio.sleep(max(0.0, start + end / SAMPLE_RATE - time.perf_counter()))
             await ws.send((np.clip(wav[a : a + CHUNK], -1, 1) * 32767).astype("<i2").tobytes())
-            run.sent.append((min(a + CHUNK, len(wav)), time.perf_counter()))
+            run.sent.append((end, time.perf_counter()))
         await ws.send(json.dumps({"type": "end"}))
         await receiver
     return run

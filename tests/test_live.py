@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import struct
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -328,3 +331,41 @@ def test_serve_rejects_bad_arguments(
         run_cli(serve.main, argv)
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_latency_bench_counts_realtime_latency_from_the_first_captured_sample(
+    trained: tuple[Path, Path],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Paced like a microphone, the first frame cannot come before the chunk that completes its look-ahead has
+    been captured;
+    pushed like a TTS engine it comes sooner; the report carries the figures and its metadata."""
+    from bench import live_latency
+
+    out = tmp_path / "live.json"
+    args = ["--model_path", str(trained[0]), "--reference_path", str(trained[1]), "--device", "cpu"]
+    live_latency.main([*args, "--seconds", "1", "--trials", "1", "--streams", "1", "--out", str(out)])
+    report = json.loads(out.read_text())
+    chunk_ms = 1000 * live_latency.CHUNK / SAMPLE_RATE  # the chunk holding the look-ahead's last sample
+    captured_ms = math.ceil(report["lookahead_ms"] / chunk_ms) * chunk_ms  # ... has been captured by then
+    assert report["first_frame_ms_realtime"]["min"] >= captured_ms
+    assert report["first_frame_ms_pushed"]["median"] < report["first_frame_ms_realtime"]["median"]
+    assert report["concurrency"][0]["streams"] == 1 and report["commit"]
+
+
+def test_readme_example_client_saves_one_frame_per_frame_of_audio(
+    server: tuple[str, LiveState], speech_wav: Path, tmp_path: Path
+) -> None:
+    """The README's Python client, run as a user would, against the live server: a JPEG per frame."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Live") :]
+    code = section[
+        section.index("```python") + len("```python") : section.index("```", section.index("```python") + 9)
+    ]
+    (tmp_path / "client.py").write_text(code)
+    url = f"ws://{server[0]}/ws"
+    subprocess.run([sys.executable, "client.py", str(speech_wav), url], cwd=tmp_path, check=True, timeout=120)
+    frames = sorted(tmp_path.glob("frame_*.jpg"))
+    seconds = len(load_audio(speech_wav)) / SAMPLE_RATE
+    assert len(frames) == round(seconds * FPS) and frames[0].name == "frame_00000.jpg"
+    assert cv2.imdecode(np.frombuffer(frames[-1].read_bytes(), np.uint8), cv2.IMREAD_COLOR) is not None
