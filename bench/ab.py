@@ -27,6 +27,7 @@ from data_utils.audio_io import SAMPLE_RATE, write_wav
 from evaluation.landmarks import read_video_frames, video_landmarks
 from evaluation.lipsync import lip_opening
 from many.stages import error_line, run_logged
+from utils.atomic import atomic_write_json
 from utils.cli import ArgumentParser, UserError, run_cli
 
 SILENCE_SECONDS = 4.0
@@ -144,12 +145,23 @@ def opening_stats(video: Path) -> dict:
     }
 
 
+def silence_stats_path(run: Run, work: Path) -> Path:
+    """Where evaluate saves the run's lip opening under silence: cross/<name>/silence_opening.json."""
+    return work / "cross" / run.name / "silence_opening.json"
+
+
+def write_silence_stats(run: Run, work: Path, silence: Path) -> None:
+    """Save opening_stats of the run's render driven by `silence` (the cross-driven step made it)."""
+    silence_dir = work / "cross" / run.name / silence.stem
+    stats = opening_stats(output_video(read_json(silence_dir / "summary.json"), silence_dir))
+    atomic_write_json(silence_stats_path(run, work), stats)
+
+
 def run_scores(run: Run, work: Path, silence: Path) -> dict:
-    """The scores of one finished run: held-out metrics, cross-driven lip sync per audio, silence stats."""
+    """The scores of one evaluated run: held-out metrics, cross-driven lip sync per audio, silence stats."""
     val = read_json(work / "val" / run.name / "metrics.json")
     cross = read_json(work / "cross" / run.name / "report.json")
-    silence_dir = work / "cross" / run.name / silence.stem
-    still = opening_stats(output_video(read_json(silence_dir / "summary.json"), silence_dir))
+    still = read_json(silence_stats_path(run, work))
     speakers = {name: row["render"]["score"] for name, row in cross["audio"].items() if name != silence.name}
     return {
         "val_psnr": val.get("psnr"),
@@ -346,27 +358,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     done = [r for r in ready if trained(r, args.iterations)]
 
-    def evaluate(r: Run) -> str | None:
-        """render_direct then cross_driven of one run, each skipped when its output exists."""
-        val = work / "val" / r.name
-        if not (val / "metrics.json").is_file():
-            cmd = [
-                *wrapper("render_direct.sh"),
-                "--model_path",
-                str(r.model),
-                "--reference_path",
-                str(r.data),
-                "--output_dir",
-                str(val),
-                "--force",
-                *shlex.split(extra_predict),
-            ]
-            if error := run_step(cmd, work / "logs" / f"val_{r.name}.txt"):
-                return error
-        cross = work / "cross" / r.name
-        if (cross / "report.json").is_file():
-            return None
-        cmd = [
+    def cross_cmd(r: Run, cross: Path) -> list[str]:
+        """The bench.cross_driven command of one run."""
+        return [
             sys.executable,
             "-m",
             "bench.cross_driven",
@@ -383,13 +377,42 @@ def main(argv: list[str] | None = None) -> int:
             "--predict_args",
             extra_predict,
         ]
-        return run_step(cmd, work / "logs" / f"cross_{r.name}.txt")
+
+    def evaluate(r: Run) -> str | None:
+        """render_direct, cross_driven and the silence statistics of one run, each skipped when its output
+        exists."""
+        val = work / "val" / r.name
+        if not (val / "metrics.json").is_file():
+            cmd = [
+                *wrapper("render_direct.sh"),
+                "--model_path",
+                str(r.model),
+                "--reference_path",
+                str(r.data),
+                "--output_dir",
+                str(val),
+                "--force",
+                *shlex.split(extra_predict),
+            ]
+            if error := run_step(cmd, work / "logs" / f"val_{r.name}.txt"):
+                return error
+        cross = work / "cross" / r.name
+        if not (cross / "report.json").is_file() and (
+            error := run_step(cross_cmd(r, cross), work / "logs" / f"cross_{r.name}.txt")
+        ):
+            return error
+        if not silence_stats_path(r, work).is_file():
+            try:
+                write_silence_stats(r, work, silence)
+            except Exception as e:  # a step's failure is reported, the other runs go on
+                return f"silence statistics: {type(e).__name__}: {e}"
+        return None
 
     errors |= run_parallel([(f"evaluate {r.name}", lambda r=r: evaluate(r)) for r in done], args.parallel)
     scored = {
         r.name: run_scores(r, work, silence)
         for r in done
-        if (work / "cross" / r.name / "report.json").is_file()
+        if (work / "cross" / r.name / "report.json").is_file() and silence_stats_path(r, work).is_file()
     }
     rows = table(scored, runs)
     out = (args.out or work / "report.json").resolve()

@@ -54,6 +54,9 @@ def test_ab_trains_scores_reports_failures_and_reruns_nothing(tmp_path: Path, sp
     assert "| clip | lips |" in (work / "report.md").read_text()
     logs = {p: p.stat().st_mtime_ns for p in (work / "logs").glob("*__base__*")}
     assert len(logs) == 3  # train, render_direct, cross_driven
+    # each evaluation keeps its silence statistics, so the table needs only the JSON files of the runs
+    silence = json.loads((work / "cross" / "clip__base__s0" / "silence_opening.json").read_text())
+    assert set(silence) == {"mean", "std", "p95"}
     shutil.rmtree(work / "models" / "clip__broken__s0", ignore_errors=True)
     assert ab.main(argv) == 1
     assert {p: p.stat().st_mtime_ns for p in logs} == logs  # nothing finished is run again
