@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 from data_utils.audio_io import SAMPLE_RATE
 from live.engine import RenderEngine
@@ -13,7 +12,7 @@ from live.model import LiveModel
 from live.server import LiveState, ServerSettings, is_loopback, serve_forever, wav_bytes
 from live.upload import MAX_UPLOAD_BYTES
 from scene.prediction import add_render_options, device_label, resolve_device
-from utils.cli import ArgumentParser, UserError
+from utils.cli import ArgumentParser, UserError, add_model_arguments
 
 TOKEN_ENV = "EGSTALKER_LIVE_TOKEN"
 SAMPLE_SECONDS = 20.0  # length of the reference clip offered as the page's sample
@@ -27,13 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
         "or the microphone and watch the avatar say it; programs stream PCM over the WebSocket API "
         "(docs/live.md). Binds to 127.0.0.1 unless --host is given, which then needs --token.",
     )
-    p.add_argument("--model_path", required=True, type=Path, help="trained model folder (output of train.sh)")
-    p.add_argument(
-        "--reference_path",
-        required=True,
-        type=Path,
-        help="preprocessed dataset of the subject (backgrounds, torso, training cameras and audio)",
-    )
+    add_model_arguments(p)
     p.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine)"
     )

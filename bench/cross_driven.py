@@ -20,7 +20,7 @@ from bench.evaluate import (
     wrapper,
 )
 from bench.report import write_report
-from utils.cli import ArgumentParser, UserError, run_cli
+from utils.cli import ArgumentParser, UserError, add_model_arguments, run_cli
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -31,8 +31,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "sync with evaluation.lipsync (python -m bench.lipsync --help gives the scale: 0 = chance, "
         "1 = perfect), the real clip with its own audio alongside.",
     )
-    p.add_argument("--model_path", type=Path, required=True, help="trained model folder (train.sh output)")
-    p.add_argument("--reference_path", type=Path, required=True, help="the model's preprocessed dataset")
+    add_model_arguments(p)
     p.add_argument("--audio", type=Path, nargs="+", required=True, help="speech files (any ffmpeg format)")
     p.add_argument(
         "--output_dir", type=Path, default=REPO / "results" / "cross_driven", help="renders go here"

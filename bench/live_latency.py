@@ -34,7 +34,7 @@ from live.model import LiveModel
 from live.server import LiveState, ServerSettings, background_server, wav_bytes
 from scene.prediction import device_label, resolve_device
 from utils.atomic import atomic_write_json
-from utils.cli import ArgumentParser, UserError, run_cli
+from utils.cli import ArgumentParser, UserError, add_model_arguments, run_cli
 
 CHUNK = 640  # samples per message: 40 ms, as the page sends the microphone
 HOLD_FPS_SHARE = 0.97  # a stream holds the frame rate when it gets at least this share of it
@@ -72,8 +72,7 @@ class StreamRun:
 def build_parser() -> argparse.ArgumentParser:
     """Return the command-line parser."""
     p = ArgumentParser(prog="python -m bench.live_latency", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model_path", required=True, type=Path, help="trained model folder")
-    p.add_argument("--reference_path", required=True, type=Path, help="its preprocessed dataset")
+    add_model_arguments(p)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to render")
     p.add_argument("--audio", type=Path, help="speech to stream (default: the dataset's aud.wav)")
     p.add_argument("--seconds", type=float, default=8.0, help="audio per stream (default: 8)")

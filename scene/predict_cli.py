@@ -40,7 +40,7 @@ from scene.prediction import (
 from utils.atomic import atomic_dir, atomic_write_json
 from utils.blink import synth_eye_track
 from utils.camera_path import CAMERA_MODES, camera_path
-from utils.cli import ArgumentParser, UserError, run_cli
+from utils.cli import ArgumentParser, UserError, add_model_arguments, run_cli
 from utils.output_policy import RESULTS, check_output
 from utils.video_out import VideoWriter
 
@@ -85,13 +85,7 @@ def build_parser(prog: str = "predict.sh") -> argparse.ArgumentParser:
         description=DESCRIPTIONS[prog]
         + " The architecture, audio features and resolution always come from the checkpoint.",
     )
-    p.add_argument("--model_path", required=True, type=Path, help="trained model folder (output of train.sh)")
-    p.add_argument(
-        "--reference_path",
-        required=True,
-        type=Path,
-        help="preprocessed dataset folder of the subject (background, torso and training cameras)",
-    )
+    add_model_arguments(p)
     p.add_argument("--output_dir", required=True, type=Path, help="results folder to create")
     if direct:
         p.set_defaults(audio_path=None, camera_mode="cycle")

@@ -6,6 +6,7 @@ import argparse
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
@@ -77,3 +78,15 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """Raise the argparse error `message` as a UserError that points to --help."""
         raise UserError(f"{message}; see --help")
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the required --model_path (a train.sh output) and --reference_path (its preprocessed dataset) that
+    every tool using a trained model takes, under the same names and help."""
+    p.add_argument("--model_path", required=True, type=Path, help="trained model folder (output of train.sh)")
+    p.add_argument(
+        "--reference_path",
+        required=True,
+        type=Path,
+        help="preprocessed dataset folder of the subject (backgrounds, torso, training cameras and audio)",
+    )

@@ -32,7 +32,7 @@ from scene.avatar import Avatar
 from scene.checkpoint import load_avatar
 from scene.dataset import FrameBatch, TalkingHeadDataset
 from scene.pose_correction import correct_viewmats, corrected_if_matching, correction_units
-from utils.cli import ArgumentParser, run_cli
+from utils.cli import ArgumentParser, add_model_arguments, run_cli
 from utils.rigid import nearest_rotation_gap_deg
 
 REGIONS = ("full", "face", "head_interior", "head_edge", "outside_head", "mouth")
@@ -42,10 +42,7 @@ EDGE_FRAC = 9 / 512  # width of the head-edge band, fraction of the image side
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line."""
     p = ArgumentParser(prog="python -m bench.diagnostics.error_regions", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model_path", type=Path, required=True, help="trained model folder")
-    p.add_argument(
-        "--reference_path", type=Path, required=True, help="the preprocessed dataset it was trained on"
-    )
+    add_model_arguments(p)
     p.add_argument("--frames", type=int, default=25, help="evenly spaced frames per split (default 25)")
     p.add_argument("--batch_size", type=int, default=5, help="frames rendered at once (default 5)")
     p.add_argument("--fit_val_poses", action="store_true", help="also refit the validation cameras")
