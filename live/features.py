@@ -2,8 +2,8 @@
 window emitted as soon as its bounded look-ahead is in, normalised as in training.
 
 logmel is computed step by step (the offline extractor's per-clip normalisation becomes a running one, started
-from the reference clip's statistics); phonemes are decoded block by block over a sliding context. Other
-extractors are refused with a one-line error.
+from the reference clip's statistics); every other extractor (phonemes, HuBERT, wav2vec2, DeepSpeech) runs
+block by block over a sliding context.
 """
 
 from __future__ import annotations
@@ -25,9 +25,7 @@ from data_utils.audio_features import (
     step_times,
 )
 from data_utils.audio_io import SAMPLE_RATE
-from utils.cli import UserError
 
-ONLINE_EXTRACTORS = ("logmel", "phonemes")
 PRIOR_SECONDS = 5.0  # weight of the reference clip's log-mel statistics in the running normalisation
 SILENT_DB = -120.0  # level reported for digital silence
 BLOCK_SECONDS = 0.5  # audio per extraction of a block-wise online extractor (phonemes)
@@ -264,17 +262,13 @@ def join_blocks(first: int, blocks: list[FeatureBlock]) -> FeatureBlock:
 
 class FeatureFactory:
     """Makes the online feature streams of one checkpoint: its extractor and normalisation, with the log-mel
-    prior computed once from the reference clip; UserError for extractors that cannot run online."""
+    prior computed once from the reference clip. Log-mel runs step by step (OnlineLogMel), every other
+    extractor (phonemes, hubert, wav2vec2, deepspeech) block by block (BlockFeatures); UserError when the
+    extractor's model is missing, as offline."""
 
     def __init__(self, spec: dict, norm: dict, fps: float, reference_wav: np.ndarray) -> None:
-        name = spec["name"]
-        if name not in ONLINE_EXTRACTORS:
-            raise UserError(
-                f"live streaming supports the {' and '.join(ONLINE_EXTRACTORS)} audio extractors; this model "
-                f"was trained with '{name}', which is not supported online"
-            )
-        self.name, self.norm, self.fps = name, norm, fps
-        self.extractor = get_extractor(name, **spec.get("settings", {}))
+        self.name, self.norm, self.fps = spec["name"], norm, fps
+        self.extractor = get_extractor(self.name, **spec.get("settings", {}))
         self.prior = (
             logmel_prior(self.extractor, reference_wav, fps)
             if isinstance(self.extractor, LogMelExtractor)

@@ -19,7 +19,7 @@ import websockets
 from scipy import signal
 
 import serve
-from data_utils.audio_features import LogMelExtractor, PhonemeExtractor, log_mel, step_times
+from data_utils.audio_features import LogMelExtractor, PhonemeExtractor, get_extractor, log_mel, step_times
 from data_utils.audio_io import SAMPLE_RATE, load_audio
 from live.engine import RenderEngine
 from live.features import BlockFeatures, FeatureFactory, OnlineLogMel
@@ -27,6 +27,7 @@ from live.model import LiveModel
 from live.resample import StreamResampler
 from live.server import LiveState, ServerSettings, background_server, wav_bytes
 from live.session import StreamSession
+from tests.test_audio import tiny_models  # noqa: F401  (fixture: tiny HuBERT and wav2vec2 folders)
 from tests.test_predict import trained  # noqa: F401  (fixture: tiny avatar + dataset, 8 fps, 32 px)
 from utils.cli import UserError, run_cli
 
@@ -138,9 +139,30 @@ def test_phonemes_run_block_by_block(speech_wav: Path) -> None:
     assert len(np.unique(windows.argmax(axis=1))) > 3  # speech is heard as several phones
 
 
-def test_unsupported_extractor_is_one_line_error() -> None:
-    with pytest.raises(UserError, match="trained with 'hubert', which is not supported online"):
-        FeatureFactory({"name": "hubert", "settings": {}}, {}, 25.0, np.zeros(100))
+@pytest.mark.parametrize("name", ["hubert", "wav2vec2"])
+def test_transformer_extractors_run_block_by_block(
+    name: str,
+    tiny_models: dict[str, Path],  # noqa: F811
+    speech_wav: Path,
+) -> None:
+    """A model trained on HuBERT / wav2vec2 features streams too: one window per frame of audio, each out
+    within the look-ahead, close to the offline features of the whole clip."""
+    wav = load_audio(speech_wav)[: round(2.0 * SAMPLE_RATE)]
+    spec = {"name": name, "settings": {"model_dir": str(tiny_models[name]), "window": 8}}
+    norm = {"mean": [0.0] * 16, "std": [1.0] * 16}
+    stream = FeatureFactory(spec, norm, 25.0, wav).new()
+    blocks = []
+    for a in range(0, len(wav), 800):
+        blocks.append(stream.push(wav[a : a + 800]))
+        if len(blocks[-1]):
+            assert blocks[-1].first / 25 + stream.lookahead_s <= min(a + 800, len(wav)) / SAMPLE_RATE + 1e-9
+    blocks.append(stream.finish())
+    online = np.concatenate([b.windows for b in blocks if len(b)])
+    offline = get_extractor(name, **spec["settings"]).extract(wav, SAMPLE_RATE, 25.0)
+    assert online.shape == offline.shape == (50, 16, 8)
+    assert np.corrcoef(online.ravel(), offline.ravel())[0, 1] > 0.95  # 1 s of context: near the whole clip
+    with pytest.raises(UserError, match=f"the {name} extractor needs model_dir"):
+        FeatureFactory({"name": name, "settings": {}}, norm, 25.0, wav)
 
 
 def test_silence_gives_the_rest_mouth_and_blinks(model: LiveModel) -> None:
