@@ -27,7 +27,10 @@ from live.model import LiveModel
 from live.resample import StreamResampler
 from live.server import LiveState, ServerSettings, background_server, wav_bytes
 from live.session import StreamSession
-from tests.test_audio import tiny_models  # noqa: F401  (fixture: tiny HuBERT and wav2vec2 folders)
+from tests.test_audio import (  # noqa: F401  (fixtures: tiny HuBERT, wav2vec2, DeepSpeech)
+    tiny_models,
+    tiny_onnx,
+)
 from tests.test_predict import trained  # noqa: F401  (fixture: tiny avatar + dataset, 8 fps, 32 px)
 from utils.cli import UserError, run_cli
 
@@ -139,17 +142,20 @@ def test_phonemes_run_block_by_block(speech_wav: Path) -> None:
     assert len(np.unique(windows.argmax(axis=1))) > 3  # speech is heard as several phones
 
 
-@pytest.mark.parametrize("name", ["hubert", "wav2vec2"])
-def test_transformer_extractors_run_block_by_block(
+@pytest.mark.parametrize("name", ["hubert", "wav2vec2", "deepspeech"])
+def test_model_extractors_run_block_by_block(
     name: str,
     tiny_models: dict[str, Path],  # noqa: F811
+    tiny_onnx: Path,  # noqa: F811
     speech_wav: Path,
 ) -> None:
-    """A model trained on HuBERT / wav2vec2 features streams too: one window per frame of audio, each out
-    within the look-ahead, close to the offline features of the whole clip."""
+    """A model trained on HuBERT, wav2vec2 or DeepSpeech features streams too: one window per frame of audio,
+    each out within the look-ahead, close to the offline features of the whole clip."""
     wav = load_audio(speech_wav)[: round(2.0 * SAMPLE_RATE)]
-    spec = {"name": name, "settings": {"model_dir": str(tiny_models[name]), "window": 8}}
-    norm = {"mean": [0.0] * 16, "std": [1.0] * 16}
+    model = {"model_path": str(tiny_onnx)} if name == "deepspeech" else {"model_dir": str(tiny_models[name])}
+    spec = {"name": name, "settings": {**model, "window": 8}}
+    channels = 29 if name == "deepspeech" else 16
+    norm = {"mean": [0.0] * channels, "std": [1.0] * channels}
     stream = FeatureFactory(spec, norm, 25.0, wav).new()
     blocks = []
     for a in range(0, len(wav), 800):
@@ -159,9 +165,9 @@ def test_transformer_extractors_run_block_by_block(
     blocks.append(stream.finish())
     online = np.concatenate([b.windows for b in blocks if len(b)])
     offline = get_extractor(name, **spec["settings"]).extract(wav, SAMPLE_RATE, 25.0)
-    assert online.shape == offline.shape == (50, 16, 8)
+    assert online.shape == offline.shape == (50, channels, 8)
     assert np.corrcoef(online.ravel(), offline.ravel())[0, 1] > 0.95  # 1 s of context: near the whole clip
-    with pytest.raises(UserError, match=f"the {name} extractor needs model_dir"):
+    with pytest.raises(UserError, match=f"the {name} extractor needs model_"):
         FeatureFactory({"name": name, "settings": {}}, norm, 25.0, wav)
 
 
