@@ -60,13 +60,23 @@ def normalise_windows(windows: np.ndarray, norm: dict) -> np.ndarray:
     return ((windows - mean) / std).astype(np.float32)
 
 
+def window_offsets(window: int) -> np.ndarray:
+    """Step offsets [window] of a frame's window relative to its first step (2 * frame)."""
+    return np.arange(window) - window // 2 + 1
+
+
+def window_steps(frames: np.ndarray, window: int, num_steps: int) -> np.ndarray:
+    """Return the feature steps [k, window] of the windows of `frames` [k], clipped to [0, num_steps - 1]."""
+    offsets = window_offsets(window)
+    return np.clip(np.asarray(frames)[:, None] * STEPS_PER_FRAME + offsets[None, :], 0, num_steps - 1)
+
+
 def frame_windows(steps: np.ndarray, window: int) -> np.ndarray:
     """Turn per-step features [2T, C] into windows [T, C, window] centred on each frame (edge-padded)."""
     num_frames = len(steps) // STEPS_PER_FRAME
     if num_frames == 0:
         return np.zeros((0, steps.shape[1], window), dtype=np.float32)
-    offsets = np.arange(window) - window // 2 + 1
-    idx = np.clip(np.arange(num_frames)[:, None] * STEPS_PER_FRAME + offsets[None, :], 0, len(steps) - 1)
+    idx = window_steps(np.arange(num_frames), window, len(steps))
     return np.ascontiguousarray(steps[idx].transpose(0, 2, 1), dtype=np.float32)
 
 

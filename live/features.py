@@ -23,11 +23,13 @@ from data_utils.audio_features import (
     log_mel,
     normalise_windows,
     step_times,
+    window_offsets,
+    window_steps,
 )
 from data_utils.audio_io import SAMPLE_RATE
+from data_utils.silence import N_FFT, fft_frame_db, step_centres
 
 PRIOR_SECONDS = 5.0  # weight of the reference clip's log-mel statistics in the running normalisation
-SILENT_DB = -120.0  # level reported for digital silence
 BLOCK_SECONDS = 0.5  # audio per extraction of a block-wise online extractor (phonemes)
 
 
@@ -56,16 +58,6 @@ class OnlineFeatures(Protocol):
     def finish(self) -> FeatureBlock:
         """End of the stream: return the remaining frames (round(duration * fps) frames in all)."""
         ...
-
-
-def to_db(power: np.ndarray) -> np.ndarray:
-    """Return mean-square power [...] of samples in [-1,1] as dBFS (SILENT_DB for digital silence)."""
-    return np.where(power > 1e-12, 10.0 * np.log10(np.maximum(power, 1e-12)), SILENT_DB)
-
-
-def window_offsets(window: int) -> np.ndarray:
-    """Step offsets [window] of a frame's window relative to its first step, as frame_windows takes them."""
-    return np.arange(window) - window // 2 + 1
 
 
 def logmel_prior(extractor: LogMelExtractor, wav: np.ndarray, fps: float) -> tuple[np.ndarray, np.ndarray]:
@@ -120,9 +112,7 @@ class OnlineLogMel:
 
     def centre(self, step: np.ndarray | int) -> np.ndarray:
         """Return the centre sample (rounded as log_mel rounds it) of feature step(s) `step`."""
-        return np.round((np.asarray(step) + 0.5) / (STEPS_PER_FRAME * self.fps) * SAMPLE_RATE).astype(
-            np.int64
-        )
+        return step_centres(step, self.fps)
 
     def push(self, samples: np.ndarray) -> FeatureBlock:
         """Add samples [n] (16 kHz, float32 in [-1,1]); return the frames now complete."""
@@ -162,9 +152,7 @@ class OnlineLogMel:
 
     def levels(self, centres: np.ndarray) -> np.ndarray:
         """Return the dBFS [k] of the FFT windows centred on `centres` (samples of the buffer)."""
-        padded = np.pad(self.buffer, (self.half, self.ex.n_fft))
-        frames = padded[centres[:, None] + np.arange(self.ex.n_fft)[None, :]]
-        return to_db(np.square(frames, dtype=np.float64).mean(1))
+        return fft_frame_db(self.buffer, centres, self.ex.n_fft)
 
     def emit(self, stop: int, last_step: int) -> FeatureBlock:
         """Return the windows of frames next_frame..stop-1 (steps clipped to [0, last_step]); drop the steps
@@ -197,7 +185,7 @@ class BlockFeatures:
     def __init__(
         self, extractor: AudioFeatureExtractor, fps: float, norm: dict, window: int, context_s: float = 1.0
     ) -> None:
-        self.ex, self.fps, self.norm = extractor, fps, norm
+        self.ex, self.fps, self.norm, self.window = extractor, fps, norm, window
         block_frames = max(1, round(BLOCK_SECONDS * fps))
         self.block, self.context = block_frames, round(context_s * fps)
         self.ahead = int(window_offsets(window)[-1]) // STEPS_PER_FRAME + 1  # frames of look-ahead
@@ -235,18 +223,18 @@ class BlockFeatures:
         a, b = self.sample(lo) - self.buffer_start, self.sample(audio_stop) - self.buffer_start
         wav = self.buffer[a:b]
         feats = self.ex.extract(wav, SAMPLE_RATE, self.fps, audio_stop - lo)[first - lo : stop - lo]
-        level = np.array([self.frame_level(i) for i in range(first, stop)], dtype=np.float64)
+        level = self.frame_levels(first, stop)
         self.next_frame = stop
         keep = self.sample(max(0, stop - self.context)) - self.buffer_start
         self.buffer, self.buffer_start = self.buffer[keep:], self.buffer_start + keep
         return FeatureBlock(first, normalise_windows(feats, self.norm), level)
 
-    def frame_level(self, frame: int) -> float:
-        """Return the dBFS of the audio from `ahead` frames before to `ahead` frames after frame `frame`."""
-        a = max(0, self.sample(frame - self.ahead) - self.buffer_start)
-        b = self.sample(frame + self.ahead + 1) - self.buffer_start
-        piece = self.buffer[a:b]
-        return float(to_db(np.square(piece, dtype=np.float64).mean())) if len(piece) else SILENT_DB
+    def frame_levels(self, first: int, stop: int) -> np.ndarray:
+        """Return the level [stop - first] of frames first..stop-1: the loudest FFT window (N_FFT samples) at
+        the steps of each frame's window, as data_utils.silence defines it for predict.sh."""
+        steps = window_steps(np.arange(first, stop), self.window, np.iinfo(np.int64).max)
+        centres = step_centres(steps.ravel(), self.fps) - self.buffer_start
+        return fft_frame_db(self.buffer, centres, N_FFT).reshape(steps.shape).max(axis=1)
 
 
 def join_blocks(first: int, blocks: list[FeatureBlock]) -> FeatureBlock:

@@ -9,16 +9,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data_utils.audio_io import SAMPLE_RATE, load_audio
-from live.features import FeatureFactory, OnlineFeatures, to_db
+from live.features import FeatureFactory, OnlineFeatures
 from scene.checkpoint import load_avatar
-from scene.dataset import read_transforms
 from scene.inference import InferenceRenderer, to_uint8
 from scene.pose_correction import corrected_if_matching
-from scene.prediction import check_audio_shape, check_reference, novel_batches, reference_dataset
-from utils.cli import UserError
-
-REST_SPAN_S = 0.15  # audio either side of a training frame counted when looking for the quietest one
+from scene.prediction import (
+    check_audio_shape,
+    check_reference,
+    novel_batches,
+    reference_dataset,
+    reference_wav,
+    rest_window,
+)
 
 
 @dataclass
@@ -32,18 +34,6 @@ class FrameJob:
     c2w: np.ndarray
     torso: int
     ready_at: float
-
-
-def quietest_frame(wav: np.ndarray, aud_ids: list[int], fps: float) -> int:
-    """Return the position in `aud_ids` of the training frame whose audio in `wav` [n] is the quietest."""
-    per_frame = SAMPLE_RATE / fps
-    span = round(REST_SPAN_S * SAMPLE_RATE)
-    levels = []
-    for a in aud_ids:
-        lo, hi = max(0, round(a * per_frame) - span), round((a + 1) * per_frame) + span
-        piece = wav[lo:hi]
-        levels.append(float(to_db(np.square(piece, dtype=np.float64).mean())) if len(piece) else np.inf)
-    return int(np.argmin(levels))
 
 
 class LiveModel:
@@ -66,10 +56,7 @@ class LiveModel:
         check_reference(loaded, reference_path, force)
         self.loaded, self.device = loaded, device
         self.fps = float(loaded.dataset_meta["fps"])
-        wav_path = reference_path / "aud.wav"
-        if not wav_path.is_file():
-            raise UserError(f"'{wav_path}' not found; pass the preprocessed dataset the model was trained on")
-        self.reference_wav = load_audio(wav_path)
+        self.reference_wav = reference_wav(reference_path)
         self.feature_factory = FeatureFactory(
             loaded.audio_extractor, loaded.audio_norm, self.fps, self.reference_wav
         )
@@ -80,9 +67,7 @@ class LiveModel:
         self.c2w_train = torch.linalg.inv(viewmats).cpu().numpy()
         self.centre = loaded.avatar.gaussians.means.detach().median(dim=0).values.cpu().numpy()
         self.train_eye = self.ref.eyes[:, 0].cpu().numpy()
-        aud_ids = [int(f["aud_id"]) for f in read_transforms(reference_path, "train")["frames"]]
-        rest = quietest_frame(self.reference_wav, aud_ids, self.fps)
-        self.rest_window = self.ref.audio[rest].cpu().numpy()
+        self.rest_window = rest_window(self.ref, reference_path, self.reference_wav).cpu().numpy()
         self.renderer = InferenceRenderer(loaded.avatar, bf16=bf16, compile=compile)
         if not compile:  # build the kernels (CUDA's fused RBF included) before the first stream, not in it
             self.render([FrameJob(0, self.rest_window, 1.0, self.c2w_train[0], 0, 0.0)])

@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 
+from data_utils.silence import SILENCE_DB
 from live.features import FeatureBlock
 from live.model import FrameJob, LiveModel
 from utils.blink import synth_eye_track
@@ -16,7 +17,6 @@ from utils.cli import UserError
 
 CAMERA_LOOP_SECONDS = 60.0  # camera poses are computed for this long and repeated (orbit: 10 periods)
 EYE_BLOCK_SECONDS = 600.0  # blinks are synthesised this far ahead at a time
-SILENCE_DB = -45.0  # a window whose loudest FFT frame is quieter than this is silence: rest mouth
 
 
 def camera_loop(model: LiveModel, mode: str) -> tuple[np.ndarray, np.ndarray]:

@@ -35,7 +35,11 @@ from scene.prediction import (
     device_label,
     novel_batches,
     reference_dataset,
+    reference_wav,
     resolve_device,
+    rest_on_silence,
+    rest_window,
+    silence_mask,
 )
 from utils.atomic import atomic_dir, atomic_write_json
 from utils.blink import synth_eye_track
@@ -72,6 +76,7 @@ class PredictConfig:
     compile: bool = False
     seed: int = 0
     no_lipsync: bool = False
+    raw_silence: bool = False
     force: bool = False
     direct: bool = False
     split: str = "val"
@@ -88,7 +93,7 @@ def build_parser(prog: str = "predict.sh") -> argparse.ArgumentParser:
     add_model_arguments(p)
     p.add_argument("--output_dir", required=True, type=Path, help="results folder to create")
     if direct:
-        p.set_defaults(audio_path=None, camera_mode="cycle")
+        p.set_defaults(audio_path=None, camera_mode="cycle", raw_silence=False)
     else:
         p.add_argument(
             "--audio_path", type=Path, help="speech to say: WAV, MP3, FLAC, M4A/AAC, OGG or a video file"
@@ -99,6 +104,13 @@ def build_parser(prog: str = "predict.sh") -> argparse.ArgumentParser:
             default="cycle",
             help="cycle (default): training cameras back and forth; static: first camera; orbit: slow orbit "
             "about the head",
+        )
+        p.add_argument(
+            "--raw_silence",
+            action="store_true",
+            help="drive silent frames (every FFT window of their audio below -45 dBFS) by their own audio; "
+            "by default they get the audio of the training clip's quietest moment, a still, closed mouth, "
+            "as serve.sh does",
         )
     p.add_argument("--batch_size", type=int, help="frames rendered at once (default: 32 on CUDA, 4 on CPU)")
     p.add_argument("--fps", type=float, help="output frame rate (default: the training video's)")
@@ -226,6 +238,11 @@ def predict_audio(
     eye = synth_eye_track(ref.eyes[:, 0].cpu().numpy(), n_frames, fps, cfg.seed, train_fps=ref.fps)
     video = tmp / video_name(loaded.iteration)
     audio = itertools.chain([first], segments)
+    silent = np.zeros(n_frames, bool)
+    if not cfg.raw_silence:
+        silent = silence_mask(loaded, cfg.audio_path, fps, n_frames, AUDIO_CHUNK_SECONDS)
+        rest = rest_window(ref, cfg.reference_path, reference_wav(cfg.reference_path))
+        audio = rest_on_silence(audio, silent, rest)
     batches = novel_batches(ref, c2w, torso_index, audio, eye, cfg.batch_size)
     with VideoWriter(video, fps, ref.size, ref.size, audio_path=cfg.audio_path) as writer:
         stats = render_stream(inference_renderer(loaded, cfg), batches, writer, n_frames)
@@ -235,6 +252,7 @@ def predict_audio(
         "audio_seconds": round(seconds, 4),
         "camera_mode": cfg.camera_mode,
         "fps": fps,
+        "silent_frames": int(silent.sum()),
         "seconds": {"audio_features_first_segment": round(features_s, 3)},
         **render_summary(stats),
     }

@@ -13,9 +13,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from data_utils.audio_features import STEPS_PER_FRAME
+from data_utils.audio_io import SAMPLE_RATE, iter_audio_chunks, load_audio
+from data_utils.schema import AUDIO_WAV
+from data_utils.silence import N_FFT, quietest_frame, silent_frames, stream_step_db
 from scene.avatar import Avatar
 from scene.checkpoint import LoadedAvatar
-from scene.dataset import FrameBatch, TalkingHeadDataset
+from scene.dataset import FrameBatch, TalkingHeadDataset, read_transforms
 from scene.fingerprint import dataset_fingerprint, fingerprint_differences
 from utils.cli import UserError
 
@@ -153,3 +157,40 @@ def check_reference(loaded: LoadedAvatar, reference: Path, force: bool) -> None:
     if not force:
         raise UserError(f"{what}; pass the training dataset, or --force to use this one anyway")
     print(f"warning: {what}; rendering with it because of --force", file=sys.stderr)
+
+
+def reference_wav(reference_path: Path) -> np.ndarray:
+    """The samples [n] of the dataset's aud.wav (16 kHz); UserError when it is missing."""
+    path = Path(reference_path) / AUDIO_WAV
+    if not path.is_file():
+        raise UserError(f"'{path}' not found; pass the preprocessed dataset the model was trained on")
+    return load_audio(path)
+
+
+def rest_window(ref: TalkingHeadDataset, reference_path: Path, wav: np.ndarray) -> Tensor:
+    """The normalised audio window [C,W] of the quietest training frame of the reference clip (`wav`, its
+    aud.wav): what drives the mouth in silence (a still, closed mouth)."""
+    aud_ids = [int(f["aud_id"]) for f in read_transforms(reference_path, "train")["frames"]]
+    return ref.audio[quietest_frame(wav, aud_ids, ref.fps)]
+
+
+def silence_mask(loaded: LoadedAvatar, path: Path, fps: float, n_frames: int, chunk_s: float) -> np.ndarray:
+    """Which frames [n_frames] of the speech at `path` are silent (data_utils.silence), streamed from disk in
+    chunks of `chunk_s` seconds; FFT windows of the model's log-mel size (512 for other extractors)."""
+    n_fft = int(loaded.audio_extractor.get("settings", {}).get("n_fft", N_FFT))
+    chunks = iter_audio_chunks(path, SAMPLE_RATE, chunk_s)
+    step_db = stream_step_db(chunks, fps, n_frames * STEPS_PER_FRAME, n_fft)
+    return silent_frames(step_db, loaded.avatar.deform_cfg.audio_window)
+
+
+def rest_on_silence(segments: Iterable[Tensor], silent: np.ndarray, rest: Tensor) -> Iterator[Tensor]:
+    """Yield the audio segments [k,C,W] (consecutive frames) with the windows of `silent` frames replaced by
+    `rest` [C,W]."""
+    first = 0
+    for windows in segments:
+        mask = torch.from_numpy(silent[first : first + len(windows)])
+        if mask.any():
+            windows = windows.clone()
+            windows[mask] = rest.to(windows)
+        first += len(windows)
+        yield windows

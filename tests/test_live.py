@@ -19,8 +19,16 @@ import websockets
 from scipy import signal
 
 import serve
-from data_utils.audio_features import LogMelExtractor, PhonemeExtractor, get_extractor, log_mel, step_times
+from data_utils.audio_features import (
+    LogMelExtractor,
+    PhonemeExtractor,
+    get_extractor,
+    log_mel,
+    step_times,
+    window_steps,
+)
 from data_utils.audio_io import SAMPLE_RATE, load_audio
+from data_utils.silence import SILENCE_DB, silent_frames, stream_step_db
 from live.engine import RenderEngine
 from live.features import BlockFeatures, FeatureFactory, OnlineLogMel
 from live.model import LiveModel
@@ -397,3 +405,24 @@ def test_readme_example_client_saves_one_frame_per_frame_of_audio(
     seconds = len(load_audio(speech_wav)) / SAMPLE_RATE
     assert len(frames) == round(seconds * FPS) and frames[0].name == "frame_00000.jpg"
     assert cv2.imdecode(np.frombuffer(frames[-1].read_bytes(), np.uint8), cv2.IMREAD_COLOR) is not None
+
+
+@pytest.mark.parametrize(("name", "channels", "window"), [("logmel", 32, 16), ("phonemes", 40, 8)])
+def test_live_silence_is_predicts_silence(name: str, channels: int, window: int, speech_wav: Path) -> None:
+    """The live streams' frame levels are data_utils.silence's, which predict.sh uses: the same frames of the
+    same audio are silent in both."""
+    speech = load_audio(speech_wav)[:SAMPLE_RATE]
+    wav = np.concatenate([speech, np.zeros(SAMPLE_RATE, np.float32), speech])
+    spec = {"name": name, "settings": {"window": window}}
+    norm = {"mean": [0.0] * channels, "std": [1.0] * channels}
+    stream = FeatureFactory(spec, norm, 25.0, wav).new()
+    blocks = [stream.push(wav[a : a + 640]) for a in range(0, len(wav), 640)] + [stream.finish()]
+    online = np.concatenate([b.level_db for b in blocks if len(b)])
+    frames = round(len(wav) / SAMPLE_RATE * 25)
+    offline_db = stream_step_db([wav], 25.0, frames * 2)
+    offline = offline_db[window_steps(np.arange(frames), window, frames * 2)].max(axis=1)
+    assert online.shape == offline.shape == (frames,)
+    np.testing.assert_allclose(online[: frames - 5], offline[: frames - 5])  # the end is zero-padded online
+    assert np.array_equal(online < SILENCE_DB, silent_frames(offline_db, window))
+    silent = online < SILENCE_DB
+    assert silent[30:45].all() and not silent.all()  # the second of digital silence, inside its windows

@@ -283,3 +283,24 @@ def test_every_flag_fills_one_predict_config_field(prog: str) -> None:
     args = parser.parse_args(["--model_path", "m", "--reference_path", "r", "--output_dir", "o"])
     assert set(vars(args)) == {f.name for f in dataclasses.fields(predict_cli.PredictConfig)}
     assert predict_cli.PredictConfig(**vars(args)).camera_mode == "cycle"
+
+
+def test_predict_gives_the_rest_mouth_in_pauses(
+    trained: tuple[Path, Path], speech_wav: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A pause in the speech drives the mouth by the rest window (summary counts those frames), as serve.sh
+    does; --raw_silence keeps the pause's own audio."""
+    from data_utils.audio_io import SAMPLE_RATE, load_audio
+
+    speech = load_audio(speech_wav)
+    wav = np.concatenate([speech, np.zeros(2 * SAMPLE_RATE, np.float32), speech])
+    audio = tmp_path / "pause.wav"
+    write_wav(audio, wav, SAMPLE_RATE)
+    counts = {}
+    for raw in (False, True):
+        out = tmp_path / f"raw{raw}"
+        argv = [*base_args(trained, out), "--audio_path", str(audio), "--fps", str(FPS), "--no_lipsync"]
+        code, err = run_predict([*argv, "--device", "cpu", *(["--raw_silence"] if raw else [])], capsys)
+        assert code == 0, err
+        counts[raw] = json.loads((out / "summary.json").read_text())["silent_frames"]
+    assert 4 <= counts[False] <= 8 and counts[True] == 0  # the 2 s pause is 8 frames, less its windows' reach
