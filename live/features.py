@@ -30,7 +30,7 @@ from data_utils.audio_io import SAMPLE_RATE
 from data_utils.silence import N_FFT, fft_frame_db, step_centres
 
 PRIOR_SECONDS = 5.0  # weight of the reference clip's log-mel statistics in the running normalisation
-BLOCK_SECONDS = 0.5  # audio per extraction of a block-wise online extractor (phonemes)
+BLOCK_SECONDS = 0.5  # audio per extraction of a block-wise online extractor (all but logmel)
 
 
 @dataclass
