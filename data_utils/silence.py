@@ -51,7 +51,8 @@ def stream_step_db(
         if ready > k:
             out[k:ready] = fft_frame_db(buffer, centres[k:ready] - start, n_fft)
             k = ready
-        cut = max(0, (int(centres[k]) - half if k < num_steps else start + len(buffer)) - start)
+        keep_from = int(centres[k]) - half if k < num_steps else start + len(buffer)
+        cut = min(len(buffer), max(0, keep_from - start))  # at low fps the next window may start later
         buffer, start = buffer[cut:], start + cut
     if k < num_steps:
         out[k:] = fft_frame_db(buffer, centres[k:] - start, n_fft)
