@@ -37,34 +37,43 @@ def fft_frame_db(wav: np.ndarray, centres: np.ndarray, n_fft: int = N_FFT) -> np
     return to_db(np.square(frames, dtype=np.float64).mean(1))
 
 
-def stream_step_db(
-    chunks: Iterable[np.ndarray], fps: float, num_steps: int, n_fft: int = N_FFT
-) -> np.ndarray:
-    """Return fft_frame_db [num_steps] at every feature step of a clip arriving as 16 kHz `chunks` [n_i],
-    holding one chunk and one FFT window of audio at a time; equal to fft_frame_db of the whole clip."""
-    centres, half = step_centres(np.arange(num_steps), fps), n_fft // 2
-    out = np.empty(num_steps)
+def steps_through(sample: int, fps: float) -> int:
+    """Return how many feature steps at `fps` (from step 0) are centred on or before `sample`."""
+    k = max(0, int((sample / SAMPLE_RATE) * STEPS_PER_FRAME * fps - 0.5))  # within one of the answer
+    while k > 0 and step_centres(k - 1, fps) > sample:
+        k -= 1
+    while step_centres(k, fps) <= sample:
+        k += 1
+    return k
+
+
+def stream_step_db(chunks: Iterable[np.ndarray], fps: float, n_fft: int = N_FFT) -> np.ndarray:
+    """Return fft_frame_db [k] at every feature step whose FFT window overlaps a clip arriving as 16 kHz
+    `chunks` [n_i], holding one chunk and one FFT window of audio at a time; equal to fft_frame_db of the
+    whole clip at those steps (later steps would be digital silence)."""
+    half = n_fft // 2
+    parts = [np.zeros(0)]
     buffer, start, k = np.zeros(0, np.float32), 0, 0  # buffer[0] is sample `start` of the clip
     for chunk in chunks:
         buffer = np.concatenate([buffer, np.asarray(chunk, np.float32)])
-        ready = int(np.searchsorted(centres, start + len(buffer) - (n_fft - half), side="right"))
+        ready = steps_through(start + len(buffer) - (n_fft - half), fps)
         if ready > k:
-            out[k:ready] = fft_frame_db(buffer, centres[k:ready] - start, n_fft)
+            parts.append(fft_frame_db(buffer, step_centres(np.arange(k, ready), fps) - start, n_fft))
             k = ready
-        keep_from = int(centres[k]) - half if k < num_steps else start + len(buffer)
-        cut = min(len(buffer), max(0, keep_from - start))  # at low fps the next window may start later
+        cut = min(len(buffer), max(0, int(step_centres(k, fps)) - half - start))  # the next window's start
         buffer, start = buffer[cut:], start + cut
-    if k < num_steps:
-        out[k:] = fft_frame_db(buffer, centres[k:] - start, n_fft)
-    return out
+    last = steps_through(start + len(buffer) + half - 1, fps)  # windows that still reach the clip
+    if last > k:
+        parts.append(fft_frame_db(buffer, step_centres(np.arange(k, last), fps) - start, n_fft))
+    return np.concatenate(parts)
 
 
-def silent_frames(step_db: np.ndarray, window: int) -> np.ndarray:
-    """Return which frames [T] (T = len(step_db) // 2) are silent: every step of their window is quieter
-    than SILENCE_DB."""
-    num_frames = len(step_db) // STEPS_PER_FRAME
-    levels = step_db[window_steps(np.arange(num_frames), window, len(step_db))].max(axis=1)
-    return levels < SILENCE_DB
+def silent_frames(step_db: np.ndarray, window: int, num_frames: int) -> np.ndarray:
+    """Return which of `num_frames` frames [num_frames] are silent: every step of their window is quieter
+    than SILENCE_DB (steps past the end of `step_db` [k] count as digital silence)."""
+    steps = num_frames * STEPS_PER_FRAME
+    db = np.concatenate([step_db[:steps], np.full(max(0, steps - len(step_db)), SILENT_DB)])
+    return db[window_steps(np.arange(num_frames), window, steps)].max(axis=1) < SILENCE_DB
 
 
 def quietest_frame(wav: np.ndarray, aud_ids: list[int], fps: float) -> int:

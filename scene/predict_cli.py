@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -18,6 +19,7 @@ from torch import Tensor
 
 from data_utils.audio_features import get_extractor, normalise_windows, stream_features
 from data_utils.audio_io import SAMPLE_RATE, iter_audio_chunks, write_wav
+from data_utils.silence import silent_frames, stream_step_db
 from evaluation.frames import FrameScores, mean_scores, score_frames
 from evaluation.landmarks import MOUTH_LANDMARKS, landmark_distance, read_video_frames, video_landmarks
 from evaluation.lipsync import score_video
@@ -33,13 +35,13 @@ from scene.prediction import (
     dataset_batches,
     default_batch_size,
     device_label,
+    level_fft_size,
     novel_batches,
     reference_dataset,
     reference_wav,
     resolve_device,
     rest_on_silence,
     rest_window,
-    silence_mask,
 )
 from utils.atomic import atomic_dir, atomic_write_json
 from utils.blink import synth_eye_track
@@ -138,17 +140,32 @@ def build_parser(prog: str = "predict.sh") -> argparse.ArgumentParser:
     return p
 
 
-def scan_speech(path: Path, fps: float) -> tuple[int, float]:
-    """Stream the speech at `path` once; return its frame count at `fps` and its duration in seconds.
+class Speech(NamedTuple):
+    """What one pass over the driving audio gives: its frame count at the output fps, its duration in
+    seconds, and the level of its FFT windows at every feature step (data_utils.silence)."""
+
+    frames: int
+    seconds: float
+    step_db: np.ndarray
+
+
+def scan_speech(path: Path, fps: float, n_fft: int) -> Speech:
+    """Stream the speech at `path` once; return its Speech at `fps` (levels over `n_fft`-sample windows).
 
     UserError when it is unreadable, shorter than one frame or silent (RMS below -60 dBFS).
     """
     if not path.is_file():
         raise UserError(f"audio '{path}' not found; check --audio_path")
     samples, energy = 0, 0.0
-    for chunk in iter_audio_chunks(path, SAMPLE_RATE, AUDIO_CHUNK_SECONDS):
-        samples += len(chunk)
-        energy += float(np.square(chunk, dtype=np.float64).sum())
+
+    def counted() -> Iterator[np.ndarray]:
+        nonlocal samples, energy
+        for chunk in iter_audio_chunks(path, SAMPLE_RATE, AUDIO_CHUNK_SECONDS):
+            samples += len(chunk)
+            energy += float(np.square(chunk, dtype=np.float64).sum())
+            yield chunk
+
+    step_db = stream_step_db(counted(), fps, n_fft)
     seconds = samples / SAMPLE_RATE
     n_frames = round(seconds * fps)
     if n_frames < 1:
@@ -160,7 +177,7 @@ def scan_speech(path: Path, fps: float) -> tuple[int, float]:
     if rms <= 10 ** (SILENCE_DBFS / 20):
         level = f"{20 * np.log10(rms):.0f} dBFS" if rms > 0 else "digital silence"
         raise UserError(f"audio '{path}' is silent ({level}); supply a recording with speech")
-    return n_frames, seconds
+    return Speech(n_frames, seconds, step_db)
 
 
 def audio_conditions(loaded: LoadedAvatar, path: Path, fps: float, n_frames: int) -> Iterator[Tensor]:
@@ -220,12 +237,12 @@ def predict_audio(
     loaded: LoadedAvatar,
     device: torch.device,
     tmp: Path,
-    speech: tuple[int, float],
+    speech: Speech,
     fps: float,
 ) -> dict:
-    """Render the avatar speaking --audio_path (`speech`: its frame count at `fps` and seconds, from
-    scan_speech; features streamed from disk) into `tmp`; return the summary."""
-    n_frames, seconds = speech
+    """Render the avatar speaking --audio_path (`speech` from scan_speech at `fps`; features streamed from
+    disk) into `tmp`; return the summary."""
+    n_frames, seconds = speech.frames, speech.seconds
     t0 = time.perf_counter()
     segments = audio_conditions(loaded, cfg.audio_path, fps, n_frames)
     first = next(segments)
@@ -240,7 +257,7 @@ def predict_audio(
     audio = itertools.chain([first], segments)
     silent = np.zeros(n_frames, bool)
     if not cfg.raw_silence:
-        silent = silence_mask(loaded, cfg.audio_path, fps, n_frames, AUDIO_CHUNK_SECONDS)
+        silent = silent_frames(speech.step_db, loaded.avatar.deform_cfg.audio_window, n_frames)
         rest = rest_window(ref, cfg.reference_path, reference_wav(cfg.reference_path))
         audio = rest_on_silence(audio, silent, rest)
     batches = novel_batches(ref, c2w, torso_index, audio, eye, cfg.batch_size)
@@ -358,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     load_s = time.perf_counter() - t0
     check_reference(loaded, cfg.reference_path, cfg.force)
     fps = float(cfg.fps or loaded.dataset_meta["fps"])
-    speech = None if cfg.direct else scan_speech(cfg.audio_path, fps)
+    speech = None if cfg.direct else scan_speech(cfg.audio_path, fps, level_fft_size(loaded))
     out = cfg.output_dir.resolve()
     with atomic_dir(out, cfg.force, RESULTS, prediction_inputs(cfg)) as tmp:
         if speech is None:

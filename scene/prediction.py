@@ -13,10 +13,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from data_utils.audio_features import STEPS_PER_FRAME
-from data_utils.audio_io import SAMPLE_RATE, iter_audio_chunks, load_audio
+from data_utils.audio_io import load_audio
 from data_utils.schema import AUDIO_WAV
-from data_utils.silence import N_FFT, quietest_frame, silent_frames, stream_step_db
+from data_utils.silence import N_FFT, quietest_frame
 from scene.avatar import Avatar
 from scene.checkpoint import LoadedAvatar
 from scene.dataset import FrameBatch, TalkingHeadDataset, read_transforms
@@ -174,13 +173,9 @@ def rest_window(ref: TalkingHeadDataset, reference_path: Path, wav: np.ndarray) 
     return ref.audio[quietest_frame(wav, aud_ids, ref.fps)]
 
 
-def silence_mask(loaded: LoadedAvatar, path: Path, fps: float, n_frames: int, chunk_s: float) -> np.ndarray:
-    """Which frames [n_frames] of the speech at `path` are silent (data_utils.silence), streamed from disk in
-    chunks of `chunk_s` seconds; FFT windows of the model's log-mel size (512 for other extractors)."""
-    n_fft = int(loaded.audio_extractor.get("settings", {}).get("n_fft", N_FFT))
-    chunks = iter_audio_chunks(path, SAMPLE_RATE, chunk_s)
-    step_db = stream_step_db(chunks, fps, n_frames * STEPS_PER_FRAME, n_fft)
-    return silent_frames(step_db, loaded.avatar.deform_cfg.audio_window)
+def level_fft_size(loaded: LoadedAvatar) -> int:
+    """Samples of the FFT windows whose levels decide silence: the model's log-mel size (512 otherwise)."""
+    return int(loaded.audio_extractor.get("settings", {}).get("n_fft", N_FFT))
 
 
 def rest_on_silence(segments: Iterable[Tensor], silent: np.ndarray, rest: Tensor) -> Iterator[Tensor]:
