@@ -55,7 +55,6 @@ PASS1_MAX_SIDE = 640
 MAX_MISSING_SHARE = 0.10
 JPEG_QUALITY = 95
 PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
-MOUTH_PAD = schema.MOUTH_RECT_PAD  # mouth_rect margin, fraction of the mouth width on each side
 MIN_DECODED_SHARE = 0.8  # fewer decoded frames than this share of the header's length: truncated
 MAX_ROLL_DEG = 40.0  # a face rolled further than this is refused (masks and poses assume it upright)
 AUDIO_SUFFIXES = (".wav", ".mp3", ".m4a", ".aac", ".flac", ".ogg", ".opus", ".wma")
@@ -364,11 +363,14 @@ def write_parsing(
     return float(added.mean()), middle
 
 
-def _rect(points: np.ndarray, size: int, pad: float = 0.0) -> list[int]:
-    """Bounding box [x0,y0,x1,y1] of points [K,2] grown by `pad` x width/height, clipped to the image."""
-    lo, hi = points.min(axis=0), points.max(axis=0)
-    margin = (hi - lo) * pad
-    lo, hi = np.clip(lo - margin, 0, size), np.clip(hi + margin, 0, size)
+def _bounds(points: np.ndarray) -> list[float]:
+    """Bounding box [x0,y0,x1,y1] of points [K,2], not rounded and not clipped to the image."""
+    return [*points.min(axis=0).tolist(), *points.max(axis=0).tolist()]
+
+
+def _rect(points: np.ndarray, size: int) -> list[int]:
+    """Bounding box [x0,y0,x1,y1] of points [K,2] rounded out to whole pixels, clipped to the image."""
+    lo, hi = np.clip(points.min(axis=0), 0, size), np.clip(points.max(axis=0), 0, size)
     return [int(math.floor(lo[0])), int(math.floor(lo[1])), int(math.ceil(hi[0])), int(math.ceil(hi[1]))]
 
 
@@ -400,7 +402,7 @@ def write_transforms(
             "transform_matrix": c2w[i].tolist(),
             "eye": float(eye[i]),
             "face_rect": _rect(lms2d[i, li.FACE_OVAL], size),
-            "mouth_rect": _rect(lms2d[i, li.LIPS_OUTER], size, MOUTH_PAD),
+            "mouth_rect": _bounds(lms2d[i, li.LIPS_OUTER]),
         }
         for i in range(t)
     ]
@@ -513,6 +515,7 @@ def build(cfg: PreprocessConfig, info: VideoInfo, tools: Tools, out: Path) -> di
             out / "preview.jpg", p1.preview_frame, lms[t // 2], p2.preview[1], p2.preview[0], crop_src
         )
     record = {
+        schema.FORMAT_VERSION_KEY: schema.FORMAT_VERSION,
         "video": str(cfg.video),
         "source": {
             "width": info.width,

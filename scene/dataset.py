@@ -21,15 +21,17 @@ from data_utils.lips import lip_measures
 from data_utils.schema import (
     AUDIO_WAV,
     BACKGROUND,
+    FORMAT_VERSION,
+    FORMAT_VERSION_KEY,
     FRAME_KEYS,
     GT_IMGS,
-    MOUTH_MASK_GROW,
     ORI_IMGS,
     PARSING,
     PREPROCESS_JSON,
     TORSO_IMGS,
     TRANSFORM_KEYS,
     features_name,
+    mouth_region,
     transforms_name,
 )
 from evaluation.frames import load_ground_truth
@@ -106,12 +108,22 @@ def _load_rgb(path: Path, size: int, resample: Image.Resampling) -> np.ndarray:
         return np.asarray(img)
 
 
-def _rect_mask(rects: np.ndarray, size: int, margin: float) -> np.ndarray:
-    """Boolean masks [T,size,size] of rectangles [T,4] (pixels) grown by margin * their larger side + 2 px."""
+def format_version(root: Path, preprocess: dict) -> int:
+    """The format of dataset `root` from its preprocess.json `preprocess` (1 without the key); UserError when
+    it is newer than this code reads."""
+    version = int(preprocess.get(FORMAT_VERSION_KEY, 1))
+    if version > FORMAT_VERSION:
+        raise UserError(
+            f"dataset '{root}' has format version {version}, this code reads up to {FORMAT_VERSION}; "
+            "update egstalker or rerun ./preprocess.sh"
+        )
+    return version
+
+
+def _rect_mask(rects: np.ndarray, size: int) -> np.ndarray:
+    """Boolean masks [T,size,size] of the pixels whose index lies within rectangles [T,4] (edges included)."""
     ys, xs = np.arange(size)[:, None], np.arange(size)[None, :]
-    grow = margin * np.maximum(rects[:, 2] - rects[:, 0], rects[:, 3] - rects[:, 1]) + 2
-    x0, y0 = rects[:, 0] - grow, rects[:, 1] - grow
-    x1, y1 = rects[:, 2] + grow, rects[:, 3] + grow
+    x0, y0, x1, y1 = rects.T
     return (
         (xs[None] >= x0[:, None, None])
         & (xs[None] <= x1[:, None, None])
@@ -145,6 +157,7 @@ class TalkingHeadDataset:
         if not root.is_dir():
             raise UserError(f"dataset '{root}' does not exist; run ./preprocess.sh on your video first")
         preprocess = read_json(root, PREPROCESS_JSON)
+        version = format_version(root, preprocess)
         meta = read_transforms(root, split)
         frames = meta["frames"]
         self.source_size = int(meta["w"])
@@ -174,8 +187,8 @@ class TalkingHeadDataset:
         self.cams = c2w[:, :3, :4].reshape(-1, 12)
         self.eyes = torch.tensor([[float(f["eye"])] for f in frames])
         self.face_rects = torch.tensor([f["face_rect"] for f in frames], dtype=torch.float32) * ratio
-        mouth_rects = np.array([f["mouth_rect"] for f in frames], dtype=np.float64) * ratio
-        self.mouth_masks = torch.from_numpy(_rect_mask(mouth_rects, size, margin=MOUTH_MASK_GROW))[..., None]
+        mouth = mouth_region([f["mouth_rect"] for f in frames], self.source_size, size, version)
+        self.mouth_masks = torch.from_numpy(_rect_mask(mouth, size))[..., None]
 
         self.audio, self.audio_norm = self._load_audio(name, frames, audio_norm)
         self.images, self.backgrounds, self.head_masks = self._load_images(

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from data_utils import landmark_indices as li
+from data_utils.schema import FORMAT_VERSION, FORMAT_VERSION_KEY
 
 RADII = np.array(
     [0.75, 0.95, 0.8]
@@ -173,6 +174,7 @@ def make_dataset(root: Path, frames: int = 40, size: int = 64, fps: int = 8, see
         root / "track_params.pt",
     )
     preprocess = {
+        FORMAT_VERSION_KEY: FORMAT_VERSION,
         "frames": frames,
         "fps": fps,
         "size": size,

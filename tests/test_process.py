@@ -16,6 +16,7 @@ import torch
 
 from data_utils.parsing import COLOURS, HEAD
 from data_utils.process import main
+from data_utils.schema import FORMAT_VERSION
 from utils.cli import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -151,6 +152,7 @@ def test_contract_audio_and_metadata(dataset: tuple[Path, subprocess.CompletedPr
     assert 0.0 <= quality["val_pose_gap_mean_deg"] <= quality["val_pose_gap_max_deg"] < 90.0
     assert any("1-2 minutes" in w for w in quality["warnings"]), "a 3 s clip is short"
     assert meta["settings"]["size"] == SIZE and meta["settings"]["tracker"] == "mediapipe"
+    assert meta["format_version"] == FORMAT_VERSION
 
 
 def test_not_a_video_is_refused(tmp_path: Path) -> None:
