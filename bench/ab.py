@@ -222,6 +222,7 @@ def markdown(rows: list[dict]) -> str:
     head = [
         "clip",
         "arm",
+        "seeds",
         *speakers,
         "mean",
         "real",
@@ -237,6 +238,7 @@ def markdown(rows: list[dict]) -> str:
         cells = [
             r["clip"],
             r["arm"],
+            str(r["seeds"]),
             *(fmt(r["lipsync"].get(s)) for s in speakers),
             fmt(r["lipsync_mean"]),
             fmt(r["real_clip_lipsync"]),
@@ -278,7 +280,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (default 0)")
     p.add_argument("--iterations", type=int, default=10_000, help="training iterations (default 10000)")
     p.add_argument(
-        "--parallel", type=int, default=6, help="steps run at once (trainings share the GPU; default 6)"
+        "--parallel", type=int, default=6, help="preprocessing and training steps run at once (default 6)"
+    )
+    p.add_argument(
+        "--eval_parallel",
+        type=int,
+        default=4,
+        help="evaluations run at once (each holds a model's renders in GPU memory: 20 at once filled an "
+        "H200; default 4)",
     )
     p.add_argument("--preprocess_args", default="", help="extra preprocess.sh arguments as one string")
     p.add_argument("--predict_args", default="", help="extra predict.sh / render_direct.sh arguments")
@@ -295,8 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     for path in [*args.videos, *args.audio]:
         if not path.is_file():
             raise UserError(f"'{path}' not found; pass existing files to --videos and --audio")
-    if args.iterations < 1 or args.parallel < 1:
-        raise UserError("--iterations and --parallel must be at least 1")
+    if min(args.iterations, args.parallel, args.eval_parallel) < 1:
+        raise UserError("--iterations, --parallel and --eval_parallel must be at least 1")
     work = args.output_dir.resolve()
     runs = plan([v.resolve() for v in args.videos], [parse_arm(a) for a in args.arm], args.seeds, work)
     videos = {v.stem: v.resolve() for v in args.videos}
@@ -408,7 +417,9 @@ def main(argv: list[str] | None = None) -> int:
                 return f"silence statistics: {type(e).__name__}: {e}"
         return None
 
-    errors |= run_parallel([(f"evaluate {r.name}", lambda r=r: evaluate(r)) for r in done], args.parallel)
+    errors |= run_parallel(
+        [(f"evaluate {r.name}", lambda r=r: evaluate(r)) for r in done], args.eval_parallel
+    )
     scored = {
         r.name: run_scores(r, work, silence)
         for r in done

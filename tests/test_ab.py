@@ -24,6 +24,8 @@ def test_arms_parse_with_an_extractor_and_bad_ones_are_refused() -> None:
     for bad in ("lips", "=--seed 1", "a b=--seed 1"):
         with pytest.raises(UserError, match="NAME=TRAIN_ARGS"):
             ab.parse_arm(bad)
+    with pytest.raises(UserError, match="eval_parallel"):
+        ab.main(["--videos", __file__, "--audio", __file__, "--arm", "x=", "--eval_parallel", "0"])
     with pytest.raises(UserError, match="must differ"):
         ab.plan([Path("a.mp4")], [ab.parse_arm("x="), ab.parse_arm("x=--seed 2")], [0], Path("w"))
 
@@ -34,7 +36,17 @@ def test_ab_imports_where_ray_is_not_installed() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
 
 
-def test_ab_trains_scores_reports_failures_and_reruns_nothing(tmp_path: Path, speech_wav: Path) -> None:
+def test_ab_trains_scores_reports_failures_and_reruns_nothing(
+    tmp_path: Path, speech_wav: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at_once: dict[str, int] = {}
+    run_parallel = ab.run_parallel
+
+    def recorded(jobs: list, parallel: int) -> dict[str, str]:
+        at_once.update({label.split()[0]: parallel for label, _ in jobs})
+        return run_parallel(jobs, parallel)
+
+    monkeypatch.setattr(ab, "run_parallel", recorded)
     work = tmp_path / "ab"
     video = tmp_path / "clip.mp4"
     video.write_bytes(b"not read: the dataset below is already preprocessed")
@@ -42,8 +54,9 @@ def test_ab_trains_scores_reports_failures_and_reruns_nothing(tmp_path: Path, sp
     argv = ["--videos", str(video), "--audio", str(speech_wav), "--output_dir", str(work)]
     argv += ["--iterations", "12"]
     argv += ["--arm", f"base={TINY}", "--arm", f"lips={TINY} --audio_scope mouth --audio_code lips"]
-    argv += ["--arm", "broken=--no_such_flag", "--parallel", "2"]
+    argv += ["--arm", "broken=--no_such_flag", "--parallel", "2", "--eval_parallel", "1"]
     assert ab.main(argv) == 1  # the broken arm fails; the others go on
+    assert at_once == {"train": 2, "evaluate": 1}  # evaluations, which hold renders in memory, apart
     report = json.loads((work / "report.json").read_text())
     assert [(r["clip"], r["arm"]) for r in report["table"]] == [("clip", "base"), ("clip", "lips")]
     for row in report["table"]:
@@ -51,7 +64,7 @@ def test_ab_trains_scores_reports_failures_and_reruns_nothing(tmp_path: Path, sp
         assert list(row["lipsync"]) == [speech_wav.name]  # the silence is scored apart from the speakers
     assert "no_such_flag" in report["errors"]["train clip__broken__s0"]
     assert report["commit"] and report["arguments"]
-    assert "| clip | lips |" in (work / "report.md").read_text()
+    assert "| clip | lips | 1 |" in (work / "report.md").read_text()
     logs = {p: p.stat().st_mtime_ns for p in (work / "logs").glob("*__base__*")}
     assert len(logs) == 3  # train, render_direct, cross_driven
     # each evaluation keeps its silence statistics, so the table needs only the JSON files of the runs
