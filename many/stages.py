@@ -143,18 +143,19 @@ def run_logged(cmd: list[str], log: Path) -> int:
 
 
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt)\b.*")
+ERROR_CHARS = 200  # the longest one-line reason kept from an exception
 
 
 def error_line(text: str, code: int) -> str:
     """The one-line reason a step failed: its 'error: ...' line, else the exception that ended its
-    traceback, else how it exited."""
+    traceback (cut at ERROR_CHARS: CUDA's out-of-memory message lists every process), else how it exited."""
     lines = [x.strip() for x in re.split(r"[\r\n]+", text) if x.strip()]
     for line in reversed(lines):
         if line.startswith("error: "):
             return line.removeprefix("error: ")
     for line in reversed(lines):
         if _EXCEPTION_LINE.match(line):
-            return line
+            return line if len(line) <= ERROR_CHARS else line[: ERROR_CHARS - 1].rstrip() + "…"
     if code < 0:
         name = signal.Signals(-code).name
         return f"killed by {name}" + (" (out of memory?)" if name == "SIGKILL" else "")

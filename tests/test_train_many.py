@@ -19,7 +19,7 @@ import train_many
 from data_utils.sample import generate_sample
 from many.driver import ManyConfig, run_many
 from many.progress import Board
-from many.stages import StageOptions, error_line, run_logged, train_args
+from many.stages import ERROR_CHARS, StageOptions, error_line, run_logged, train_args
 from many.subjects import Subject, find_videos, subject_names
 from utils.cli import UserError
 
@@ -144,6 +144,10 @@ def test_error_line() -> None:
         "out of GPU memory (batch_size 1)"
     )
     assert error_line("", -9) == "killed by SIGKILL (out of memory?)"
+    oom = "torch.OutOfMemoryError: CUDA out of memory. " + "Process 5613 has 6.06 GiB memory in use. " * 20
+    short = error_line(f"Traceback (most recent call last):\n{oom}\n", 1)
+    assert short.startswith("torch.OutOfMemoryError: CUDA out of memory.") and short.endswith("…")
+    assert len(short) <= ERROR_CHARS
 
 
 def test_interrupt_stops_the_step_cleanly(tmp_path: Path) -> None:
