@@ -29,10 +29,10 @@ import websockets
 
 from bench.report import with_metadata
 from data_utils.audio_io import SAMPLE_RATE, load_audio
-from live.engine import RenderEngine
+from live.engine import RenderEngine, default_max_batch
 from live.model import LiveModel
 from live.server import LiveState, ServerSettings, background_server, wav_bytes
-from scene.prediction import device_label, resolve_device
+from scene.prediction import add_device_option, device_label, resolve_device
 from utils.atomic import atomic_write_json
 from utils.cli import ArgumentParser, UserError, add_model_arguments, run_cli
 
@@ -73,10 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     """Return the command-line parser."""
     p = ArgumentParser(prog="python -m bench.live_latency", description=__doc__.split("\n\n")[0])
     add_model_arguments(p)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to render")
+    add_device_option(p)
     p.add_argument("--audio", type=Path, help="speech to stream (default: the dataset's aud.wav)")
     p.add_argument("--seconds", type=float, default=8.0, help="audio per stream (default: 8)")
-    p.add_argument("--trials", type=int, default=5, help="first-frame latency trials (default: 5)")
+    p.add_argument("--runs", type=int, default=5, help="timed first-frame latency runs (default: 5)")
     p.add_argument("--streams", default="1,2,4,8", help="concurrent stream counts to try, ascending")
     p.add_argument("--max_batch", type=int, help="frames rendered together (default: 16 on CUDA, 4 on CPU)")
     p.add_argument("--bf16", action="store_true", help="bf16 deformation network (CUDA)")
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(wav) < args.seconds * SAMPLE_RATE:
         wav = np.tile(wav, math.ceil(args.seconds * SAMPLE_RATE / len(wav)))
     wav = wav[: round(args.seconds * SAMPLE_RATE)]
-    engine = RenderEngine(model, max_batch=args.max_batch or (16 if device.type == "cuda" else 4))
+    engine = RenderEngine(model, max_batch=args.max_batch or default_max_batch(device))
     state = LiveState(model, engine, ServerSettings(max_streams=max(counts) + 1), wav_bytes(wav[:10]))
     fps, lookahead = model.fps, model.feature_factory.lookahead_s
     result: dict = {
@@ -167,12 +167,10 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(run_stream(address, wav[:SAMPLE_RATE], paced=False))  # warm-up (kernels, compile)
             short = wav[:SAMPLE_RATE]
             pushed = [
-                asyncio.run(run_stream(address, short, False)).first_frame_latency()
-                for _ in range(args.trials)
+                asyncio.run(run_stream(address, short, False)).first_frame_latency() for _ in range(args.runs)
             ]
             paced = [
-                asyncio.run(run_stream(address, short, True)).first_frame_latency()
-                for _ in range(args.trials)
+                asyncio.run(run_stream(address, short, True)).first_frame_latency() for _ in range(args.runs)
             ]
             result["first_frame_ms_pushed"] = summary_ms(pushed)
             result["first_frame_ms_realtime"] = summary_ms(paced)

@@ -51,7 +51,6 @@ class PreprocessConfig:
         "write preview.jpg: frame, landmarks, masks and crop side by side",
         default_text="on",
         off_help="do not write preview.jpg",
-        off_flags=("--no-preview",),
     )
     tracking: LandmarkFitConfig = section(
         LandmarkFitConfig, "head tracking (--tracker mediapipe)", prefix="track_"

@@ -13,8 +13,8 @@ import torch
 from data_utils.sample import generate_sample, generate_speech
 from utils.atomic import check_output_dir
 from utils.cli import ArgumentParser, UserError, run_cli
+from utils.paths import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 DRIVING_TEXT = (
     "Hello there. This avatar was trained on a few seconds of video, and now it can say anything you give it."
 )
@@ -28,7 +28,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Generate a talking-face sample clip and run preprocess -> train -> predict on it.",
     )
     p.add_argument(
-        "--out", type=Path, default=ROOT / "sample", help="folder for everything (default: sample/)"
+        "--output_dir",
+        type=Path,
+        default=REPO_ROOT / "sample",
+        help="folder for everything (default: sample/)",
     )
     p.add_argument("--seconds", type=float, default=5.0, help="length of the generated clip (default 5)")
     p.add_argument(
@@ -49,7 +52,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=30_000 if gpu else 3000,
         help="initial Gaussians (default 30000 on a GPU, 3000 on the CPU)",
     )
-    p.add_argument("--force", action="store_true", help="overwrite an existing --out folder")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --output_dir folder")
     return p.parse_args(argv)
 
 
@@ -57,7 +60,7 @@ def run_stage(name: str, cmd: list[str], timings: dict[str, float]) -> None:
     """Run one pipeline command, streaming its output; record its wall time; raise UserError if it fails."""
     print(f"\n=== {name}: {' '.join(cmd)}", flush=True)
     start = time.perf_counter()
-    if subprocess.run(cmd, cwd=ROOT).returncode != 0:
+    if subprocess.run(cmd, cwd=REPO_ROOT).returncode != 0:
         raise UserError(f"the {name} stage failed (see its message above)")
     timings[name] = time.perf_counter() - start
 
@@ -65,7 +68,7 @@ def run_stage(name: str, cmd: list[str], timings: dict[str, float]) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the sample pipeline and print where everything was written; returns the exit code."""
     args = parse_args(argv)
-    out = args.out.resolve()
+    out = args.output_dir.resolve()
     check_output_dir(out, args.force)
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}

@@ -70,6 +70,56 @@ def test_tool_parses_help(tool: str, capsys: pytest.CaptureFixture) -> None:
     ), "one flag name per concept"
 
 
+# Issue #18, one flag name per concept (docs/benchmarks.md): frames rendered at once --batch_size (a list
+# to time: --batch_sizes), render size --resolution, timed repeats --runs, a Gaussian count --synthetic, an
+# output folder --output_dir, underscores only. The names they replaced must not come back.
+RETIRED_FLAGS = {
+    "--batch",
+    "--size",
+    "--sizes",
+    "--iters",
+    "--trials",
+    "--num",
+    "--workdir",
+    "--work",
+    "--data",
+}
+# --size stays where it is preprocess.sh's own flag (the dataset's frame side), passed through to it.
+PREPROCESS_SIZE = {"bench.evaluate", "bench.preprocess_speed"}
+FLAG = re.compile(r"(?<![\w-])--[A-Za-z0-9][\w-]*")
+
+
+def _help_text(module_name: str, capsys: pytest.CaptureFixture) -> str:
+    """What `module_name`.main(["--help"]) prints (skipped when an optional dependency is missing)."""
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        pytest.skip(f"{module_name}: {err}")
+    with pytest.raises(SystemExit) as done:
+        module.main(["--help"])
+    assert done.value.code == 0
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize("tool", [*TOOLS, "scripts.run_sample", "data_utils.bfm.install"])
+def test_retired_flag_names_stay_retired(tool: str, capsys: pytest.CaptureFixture) -> None:
+    flags = set(FLAG.findall(_help_text(tool, capsys)))
+    retired = RETIRED_FLAGS - ({"--size"} if tool in PREPROCESS_SIZE else set())
+    assert not flags & retired, f"{tool}: retired flag names {sorted(flags & retired)} (docs/benchmarks.md)"
+    hyphenated = sorted(f for f in flags if "-" in f[2:])
+    assert not hyphenated, f"{tool}: flags are spelled with underscores, not {hyphenated}"
+
+
+def test_output_folder_and_report_file_flags(capsys: pytest.CaptureFixture) -> None:
+    sample = set(FLAG.findall(_help_text("scripts.run_sample", capsys)))
+    assert "--output_dir" in sample and "--out" not in sample, "run_sample.sh writes a folder: --output_dir"
+    raw = set(FLAG.findall(_help_text("bench.diagnostics.render_speed_raw", capsys)))
+    assert {"--synthetic", "--batch_sizes", "--resolution", "--runs", "--out"} <= raw
+    agreement = set(FLAG.findall(_help_text("bench.diagnostics.rasterizer_agreement", capsys)))
+    assert {"--synthetic", "--batch_size", "--resolution", "--out"} <= agreement
+    assert "--runs" in set(FLAG.findall(_help_text("bench.live_latency", capsys)))
+
+
 def test_python_m_runs_a_tool_and_a_diagnostic() -> None:
     for tool in ("bench.lipsync", "bench.diagnostics.render_speed_raw"):
         done = subprocess.run(
@@ -106,23 +156,10 @@ def test_render_speed_raw_report_carries_metadata(tmp_path: Path) -> None:
     from bench.diagnostics import render_speed_raw
 
     out = tmp_path / "raw.json"
-    argv = [
-        "--num",
-        "200",
-        "--batch",
-        "1",
-        "--size",
-        "24",
-        "--warmup",
-        "0",
-        "--iters",
-        "1",
-        "--out",
-        str(out),
-    ]
+    argv = ["--synthetic", "200", "--batch_sizes", "1", "--resolution", "24", "--warmup", "0", "--runs", "1"]
     assert render_speed_raw.main([*argv, "--out", str(out)]) == 0
     report = json.loads(out.read_text())
-    assert_metadata(report, num=[200], size=24)
+    assert_metadata(report, synthetic=[200], batch_sizes=[1], resolution=24, runs=1)
     assert report["rows"][0]["forward_fps"] > 0
 
 

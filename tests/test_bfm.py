@@ -102,7 +102,7 @@ def test_keypoints_file_option(tmp_path: Path) -> None:
                 str(tmp_path / "full"),
                 "--keypoints",
                 str(full),
-                "--keypoints-space",
+                "--keypoints_space",
                 "full",
             ]
         )

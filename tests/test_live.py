@@ -380,7 +380,7 @@ def test_latency_bench_counts_realtime_latency_from_the_first_captured_sample(
 
     out = tmp_path / "live.json"
     args = ["--model_path", str(trained[0]), "--reference_path", str(trained[1]), "--device", "cpu"]
-    live_latency.main([*args, "--seconds", "1", "--trials", "1", "--streams", "1", "--out", str(out)])
+    live_latency.main([*args, "--seconds", "1", "--runs", "1", "--streams", "1", "--out", str(out)])
     report = json.loads(out.read_text())
     chunk_ms = 1000 * live_latency.CHUNK / SAMPLE_RATE  # the chunk holding the look-ahead's last sample
     captured_ms = math.ceil(report["lookahead_ms"] / chunk_ms) * chunk_ms  # ... has been captured by then

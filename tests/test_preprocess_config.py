@@ -50,7 +50,7 @@ def test_old_flags_and_defaults_are_kept() -> None:
     assert cfg.tracking == LandmarkFitTracker().cfg and cfg.tracking.steps == 300 and cfg.bfm.steps == 800
     argv = ["v.mp4", "o", "--fps", "30", "--size", "256", "--tracker", "bfm", "--audio", "a.wav"]
     argv += ["--audio_extractor", "hubert", "--extractor_model", "m", "--max_gap_frames", "3", "--force"]
-    cfg = preprocess_cli.parse_args([*argv, "--no-preview"])
+    cfg = preprocess_cli.parse_args([*argv, "--no_preview"])
     assert (cfg.fps, cfg.size, cfg.tracker, cfg.audio, cfg.extractor_model) == (
         30.0,
         256,

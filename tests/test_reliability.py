@@ -504,6 +504,7 @@ def test_10_help_texts_and_flag_spellings() -> None:
     ).stdout
     assert "2-30" not in parser_help and "at least 2 s" in parser_help and "--no_preview" in parser_help
     assert not process.parse_args(["v.mp4", "o", "--no_preview"]).preview
-    assert not process.parse_args(["v.mp4", "o", "--no-preview"]).preview  # the old spelling still works
+    with pytest.raises(UserError, match="--no-preview"):  # the hyphenated spelling was retired (issue #18)
+        process.parse_args(["v.mp4", "o", "--no-preview"])
     source = (REPO / "gaussian_renderer" / "gsplat_backend.py").read_text()
     assert "--backend torch" in source and "backend='torch'" not in source

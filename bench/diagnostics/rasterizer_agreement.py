@@ -1,7 +1,7 @@
 """Compare the gsplat and pure-PyTorch backends of gaussian_renderer.render on CUDA: pixels and gradients.
 
-    python -m bench.diagnostics.rasterizer_agreement [--seeds 0 1 2] [--num 1000 5000 20000]
-        [--sizes 256 512] [--out rasterizer_agreement.json]
+    python -m bench.diagnostics.rasterizer_agreement [--seeds 0 1 2] [--synthetic 1000 5000 20000]
+        [--resolution 256 512] [--batch_size 2] [--out rasterizer_agreement.json]
 
 Prints, per scene, the max and mean absolute pixel difference (image and alpha) and the relative L2 difference
 of the gradients (means, quats, scales, opacities, colors, means2d), then writes all rows as JSON.
@@ -106,9 +106,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m bench.diagnostics.rasterizer_agreement", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--num", type=int, nargs="+", default=[1000, 5000, 20000])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
-    parser.add_argument("--batch", type=int, default=2, help="cameras per render")
+    parser.add_argument(
+        "--synthetic",
+        type=int,
+        nargs="+",
+        metavar="N",
+        default=[1000, 5000, 20000],
+        help="random scenes of N Gaussians (default: 1000 5000 20000)",
+    )
+    parser.add_argument(
+        "--resolution", type=int, nargs="+", default=[256, 512], help="square image sizes in pixels (256 512)"
+    )
+    parser.add_argument("--batch_size", type=int, default=2, help="cameras rendered at once (default: 2)")
     parser.add_argument("--out", type=Path, default=Path("rasterizer_agreement.json"), help="report JSON")
     return parser.parse_args(argv)
 
@@ -126,10 +135,10 @@ def main(argv: list[str] | None = None) -> int:
         + " ".join(f"{'d' + n:>9}" for n in (*PARAM_NAMES, "means2d")),
         file=sys.stderr,
     )
-    for size in args.sizes:
-        for num in args.num:
+    for size in args.resolution:
+        for num in args.synthetic:
             for seed in args.seeds:
-                scene = random_scene(num, size, seed, args.batch, "cuda")
+                scene = random_scene(num, size, seed, args.batch_size, "cuda")
                 for per_camera in (False, True):
                     row = {"size": size, "num": num, "seed": seed, "per_camera": per_camera}
                     row.update(compare(scene, size, per_camera, seed))

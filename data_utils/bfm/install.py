@@ -102,7 +102,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--keypoints_space",
-        "--keypoints-space",
         choices=["auto", "trimmed", "front", "full"],
         default="auto",
         help="mesh the keypoint indices refer to: the 53215-vertex expression mesh (trimmed), "
