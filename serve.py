@@ -7,7 +7,7 @@ import os
 import sys
 
 from data_utils.audio_io import SAMPLE_RATE
-from live.engine import RenderEngine
+from live.engine import RenderEngine, default_max_batch
 from live.model import LiveModel
 from live.server import LiveState, ServerSettings, is_loopback, serve_forever, wav_bytes
 from live.upload import MAX_UPLOAD_BYTES
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     model = LiveModel(
         args.model_path, args.reference_path, device, args.iteration, args.bf16, args.compile, args.force
     )
-    max_batch = args.max_batch or (16 if device.type == "cuda" else 4)
+    max_batch = args.max_batch or default_max_batch(device)
     upload = round(args.max_upload_mb * 2**20)
     engine = RenderEngine(model, max_batch=max_batch)
     sample = wav_bytes(model.reference_wav[: round(SAMPLE_SECONDS * SAMPLE_RATE)])

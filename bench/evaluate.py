@@ -42,9 +42,9 @@ from scene.prediction import default_batch_size
 from utils.cli import ArgumentParser, UserError, run_cli
 from utils.lpips import LPIPS, default_lpips_dir, find_lpips_weights
 from utils.metrics import best_lag_correlation
+from utils.paths import REPO_ROOT as REPO
 from utils.plots import plot_mouth_opening, plot_training_curves, read_jsonl
 
-REPO = Path(__file__).resolve().parents[1]
 EXTRAPOLATE_ITERATIONS = 10_000
 MAX_LAG_SECONDS = 0.2
 CPU_RENDER_VARIANTS = ("fp32", "cache")

@@ -31,8 +31,7 @@ from data_utils.quality import pose_coverage
 from scene.dataset import read_transforms
 from utils.atomic import atomic_write_json
 from utils.cli import ArgumentParser, UserError, run_cli
-
-REPO = Path(__file__).resolve().parents[1]
+from utils.paths import REPO_ROOT as REPO
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

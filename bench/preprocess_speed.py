@@ -13,8 +13,8 @@ from pathlib import Path
 
 from bench.report import write_report
 from utils.cli import ArgumentParser, UserError, run_cli
+from utils.paths import REPO_ROOT as REPO
 
-REPO = Path(__file__).resolve().parents[1]
 DEFAULT_VIDEOS = REPO.parent / "shared" / "data" / "videos"
 STAGES = (
     "detect",

@@ -23,9 +23,10 @@ from bench.report import write_report
 from scene.avatar import Avatar
 from scene.checkpoint import load_avatar
 from scene.dataset import FrameBatch, read_transforms
-from scene.deformation import DeformConfig, Deltas
+from scene.deformation import DeformConfig
 from scene.gaussians import GaussianParams
 from scene.inference import InferenceRenderer
+from scene.prediction import add_device_option, resolve_device
 from utils.cli import ArgumentParser, UserError, run_cli
 
 TARGET_FPS = {"single": 120.0, "batch": 300.0}
@@ -90,29 +91,17 @@ def make_batch(setup: Setup, batch_size: int, resolution: int, device: torch.dev
     )
 
 
-class AvatarRenderer:
-    """Renders FrameBatches with Avatar.render as training and validation do (no caching, fp32)."""
-
-    def __init__(self, avatar: Avatar) -> None:
-        self.avatar = avatar
-
-    def deltas(self, batch: FrameBatch) -> Deltas:
-        """Return the per-frame offsets [B,N,...] of the batch."""
-        return self.avatar.deltas(batch)
-
-    def __call__(self, batch: FrameBatch) -> torch.Tensor:
-        """Return the rendered images [B,H,W,3] of the batch."""
-        return self.avatar.render(batch).image
-
-
-def make_renderer(avatar: Avatar, variant: str) -> AvatarRenderer | InferenceRenderer:
-    """Return a variant's renderer: 'fp32' is Avatar.render; else scene.inference.InferenceRenderer with
-    the '+'-joined options bf16 (autocast), cache (tri-plane features once) and compile (torch.compile)."""
+def make_renderer(avatar: Avatar, variant: str) -> InferenceRenderer:
+    """Return a variant's renderer: 'fp32' renders as training does (no cache, no fused kernel); else the
+    '+'-joined options bf16 (autocast), cache (tri-plane features once) and compile (torch.compile), with the
+    fused RBF kernel that predict.sh uses."""
     options = set(variant.split("+"))
-    if options == {"fp32"}:
-        return AvatarRenderer(avatar)
     return InferenceRenderer(
-        avatar, bf16="bf16" in options, cache="cache" in options, compile="compile" in options
+        avatar,
+        bf16="bf16" in options,
+        cache="cache" in options,
+        compile="compile" in options,
+        fuse=options != {"fp32"},
     )
 
 
@@ -153,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--warmup", type=int, default=5, help="untimed runs first (default: 5)")
     p.add_argument("--runs", type=int, default=20, help="timed runs, median reported (default: 20)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    add_device_option(p)
     p.add_argument(
         "--variants",
         nargs="+",
@@ -174,9 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.model_path is not None and args.reference_path is None:
         raise UserError("--model_path needs --reference_path (the dataset, for a camera)")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was given but no CUDA GPU is available; use --device cpu")
-    device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
     cuda = device.type == "cuda"
     if args.synthetic is not None:
         setup = synthetic_avatar(args.synthetic, device)

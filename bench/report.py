@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from utils.atomic import atomic_write_json
+from utils.paths import REPO_ROOT as REPO
 
-REPO = Path(__file__).resolve().parents[1]
 METADATA_KEYS = ("commit", "dirty", "machine", "versions", "arguments", "created")
 VERSION_PACKAGES = ("torch", "numpy", "gsplat", "mediapipe")
 

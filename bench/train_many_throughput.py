@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     memory = _smi("--query-gpu=memory.total")
     gpu_mib = float(memory[0][0]) if memory else None
     report = {
-        "machine": {**machine_info(), "ray": ray.__version__, "gpu_memory_mib": gpu_mib},
+        "host": {**machine_info(), "ray": ray.__version__, "gpu_memory_mib": gpu_mib},
         "clips": [str(c) for c in clips],
         "preprocess_seconds": preprocess_seconds,
         "results": results,

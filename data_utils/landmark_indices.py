@@ -24,6 +24,9 @@ LOWER_LIP_INNER_MID = 14
 UPPER_LIP_OUTER_MID = 0
 LOWER_LIP_OUTER_MID = 17
 MOUTH_CORNERS = np.array([61, 291])
+# the inner lips' upper and lower edges, each from the right corner (78) to the left (308)
+UPPER_LIP_INNER_CURVE = np.array([78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308])
+LOWER_LIP_INNER_CURVE = np.array([78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308])
 
 RIGHT_EYE = np.array([33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246])
 LEFT_EYE = np.array([263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466])
@@ -31,6 +34,15 @@ RIGHT_EYE_CORNERS = np.array([33, 133])
 LEFT_EYE_CORNERS = np.array([263, 362])
 RIGHT_EYELID_PAIRS = np.array([[160, 144], [159, 145], [158, 153]])  # (upper, lower)
 LEFT_EYELID_PAIRS = np.array([[385, 380], [386, 374], [387, 373]])  # (upper, lower)
+# the upper and lower eyelid edges, corner to corner, of the right eye then the left
+UPPER_EYELID_CURVES = (
+    np.array([33, 246, 161, 160, 159, 158, 157, 173, 133]),
+    np.array([362, 398, 384, 385, 386, 387, 388, 466, 263]),
+)
+LOWER_EYELID_CURVES = (
+    np.array([33, 7, 163, 144, 145, 153, 154, 155, 133]),
+    np.array([362, 382, 381, 380, 374, 373, 390, 249, 263]),
+)
 RIGHT_IRIS_CENTER = 468
 LEFT_IRIS_CENTER = 473
 RIGHT_IRIS = np.arange(468, 473)

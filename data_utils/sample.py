@@ -16,6 +16,7 @@ import imageio_ffmpeg
 import numpy as np
 from scipy import signal
 
+from data_utils import landmark_indices as li
 from data_utils.audio_io import SAMPLE_RATE, load_audio, write_wav
 from utils.cli import ArgumentParser, UserError, run_cli
 
@@ -26,11 +27,6 @@ DEFAULT_TEXT = (
     "My lips open and close with the sound of my voice, and my head moves a little while I speak. "
     "Thank you for listening, and have a wonderful day."
 )
-UPPER_INNER_LIP = [78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308]
-LOWER_INNER_LIP = [78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308]
-EYES_UPPER_LID = ([33, 246, 161, 160, 159, 158, 157, 173, 133], [362, 398, 384, 385, 386, 387, 388, 466, 263])
-EYES_LOWER_LID = ([33, 7, 163, 144, 145, 153, 154, 155, 133], [362, 382, 381, 380, 374, 373, 390, 249, 263])
-CHIN = 152
 CAVITY_RGB = np.array([70.0, 22.0, 28.0], dtype=np.float32)
 
 
@@ -130,7 +126,7 @@ def _portrait(size: int) -> tuple[np.ndarray, np.ndarray]:
     return image, (lms - np.array([x0, y0], dtype=np.float32)) * (size / side)
 
 
-def _curve(lms: np.ndarray, idx: list[int], xs: np.ndarray) -> np.ndarray:
+def _curve(lms: np.ndarray, idx: np.ndarray, xs: np.ndarray) -> np.ndarray:
     """Interpolate the landmark polyline `idx` at abscissae `xs` (same shape), constant beyond its ends."""
     pts = lms[idx]
     order = np.argsort(pts[:, 0])
@@ -157,17 +153,17 @@ def _build_rig(lms: np.ndarray, size: int) -> _Rig:
     u = (xs[0] - (x_left + x_right) / 2) / half_w
     lens = np.sqrt(np.clip(1.0 - u**2, 0.0, None))
     jaw = np.exp(-((u / 2.2) ** 4))
-    mid = (_curve(lms, UPPER_INNER_LIP, xs[0]) + _curve(lms, LOWER_INNER_LIP, xs[0])) / 2
+    mid = (_curve(lms, li.UPPER_LIP_INNER_CURVE, xs[0]) + _curve(lms, li.LOWER_LIP_INNER_CURVE, xs[0])) / 2
     s = ys - mid[None, :]
     drop, lift = 0.45 * half_w, 0.1 * half_w
-    chin = max(float(lms[CHIN, 1] - mid[int(np.clip(lms[CHIN, 0], 0, size - 1))]), half_w)
+    chin = max(float(lms[li.CHIN, 1] - mid[int(np.clip(lms[li.CHIN, 0], 0, size - 1))]), half_w)
     ramp = np.clip(s / (0.5 * half_w), 0.0, 1.0)
     fade = np.exp(-((np.clip(s - chin, 0.0, None) / (0.7 * chin)) ** 2))
     lower = drop * ((1.0 - ramp) * lens + ramp * jaw) * fade
     upper = -lift * lens * np.exp(-((s / (0.6 * half_w)) ** 2))
     mouth = np.where(s > 0, lower, upper).astype(np.float32)
     blink = np.zeros((size, size), dtype=np.float32)
-    for upper_idx, lower_idx in zip(EYES_UPPER_LID, EYES_LOWER_LID, strict=True):
+    for upper_idx, lower_idx in zip(li.UPPER_EYELID_CURVES, li.LOWER_EYELID_CURVES, strict=True):
         lid_low = _curve(lms, lower_idx, xs[0])
         inside = (xs[0] > lms[upper_idx[0], 0]) & (xs[0] < lms[upper_idx[-1], 0])
         height = np.where(inside, np.clip(lid_low - _curve(lms, upper_idx, xs[0]), 0.0, None), 0.0)
@@ -178,7 +174,7 @@ def _build_rig(lms: np.ndarray, size: int) -> _Rig:
     k = np.linspace(x_left, x_right, 25)
     ku = (k - (x_left + x_right) / 2) / half_w
     k_lens = np.sqrt(np.clip(1.0 - ku**2, 0.0, None))
-    k_mid = (_curve(lms, UPPER_INNER_LIP, k) + _curve(lms, LOWER_INNER_LIP, k)) / 2
+    k_mid = (_curve(lms, li.UPPER_LIP_INNER_CURVE, k) + _curve(lms, li.LOWER_LIP_INNER_CURVE, k)) / 2
     return _Rig(mouth, blink, k, k_mid, drop * k_lens, lift * k_lens)
 
 

@@ -24,12 +24,13 @@ TRANSFORM_KEYS = ("focal_len", "cx", "cy", "w", "h", "frames")
 FRAME_KEYS = ("img_id", "aud_id", "transform_matrix", "eye", "face_rect", "mouth_rect")
 
 # preprocess.json's FORMAT_VERSION_KEY: the folder's format, 1 where absent (written before the key existed).
-# 2: mouth_rect is the bare outer-lip box; in format 1 it is the box that mouth_region's first step makes.
+# 2: mouth_rect is the bare outer-lip box; in format 1 it is the box that mouth_loss_region's first step
+# makes.
 FORMAT_VERSION_KEY = "format_version"
 FORMAT_VERSION = 2
 
-# The mouth-loss region (mouth_region) grows the outer-lip box by MOUTH_PAD x its width / height on each side,
-# rounded out to whole dataset pixels and clipped to the image, then, at the training resolution, by
+# The mouth-loss region (mouth_loss_region) grows the outer-lip box by MOUTH_PAD x its width / height on each
+# side, rounded out to whole dataset pixels and clipped to the image, then, at the training resolution, by
 # MOUTH_GROW x that box's larger side + MOUTH_GROW_PX. It is part of the trained models' loss: a new shape
 # needs a new A/B.
 MOUTH_PAD = 0.15
@@ -47,7 +48,7 @@ def features_name(extractor: str) -> str:
     return f"aud_{extractor}.npy"
 
 
-def mouth_region(
+def mouth_loss_region(
     rects: np.ndarray | list[list[float]], size: int, resolution: int, version: int = FORMAT_VERSION
 ) -> np.ndarray:
     """Take the mouth_rect boxes [T,4] (x0,y0,x1,y1) of a `size`-px dataset of format `version`; return the

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from data_utils.audio_io import SAMPLE_RATE
 from utils.cli import UserError
-from utils.lpips import default_lpips_dir
+from utils.paths import DEFAULT_CACHE, cache_dir
 
 WEIGHTS_NAME = "syncnet_v2.model"
 FPS = 25.0
@@ -107,7 +107,7 @@ class SyncNet(nn.Module):
 
 def default_syncnet_dir() -> Path:
     """Folder searched for the weights: $EGSTALKER_CACHE/syncnet (default ~/.cache/egstalker/syncnet)."""
-    return default_lpips_dir().parent / "syncnet"  # same cache root as the LPIPS weights
+    return cache_dir("syncnet")
 
 
 def find_syncnet_weights(explicit: Path | None = None) -> Path | None:
@@ -117,7 +117,7 @@ def find_syncnet_weights(explicit: Path | None = None) -> Path | None:
         if not path.is_file():
             raise UserError(f"SyncNet weights '{path}' not found; pass the path of {WEIGHTS_NAME}")
         return path
-    home = Path("~/.cache/egstalker/syncnet").expanduser()
+    home = DEFAULT_CACHE.expanduser() / "syncnet"
     return next(
         (d / WEIGHTS_NAME for d in (default_syncnet_dir(), home) if (d / WEIGHTS_NAME).is_file()), None
     )

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from many.subjects import Subject, rendered_iteration, trained_iterations
 from scene.checkpoint import list_checkpoints
+from utils.paths import REPO_ROOT as ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 STOP_SECONDS = 120.0  # how long a stopped step may take to save its checkpoint and clean up
 POLL_SECONDS = 0.5
 MODULES = {"preprocess": ("data_utils.process",), "train": ("train",), "render": ("predict", "--direct")}

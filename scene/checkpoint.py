@@ -87,7 +87,7 @@ def avatar_from_checkpoint(checkpoint: dict, device: torch.device | str = "cpu")
     state = checkpoint["model"]
     gaussians = GaussianParams(state["gaussians.params.means"].shape[0])
     config = checkpoint["config"]
-    try:
+    try:  # the network as built: train.deform plus the dataset's audio shape and tracked mouth region
         deform_cfg = DeformConfig.from_dict(config["deform"])
     except (ValueError, TypeError) as err:
         raise UserError(

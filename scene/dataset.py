@@ -31,7 +31,7 @@ from data_utils.schema import (
     TORSO_IMGS,
     TRANSFORM_KEYS,
     features_name,
-    mouth_region,
+    mouth_loss_region,
     transforms_name,
 )
 from evaluation.frames import load_ground_truth
@@ -187,7 +187,7 @@ class TalkingHeadDataset:
         self.cams = c2w[:, :3, :4].reshape(-1, 12)
         self.eyes = torch.tensor([[float(f["eye"])] for f in frames])
         self.face_rects = torch.tensor([f["face_rect"] for f in frames], dtype=torch.float32) * ratio
-        mouth = mouth_region([f["mouth_rect"] for f in frames], self.source_size, size, version)
+        mouth = mouth_loss_region([f["mouth_rect"] for f in frames], self.source_size, size, version)
         self.mouth_masks = torch.from_numpy(_rect_mask(mouth, size))[..., None]
 
         self.audio, self.audio_norm = self._load_audio(name, frames, audio_norm)

@@ -13,6 +13,7 @@ from scene.attention import SpatialAudioAttention
 from scene.audio_encoder import AudioEncoder
 from scene.kan import KANHeads
 from scene.triplane import TriPlane
+from utils.config_cli import unknown_settings
 
 DELTA_DIMS = {"xyz": 3, "rot": 4, "scale": 3, "opacity": 1, "color": 3}
 AUDIO_SCOPES = ("everywhere", "mouth")
@@ -70,11 +71,10 @@ class DeformConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "DeformConfig":
-        """Rebuild from to_dict() output; missing keys take defaults, unknown keys raise ValueError."""
+        """Rebuild from to_dict() output; missing keys take defaults; unknown keys: the UserError that every
+        saved config gives (utils.config_cli.unknown_settings); a bad choice: ValueError."""
         names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown DeformConfig keys: {unknown}")
+        unknown_settings("the model's deformation network", sorted(set(d) - names))
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 

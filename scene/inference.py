@@ -30,16 +30,19 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 class InferenceRenderer:
     """Renders FrameBatches for inference: the avatar's deformation network and rasterizer, with the tri-plane
-    features of the fixed canonical Gaussians computed once, optionally bf16 autocast and torch.compile. On
-    CUDA without `compile`, the KAN heads' RBF expansion runs as one compiled kernel (fuse_rbf; a few seconds
-    to build at the first frame); training never fuses, since densification changes the shapes."""
+    features of the fixed canonical Gaussians computed once (`cache`), optionally bf16 autocast and
+    torch.compile. With `fuse` on CUDA without `compile`, the KAN heads' RBF expansion runs as one compiled
+    kernel (fuse_rbf; a few seconds to build at the first frame); training never fuses, since densification
+    changes the shapes. cache=False, fuse=False renders as training and validation do."""
 
-    def __init__(self, avatar: Avatar, bf16: bool = False, cache: bool = True, compile: bool = False) -> None:
+    def __init__(
+        self, avatar: Avatar, bf16: bool = False, cache: bool = True, compile: bool = False, fuse: bool = True
+    ) -> None:
         self.avatar = avatar
         on_cuda = next(avatar.parameters()).is_cuda
         self.amp = bf16 and on_cuda
         deform = avatar.deform
-        fuse_rbf(deform, on_cuda and not compile)
+        fuse_rbf(deform, fuse and on_cuda and not compile)
         self.forward = (
             torch.compile(deform.forward_with_features) if compile else deform.forward_with_features
         )

@@ -23,15 +23,20 @@ from scene.fingerprint import dataset_fingerprint, fingerprint_differences
 from utils.cli import UserError
 
 
-def add_render_options(parser: argparse.ArgumentParser) -> None:
-    """Add the options of every tool that renders a model: --iteration, --device, --bf16, --compile."""
-    parser.add_argument("--iteration", type=int, help="checkpoint iteration to load (default: the latest)")
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    """Add --device auto|cpu|cuda (read it with resolve_device)."""
     parser.add_argument(
         "--device",
         choices=("auto", "cpu", "cuda"),
         default="auto",
         help="where to render (default: auto = CUDA if available)",
     )
+
+
+def add_render_options(parser: argparse.ArgumentParser) -> None:
+    """Add the options of every tool that renders a model: --iteration, --device, --bf16, --compile."""
+    parser.add_argument("--iteration", type=int, help="checkpoint iteration to load (default: the latest)")
+    add_device_option(parser)
     parser.add_argument("--bf16", action="store_true", help="run the deformation network in bf16 (CUDA only)")
     parser.add_argument(
         "--compile",

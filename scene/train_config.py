@@ -7,11 +7,11 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from gaussian_renderer import BACKENDS
 from scene.deformation import AUDIO_CODES, AUDIO_SCOPES, DeformConfig
 from utils.config_cli import flat, from_dict, option, section, unknown_settings, with_values
 
 RUN_CONTROL = ("iterations", "stop_at", "eval_every", "preview_every", "save_every", "log_every")
-BACKENDS = ("auto", "gsplat", "torch")
 REMOVED_SETTINGS = ("compile", "train_split")  # saved by older versions; dropped on load
 
 

@@ -10,6 +10,7 @@ from scene.audio_encoder import AudioEncoder
 from scene.deformation import DeformationNetwork, DeformConfig, Deltas
 from scene.kan import KAN, KANHeads, KANLinear, fuse_rbf
 from scene.triplane import TriPlane
+from utils.cli import UserError
 
 C, W = 6, 5
 BOUNDS = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
@@ -167,7 +168,7 @@ def test_config_round_trip() -> None:
     import json
 
     assert DeformConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
-    with pytest.raises(ValueError):
+    with pytest.raises(UserError, match="deformation network has unknown settings no_such_key;"):
         DeformConfig.from_dict({"no_such_key": 1})
 
 

@@ -1,6 +1,6 @@
 """The dataset contract's mouth-loss region: its margins, now applied in one place by the reader
-(schema.mouth_region), give the masks of before (mouth_rect grown at write, then again at read), for new and
-format-1 datasets."""
+(schema.mouth_loss_region), give the masks of before (mouth_rect grown at write, then again at read), for new
+and format-1 datasets."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import torch
 from data_utils import landmark_indices as li
 from data_utils.preprocess_config import PreprocessConfig
 from data_utils.process import _bounds, write_transforms
-from data_utils.schema import FORMAT_VERSION, FORMAT_VERSION_KEY, mouth_region
+from data_utils.schema import FORMAT_VERSION, FORMAT_VERSION_KEY, mouth_loss_region
 from scene.dataset import TalkingHeadDataset, _rect_mask
 from tests.dataset_factory import make_dataset
 from utils.cli import UserError
@@ -71,7 +71,7 @@ def test_mouth_region_of_a_new_dataset_gives_the_two_margin_mask(size: int, reso
     padded = [padded_rect_before(p, size) for p in lips]
     assert sum(r[0] == 0 or r[2] == size for r in padded) > 40, "many rects at the border"
     stored = json_round_trip([_bounds(p) for p in lips])
-    mask = _rect_mask(mouth_region(stored, size, resolution), resolution)
+    mask = _rect_mask(mouth_loss_region(stored, size, resolution), resolution)
     assert np.array_equal(mask, mouth_mask_before(padded, size, resolution))
     assert mask.any(axis=(1, 2)).all() and mask.mean() < 0.5, "no empty masks to agree on"
 
@@ -79,7 +79,7 @@ def test_mouth_region_of_a_new_dataset_gives_the_two_margin_mask(size: int, reso
 @pytest.mark.parametrize(("size", "resolution"), [(256, 256), (256, 96), (512, 100)])
 def test_mouth_region_of_a_format_1_rect_is_not_padded_again(size: int, resolution: int) -> None:
     padded = json_round_trip([padded_rect_before(p, size) for p in lip_points(150, size, seed=1)])
-    mask = _rect_mask(mouth_region(padded, size, resolution, version=1), resolution)
+    mask = _rect_mask(mouth_loss_region(padded, size, resolution, version=1), resolution)
     assert np.array_equal(mask, mouth_mask_before(padded, size, resolution))
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import _thread
 import io
 import json
+import re
 import sys
 import threading
 import time
@@ -85,7 +86,8 @@ def test_clips_finish_and_bad_file_is_reported(first_run: tuple) -> None:
     assert summary["counts"] == {"finished": 2, "failed": 1}
     table = (Path(cfg.out) / "summary.md").read_text()
     assert "| alice | finished |" in table and "- broken (preprocess): " in table
-    assert "train " in progress and "failed at preprocess" in progress
+    # the training line reads "train 8/12, ..." once it logged a step, else "train, 3s": both are its stage
+    assert re.search(r"\] (alice|bob) +train\b", progress) and "failed at preprocess" in progress
 
 
 def test_rerun_skips_finished_subjects(first_run: tuple) -> None:

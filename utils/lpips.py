@@ -7,7 +7,6 @@ the LPIPS v0.1 linear layers (`alex.pth` from the lpips package's weights/v0.1 f
 
 from __future__ import annotations
 
-import os
 import pickle
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from utils.cli import UserError
+from utils.paths import cache_dir
 
 ALEXNET_FILES = ("alexnet-owt-7be5be79.pth", "alexnet.pth")
 LINEAR_FILES = ("alex.pth", "lpips_alex.pth")
@@ -25,7 +25,7 @@ _SCALE = (0.458, 0.448, 0.450)
 
 def default_lpips_dir() -> Path:
     """Folder searched for the LPIPS weights: $EGSTALKER_CACHE/lpips (default ~/.cache/egstalker/lpips)."""
-    return Path(os.environ.get("EGSTALKER_CACHE") or "~/.cache/egstalker").expanduser() / "lpips"
+    return cache_dir("lpips")
 
 
 def find_lpips_weights(directory: Path | None = None) -> tuple[Path, Path] | None:

@@ -16,6 +16,8 @@ import numpy as np
 
 from utils.cli import UserError
 
+PROBE_RATE = 8000  # Hz the audio is decoded at to measure its length (any rate would do)
+
 PREFERRED_CODECS = ("libx264", "mjpeg")
 
 
@@ -195,7 +197,7 @@ class MediaInfo:
     audio_codec: str
 
 
-def probe_media(path: str | Path, sr: int = 16000) -> MediaInfo:
+def probe_media(path: str | Path) -> MediaInfo:
     """Decode `path` fully and return its frame count, fps and video/audio durations (s)."""
     path = Path(path)
     if not path.is_file():
@@ -217,11 +219,11 @@ def probe_media(path: str | Path, sr: int = 16000) -> MediaInfo:
     audio_seconds = 0.0
     if audio:
         pcm = subprocess.run(
-            [ffmpeg_exe(), "-v", "error", "-i", str(path), "-map", "0:a:0", "-ac", "1", "-ar", str(sr)]
-            + ["-f", "s16le", "-"],
+            [ffmpeg_exe(), "-v", "error", "-i", str(path), "-map", "0:a:0", "-ac", "1"]
+            + ["-ar", str(PROBE_RATE), "-f", "s16le", "-"],
             capture_output=True,
         ).stdout
-        audio_seconds = len(pcm) / 2 / sr
+        audio_seconds = len(pcm) / 2 / PROBE_RATE
     fps = float(video.group(2)) if video else 0.0
     return MediaInfo(
         frames=frames,

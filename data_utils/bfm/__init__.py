@@ -6,8 +6,9 @@ and sizes, the install location and the instructions shown when the model is mis
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from utils.paths import cache_dir
 
 COMPACT_NAME = "bfm_compact.npz"
 METADATA_NAME = "metadata.json"
@@ -30,5 +31,4 @@ HOW_TO_GET = (
 
 def default_cache_dir() -> Path:
     """Install folder of the compact model: $EGSTALKER_CACHE/bfm (default ~/.cache/egstalker/bfm)."""
-    root = os.environ.get("EGSTALKER_CACHE") or "~/.cache/egstalker"
-    return Path(root).expanduser() / "bfm"
+    return cache_dir("bfm")
