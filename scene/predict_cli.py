@@ -9,7 +9,7 @@ import re
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -87,6 +87,7 @@ class PredictConfig:
 def build_parser(prog: str = "predict.sh") -> argparse.ArgumentParser:
     """Return the command-line parser of predict.sh, or of render_direct.sh (only the flags it uses)."""
     direct = prog == "render_direct.sh"
+    default = {f.name: f.default for f in fields(PredictConfig)}  # each default once, in PredictConfig
     p = ArgumentParser(
         prog=prog,
         description=DESCRIPTIONS[prog]
@@ -95,7 +96,7 @@ def build_parser(prog: str = "predict.sh") -> argparse.ArgumentParser:
     add_model_arguments(p)
     p.add_argument("--output_dir", required=True, type=Path, help="results folder to create")
     if direct:
-        p.set_defaults(audio_path=None, camera_mode="cycle", raw_silence=False)
+        p.set_defaults(**{k: default[k] for k in ("audio_path", "camera_mode", "raw_silence")})
     else:
         p.add_argument(
             "--audio_path", type=Path, help="speech to say: WAV, MP3, FLAC, M4A/AAC, OGG or a video file"
@@ -103,7 +104,7 @@ def build_parser(prog: str = "predict.sh") -> argparse.ArgumentParser:
         p.add_argument(
             "--camera_mode",
             choices=CAMERA_MODES,
-            default="cycle",
+            default=default["camera_mode"],
             help="cycle (default): training cameras back and forth; static: first camera; orbit: slow orbit "
             "about the head",
         )
@@ -117,7 +118,12 @@ def build_parser(prog: str = "predict.sh") -> argparse.ArgumentParser:
     p.add_argument("--batch_size", type=int, help="frames rendered at once (default: 32 on CUDA, 4 on CPU)")
     p.add_argument("--fps", type=float, help="output frame rate (default: the training video's)")
     add_render_options(p)
-    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic blinks (default: 0)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=default["seed"],
+        help=f"seed of the synthetic blinks (default: {default['seed']})",
+    )
     p.add_argument(
         "--no_lipsync",
         action="store_true",
@@ -133,10 +139,13 @@ def build_parser(prog: str = "predict.sh") -> argparse.ArgumentParser:
     p.add_argument("--direct", action="store_true", help=argparse.SUPPRESS)  # set by render_direct.sh
     if direct:
         p.add_argument(
-            "--split", default="val", choices=("val", "train"), help="split to render (default: val)"
+            "--split",
+            default=default["split"],
+            choices=("val", "train"),
+            help="split to render (default: val)",
         )
     else:
-        p.set_defaults(split="val")
+        p.set_defaults(split=default["split"])
     return p
 
 
