@@ -36,7 +36,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   if [ "$has_cuda" = 1 ]; then
     echo "[setup] building gsplat's CUDA kernels (once, about a minute)"
     MAX_JOBS="${MAX_JOBS:-$(nproc)}" .venv/bin/python -c "from gsplat.cuda._backend import _C" \
-      || { echo "error: gsplat's CUDA build failed; check nvcc and the CUDA toolkit (see README troubleshooting)" >&2; exit 2; }
+      || { echo "error: gsplat's CUDA build failed; check nvcc and the CUDA toolkit (see docs/usage.md, Troubleshooting)" >&2; exit 2; }
   fi
   echo "$want" > "$stamp"
 fi
