@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Thin wrapper: uses the project environment (.venv, via scripts/env.sh) and forwards every argument to predict.py.
+# Thin wrapper (.venv via scripts/env.sh): forwards every argument to predict.py.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/scripts/env.sh"
 exec "$PY" "$EGSTALKER_ROOT/scripts/launch.py" predict "$@"
