@@ -43,7 +43,8 @@ from data_utils.quality import (
 )
 from data_utils.smoothing import fill_gaps, smooth_sequence
 from data_utils.torso import torso_rgba
-from data_utils.tracking import Tracker, get_tracker
+from data_utils.trackers import get_tracker
+from data_utils.tracking import Tracker
 from data_utils.video_io import VideoInfo, probe_video, read_frames
 from utils.atomic import atomic_dir, atomic_write_json
 from utils.cli import UserError, run_cli

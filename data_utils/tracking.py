@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from data_utils import landmark_indices as li
 from data_utils.smoothing import fill_gaps
-from data_utils.tracker_config import BFMFitConfig, LandmarkFitConfig
+from data_utils.tracker_config import LandmarkFitConfig
 from utils.cli import UserError
 from utils.rigid import so3_exp
 
@@ -81,22 +81,6 @@ class Tracker(Protocol):
     ) -> TrackResult:
         """Fit landmarks [T,478,2] (pixels of the square image) with optional MediaPipe depths [T,478]."""
         ...
-
-
-def get_tracker(
-    name: str, tracking: LandmarkFitConfig | None = None, bfm: BFMFitConfig | None = None
-) -> Tracker:
-    """Return the tracker called `name`: "mediapipe" (landmark fit, settings `tracking`) or "bfm" (needs
-    ./download_bfm.sh, settings `bfm`); None = the defaults."""
-    if name == "mediapipe":
-        return LandmarkFitTracker(tracking)
-    if name == "bfm":
-        try:
-            from data_utils.bfm.tracker import BFMTracker
-        except ImportError as err:
-            raise UserError(f"the bfm tracker is not available ({err}); run ./download_bfm.sh first") from err
-        return BFMTracker(bfm)
-    raise UserError(f"unknown tracker '{name}'; choose 'mediapipe' or 'bfm'")
 
 
 def umeyama(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:

@@ -18,7 +18,7 @@ from data_utils import landmark_indices as li
 from data_utils.bfm.install import install, main
 from data_utils.bfm.model import COMPACT_NAME, METADATA_NAME, BFMModel
 from data_utils.bfm.tracker import BFMTracker
-from data_utils.tracking import get_tracker
+from data_utils.trackers import get_tracker
 from tests.bfm_factory import TinyBFM, make_tiny_bfm
 from utils.cli import UserError
 

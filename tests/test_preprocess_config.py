@@ -15,7 +15,8 @@ from data_utils.bfm.install import install
 from data_utils.preprocess_config import PreprocessConfig, saved_settings
 from data_utils.process import main
 from data_utils.tracker_config import BFMFitConfig
-from data_utils.tracking import LandmarkFitTracker, get_tracker
+from data_utils.trackers import get_tracker
+from data_utils.tracking import LandmarkFitTracker
 from tests.bfm_factory import make_tiny_bfm
 from utils.cli import UserError
 from utils.config_cli import leaves
