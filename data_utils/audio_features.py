@@ -18,12 +18,14 @@ from data_utils.audio_io import SAMPLE_RATE
 from utils.cli import UserError
 
 STEPS_PER_FRAME = 2
+STD_FLOOR = 1e-5  # smallest per-channel std a feature is divided by
 
 
 class AudioFeatureExtractor(Protocol):
     """Turns a waveform into per-video-frame feature windows."""
 
     name: str
+    categorical: bool  # one-hot classes (not standardised per channel: feature_norm)
 
     def settings(self) -> dict:
         """Return JSON-serialisable settings; get_extractor(name, **settings) rebuilds the extractor."""
@@ -51,6 +53,21 @@ def resample(wav: np.ndarray, sr: int, target: int = SAMPLE_RATE) -> np.ndarray:
 def step_times(num_frames: int, fps: float) -> np.ndarray:
     """Return the centre times (s) [T*2] of the feature steps: two per video frame, splitting it in halves."""
     return (np.arange(num_frames * STEPS_PER_FRAME) + 0.5) / (STEPS_PER_FRAME * fps)
+
+
+def feature_norm(extractor: str, train: np.ndarray) -> dict:
+    """The per-channel {"mean","std"} ([C] lists) that features of `extractor` are standardised by, from the
+    training clip's windows [T,C,W]: their statistics (std floored at STD_FLOOR), or mean 0 and std 1 for
+    one-hot phones, since a few seconds of one speaker never hear every phone and a channel constant in
+    training would blow up (by 1 / STD_FLOOR) when another voice says it. Features of an unregistered
+    extractor (aud_<name>.npy made elsewhere) are standardised."""
+    channels = train.shape[1]
+    if getattr(_REGISTRY.get(extractor), "categorical", False):
+        return {"mean": [0.0] * channels, "std": [1.0] * channels}
+    return {
+        "mean": train.mean(axis=(0, 2)).tolist(),
+        "std": np.maximum(train.std(axis=(0, 2)), STD_FLOOR).tolist(),
+    }
 
 
 def normalise_windows(windows: np.ndarray, norm: dict) -> np.ndarray:
@@ -126,6 +143,7 @@ class LogMelExtractor:
     window: int = 16
     n_fft: int = 512
     name: ClassVar[str] = "logmel"
+    categorical: ClassVar[bool] = False
 
     def settings(self) -> dict:
         """Return the settings dict (n_mels, window, n_fft)."""
@@ -180,6 +198,7 @@ class HubertExtractor:
     window: int = 16
     chunk_seconds: float = 20.0
     name: ClassVar[str] = "hubert"
+    categorical: ClassVar[bool] = False
     model_class: ClassVar[str] = "HubertModel"
     _model: Any = field(init=False, repr=False, compare=False)
     _normalize: bool = field(init=False, repr=False, compare=False)
@@ -267,6 +286,7 @@ class DeepSpeechExtractor:
     model_path: str = ""
     window: int = 16
     name: ClassVar[str] = "deepspeech"
+    categorical: ClassVar[bool] = False
     _session: Any = field(init=False, repr=False, compare=False)
     _n_features: int = field(init=False, repr=False, compare=False)
 
@@ -327,6 +347,7 @@ class PhonemeExtractor:
 
     window: int = 16
     name: ClassVar[str] = "phonemes"
+    categorical: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         """Check that pocketsphinx is installed; UserError saying how to install it otherwise."""

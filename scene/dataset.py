@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from data_utils.audio_features import normalise_windows
+from data_utils.audio_features import feature_norm, normalise_windows
 from data_utils.audio_io import SAMPLE_RATE, load_audio
 from data_utils.lips import lip_measures
 from data_utils.schema import (
@@ -211,11 +211,7 @@ class TalkingHeadDataset:
             )
         if norm is None:
             train_ids = [int(f["aud_id"]) for f in read_transforms(self.root, "train")["frames"]]
-            train = feats[np.clip(train_ids, 0, len(feats) - 1)]
-            norm = {
-                "mean": train.mean(axis=(0, 2)).tolist(),
-                "std": np.maximum(train.std(axis=(0, 2)), 1e-5).tolist(),
-            }
+            norm = feature_norm(name, feats[np.clip(train_ids, 0, len(feats) - 1)])
         ids = np.clip([int(f["aud_id"]) for f in frames], 0, len(feats) - 1)
         return torch.from_numpy(normalise_windows(feats[ids], norm)), norm
 

@@ -308,3 +308,22 @@ def test_phonemes_extractor(speech_wav: Path) -> None:
     np.testing.assert_array_equal(feats, extractor.extract(wav, 16000, 25))
     silence = extractor.extract(np.zeros(16000, dtype=np.float32), 16000, 25, num_frames=30)
     assert silence.shape == (30, 40, 16) and silence[:, 0].min() == 1.0
+
+
+def test_feature_norm_keeps_phones_unseen_in_training_bounded() -> None:
+    """A short clip never hears every phone: standardising one-hot phones per channel would divide a phone
+    absent from training by the std floor (1e5 x) when another voice says it."""
+    from data_utils.audio_features import PHONES, feature_norm, normalise_windows
+
+    rng = np.random.default_rng(0)
+    heard = rng.integers(0, 10, 200)  # the training clip uses 10 of the 40 phones
+    train = np.eye(len(PHONES), dtype=np.float32)[heard][:, :, None].repeat(16, axis=2)
+    norm = feature_norm("phonemes", train)
+    other_voice = np.eye(len(PHONES), dtype=np.float32)[[30, 35]][:, :, None].repeat(16, axis=2)
+    assert np.abs(normalise_windows(other_voice, norm)).max() == 1.0
+    mel = rng.normal(-3.0, 2.0, (200, 32, 16)).astype(np.float32)
+    mel_norm = feature_norm("logmel", mel)
+    standardised = normalise_windows(mel, mel_norm)
+    assert abs(standardised.mean()) < 1e-3 and abs(standardised.std() - 1.0) < 1e-2
+    flat = feature_norm("logmel", np.zeros((10, 32, 16), np.float32))
+    assert min(flat["std"]) > 0, "a constant channel is divided by the floor, not by zero"

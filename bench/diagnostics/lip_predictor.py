@@ -1,0 +1,158 @@
+"""Diagnostic: does the lip code's audio-to-lip predictor, trained as train.sh trains it, follow other
+speakers?
+
+With `--audio_code lips` the audio reaches the mouth only through DeformationNetwork.predict_lips (training
+drives the mouth by the tracked lip measures and fits the predictor to them by the lambda_lips loss), so that
+loss over the fine stage is the predictor's whole training. This tool repeats it alone, on the CPU in about a
+minute, then scores the predicted lip opening with the lip-sync measure (evaluation.lipsync.score_phones)
+against the phones of other speakers' audio: an upper bound on what the rendered mouth can reach.
+
+Usage: python -m bench.diagnostics.lip_predictor --reference_path DATA --audio A.wav B.wav [--iterations N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.report import write_report
+from data_utils.audio_features import get_extractor, normalise_windows, num_video_frames
+from data_utils.audio_io import SAMPLE_RATE, load_audio
+from data_utils.lips import LIP_MEASURES
+from evaluation.lipsync import frame_phones, score_phones
+from scene.audio_augment import perturb_speaker
+from scene.dataset import TalkingHeadDataset
+from scene.deformation import DeformationNetwork
+from scene.train_config import TrainConfig
+from utils.cli import ArgumentParser, UserError, run_cli
+
+OPENING = LIP_MEASURES.index("outer_opening")  # the measure the lip-sync score reads (lip_opening)
+LOAD_SIZE = 16  # px: the frames are not used, only the audio windows and lip measures
+
+
+def predictor(train_set: TalkingHeadDataset, cfg: TrainConfig) -> DeformationNetwork:
+    """An untrained deformation network with the lip code, for the dataset's audio windows [C,W]."""
+    channels, window = train_set.audio_shape
+    deform = dataclasses.replace(cfg.deform, audio_code="lips", audio_channels=channels, audio_window=window)
+    return DeformationNetwork(deform, torch.tensor([[-1.0] * 3, [1.0] * 3]))
+
+
+def train_predictor(net: DeformationNetwork, train_set: TalkingHeadDataset, cfg: TrainConfig) -> list[float]:
+    """Fit net.predict_lips to the tracked lip measures as the fine stage of train.sh does (its optimiser,
+    learning-rate decay, batch size, audio noise and augmentation); return the loss every 100 steps."""
+    fine = max(cfg.schedule.iterations - cfg.schedule.coarse_steps(), 1)
+    params = [*net.audio_encoder.parameters(), *net.lip_head.parameters()]
+    opt = torch.optim.Adam(params, lr=cfg.optim.lr_deform)
+    decay = torch.optim.lr_scheduler.ExponentialLR(opt, cfg.optim.lr_final_ratio ** (1 / fine))
+    generator = torch.Generator().manual_seed(cfg.schedule.seed)
+    losses = []
+    for step in range(fine):
+        idx = torch.randint(len(train_set.audio), (cfg.schedule.batch_size,), generator=generator)
+        audio, lips = train_set.audio[idx], train_set.lips[idx]
+        if cfg.optim.audio_noise > 0:
+            audio = audio + cfg.optim.audio_noise * torch.randn(audio.shape, generator=generator)
+        if cfg.optim.audio_augment > 0:
+            audio = perturb_speaker(audio, train_set.audio_norm, cfg.optim.audio_augment, generator)
+        loss = cfg.optim.lambda_lips * (net.predict_lips(audio) - lips).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        decay.step()
+        if step % 100 == 0:
+            losses.append(round(loss.item(), 5))
+    return losses
+
+
+@torch.no_grad()
+def predicted_opening(net: DeformationNetwork, windows: torch.Tensor) -> np.ndarray:
+    """Predicted (standardised) outer-lip opening [T] of audio windows [T,C,W]."""
+    return torch.cat([net.predict_lips(w) for w in windows.split(256)])[:, OPENING].numpy()
+
+
+def score_audio(net: DeformationNetwork, train_set: TalkingHeadDataset, path: Path) -> dict:
+    """The lip-sync score of the opening predicted from the speech at `path` against its own phones."""
+    spec = train_set.audio_extractor
+    wav = load_audio(path)
+    n = num_video_frames(len(wav), SAMPLE_RATE, train_set.fps)
+    feats = get_extractor(spec["name"], **spec.get("settings", {})).extract(
+        wav, SAMPLE_RATE, train_set.fps, n
+    )
+    opening = predicted_opening(net, torch.from_numpy(normalise_windows(feats, train_set.audio_norm)).float())
+    return score_phones(opening, frame_phones(wav, SAMPLE_RATE, train_set.fps, n), train_set.fps).to_dict()
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Pearson correlation of two series [T], None when either is constant."""
+    if a.std() == 0 or b.std() == 0:
+        return None
+    return round(float(np.corrcoef(a, b)[0, 1]), 4)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser."""
+    p = ArgumentParser(
+        prog="python -m bench.diagnostics.lip_predictor",
+        description=__doc__.split("\n\n")[0].replace("\n", " "),
+    )
+    p.add_argument("--reference_path", type=Path, required=True, help="a dataset made by preprocess.sh")
+    p.add_argument("--audio", type=Path, nargs="+", required=True, help="other speakers' speech")
+    p.add_argument("--iterations", type=int, default=10_000, help="train.sh --iterations to mirror")
+    p.add_argument("--seed", type=int, default=0, help="train.sh --seed to mirror")
+    p.add_argument(
+        "--audio_augment", type=float, default=0.0, help="train.sh --audio_augment to mirror (log-mel only)"
+    )
+    p.add_argument("--out", type=Path, help="JSON report (default: print only)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train the predictor, print and save its held-out correlation and lip-sync scores."""
+    args = build_parser().parse_args(argv)
+    for path in args.audio:
+        if not path.is_file():
+            raise UserError(f"'{path}' not found; pass existing speech files to --audio")
+    torch.manual_seed(args.seed)
+    cfg = TrainConfig().with_values(
+        {"iterations": args.iterations, "seed": args.seed, "audio_augment": args.audio_augment}
+    )
+    train_set = TalkingHeadDataset(args.reference_path, "train", LOAD_SIZE, targets=False, lips=True)
+    val_set = TalkingHeadDataset(
+        args.reference_path,
+        "val",
+        LOAD_SIZE,
+        audio_norm=train_set.audio_norm,
+        targets=False,
+        lips=True,
+        lip_norm=train_set.lip_norm,
+    )
+    net = predictor(train_set, cfg)
+    losses = train_predictor(net, train_set, cfg)
+    net.eval()
+    tracked = val_set.lips[:, OPENING].numpy()
+    report = {
+        "dataset": str(args.reference_path),
+        "extractor": train_set.audio_extractor["name"],
+        "fine_steps": max(cfg.schedule.iterations - cfg.schedule.coarse_steps(), 1),
+        "final_loss": losses[-1],
+        "val_corr": correlation(predicted_opening(net, val_set.audio), tracked),
+        "audio": {path.name: score_audio(net, train_set, path) for path in args.audio},
+    }
+    print(f"{report['dataset']} ({report['extractor']}): held-out opening corr {report['val_corr']}")
+    for name, row in report["audio"].items():
+        if row["judged"]:
+            print(f"  {name:<32} score {row['score']:.2f}  (auc {row['auc']:.2f}, lag {row['lag_frames']})")
+        else:
+            print(f"  {name:<32} not judged: {row['reason']}")
+    if args.out:
+        write_report(args.out, report, args)
+        print(f"report: {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
