@@ -11,7 +11,8 @@ from data_utils.crop import stable_square_crop, to_crop_coords
 from data_utils.eyes import eye_openness
 from data_utils.face_mesh import detect_sequence
 from data_utils.smoothing import fill_gaps, smooth_sequence
-from data_utils.tracking import LandmarkFitTracker, TrackResult, get_tracker
+from data_utils.trackers import get_tracker
+from data_utils.tracking import LandmarkFitTracker, TrackResult
 from data_utils.video_io import read_frames
 from utils.cli import UserError
 
