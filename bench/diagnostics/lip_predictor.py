@@ -87,8 +87,11 @@ def score_audio(net: DeformationNetwork, train_set: TalkingHeadDataset, path: Pa
 
 
 def correlation(a: np.ndarray, b: np.ndarray) -> float | None:
-    """Pearson correlation of two series [T], None when either is constant."""
-    if a.std() == 0 or b.std() == 0:
+    """Pearson correlation of two series [T] over the frames where both are finite (a frame without a face
+    has no tracked measure), None when either is constant there."""
+    both = np.isfinite(a) & np.isfinite(b)
+    a, b = a[both], b[both]
+    if len(a) < 2 or a.std() == 0 or b.std() == 0:
         return None
     return round(float(np.corrcoef(a, b)[0, 1]), 4)
 
