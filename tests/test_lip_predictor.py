@@ -6,12 +6,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+import pytest
 import torch
 
 from bench.diagnostics import lip_predictor
 from scene.dataset import TalkingHeadDataset
 from scene.train_config import TrainConfig
 from tests.dataset_factory import make_dataset
+from utils.cli import UserError
 
 
 def test_training_fits_the_predictor_to_the_tracked_lips(tmp_path: Path) -> None:
@@ -45,3 +48,15 @@ def test_report_scores_each_audio(tmp_path: Path, speech_wav: Path) -> None:
     assert set(report["audio"]) == {speech_wav.name}
     assert {"score", "auc", "lag_frames", "judged"} <= set(report["audio"][speech_wav.name])
     assert report["commit"] and report["arguments"]
+    with pytest.raises(UserError, match="ensemble"):
+        lip_predictor.main([*argv, "--ensemble", "0"])
+
+
+def test_an_ensemble_averages_its_members(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "data", frames=40, size=32, fps=8)
+    train_set = TalkingHeadDataset(data, "train", 16, targets=False, lips=True)
+    cfg = TrainConfig().with_values({"iterations": 50})
+    nets = [lip_predictor.predictor(train_set, cfg) for _ in range(2)]
+    one, two = (lip_predictor.predicted_opening([n], train_set.audio) for n in nets)
+    both = lip_predictor.predicted_opening(nets, train_set.audio)
+    assert not np.allclose(one, two) and np.allclose(both, (one + two) / 2, atol=1e-6)

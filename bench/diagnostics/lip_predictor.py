@@ -69,12 +69,14 @@ def train_predictor(net: DeformationNetwork, train_set: TalkingHeadDataset, cfg:
 
 
 @torch.no_grad()
-def predicted_opening(net: DeformationNetwork, windows: torch.Tensor) -> np.ndarray:
-    """Predicted (standardised) outer-lip opening [T] of audio windows [T,C,W]."""
-    return torch.cat([net.predict_lips(w) for w in windows.split(256)])[:, OPENING].numpy()
+def predicted_opening(nets: list[DeformationNetwork], windows: torch.Tensor) -> np.ndarray:
+    """Predicted (standardised) outer-lip opening [T] of audio windows [T,C,W], averaged over `nets`."""
+    return np.mean(
+        [torch.cat([n.predict_lips(w) for w in windows.split(256)])[:, OPENING].numpy() for n in nets], axis=0
+    )
 
 
-def score_audio(net: DeformationNetwork, train_set: TalkingHeadDataset, path: Path) -> dict:
+def score_audio(nets: list[DeformationNetwork], train_set: TalkingHeadDataset, path: Path) -> dict:
     """The lip-sync score of the opening predicted from the speech at `path` against its own phones."""
     spec = train_set.audio_extractor
     wav = load_audio(path)
@@ -82,7 +84,9 @@ def score_audio(net: DeformationNetwork, train_set: TalkingHeadDataset, path: Pa
     feats = get_extractor(spec["name"], **spec.get("settings", {})).extract(
         wav, SAMPLE_RATE, train_set.fps, n
     )
-    opening = predicted_opening(net, torch.from_numpy(normalise_windows(feats, train_set.audio_norm)).float())
+    opening = predicted_opening(
+        nets, torch.from_numpy(normalise_windows(feats, train_set.audio_norm)).float()
+    )
     return score_phones(opening, frame_phones(wav, SAMPLE_RATE, train_set.fps, n), train_set.fps).to_dict()
 
 
@@ -107,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, default=10_000, help="train.sh --iterations to mirror")
     p.add_argument("--seed", type=int, default=0, help="train.sh --seed to mirror")
     p.add_argument(
+        "--ensemble",
+        type=int,
+        default=1,
+        help="average the openings of this many predictors (seeds SEED, SEED+1, ...; default 1: as train.sh)",
+    )
+    p.add_argument(
         "--audio_augment", type=float, default=0.0, help="train.sh --audio_augment to mirror (log-mel only)"
     )
     p.add_argument("--out", type=Path, help="JSON report (default: print only)")
@@ -119,7 +129,6 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.audio:
         if not path.is_file():
             raise UserError(f"'{path}' not found; pass existing speech files to --audio")
-    torch.manual_seed(args.seed)
     cfg = TrainConfig().with_values(
         {"iterations": args.iterations, "seed": args.seed, "audio_augment": args.audio_augment}
     )
@@ -133,17 +142,24 @@ def main(argv: list[str] | None = None) -> int:
         lips=True,
         lip_norm=train_set.lip_norm,
     )
-    net = predictor(train_set, cfg)
-    losses = train_predictor(net, train_set, cfg)
-    net.eval()
+    if args.ensemble < 1:
+        raise UserError("--ensemble must be at least 1")
+    nets, losses = [], []
+    for k in range(args.ensemble):
+        member = cfg.with_values({"seed": args.seed + k})
+        torch.manual_seed(args.seed + k)
+        nets.append(predictor(train_set, member))
+        losses = train_predictor(nets[-1], train_set, member)
+        nets[-1].eval()
     tracked = val_set.lips[:, OPENING].numpy()
     report = {
         "dataset": str(args.reference_path),
         "extractor": train_set.audio_extractor["name"],
         "fine_steps": max(cfg.schedule.iterations - cfg.schedule.coarse_steps(), 1),
         "final_loss": losses[-1],
-        "val_corr": correlation(predicted_opening(net, val_set.audio), tracked),
-        "audio": {path.name: score_audio(net, train_set, path) for path in args.audio},
+        "ensemble": args.ensemble,
+        "val_corr": correlation(predicted_opening(nets, val_set.audio), tracked),
+        "audio": {path.name: score_audio(nets, train_set, path) for path in args.audio},
     }
     print(f"{report['dataset']} ({report['extractor']}): held-out opening corr {report['val_corr']}")
     for name, row in report["audio"].items():
