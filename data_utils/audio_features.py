@@ -339,6 +339,27 @@ PHONES = tuple(
     ).split()
 )
 PHONE_RATE = 100
+# pocketsphinx's all-phone search can collapse on a long utterance (a real 60 s clip decoded whole gave one
+# "HH" from 21.6 s to the end), so audio is decoded in utterances of about PHONE_CHUNK_SECONDS, each cut at
+# the quietest 10 ms within PHONE_CUT_SEARCH_SECONDS before its nominal end
+PHONE_CHUNK_SECONDS = 10.0
+PHONE_CUT_SEARCH_SECONDS = 1.0
+
+
+def phone_cuts(wav: np.ndarray) -> list[int]:
+    """Utterance boundaries of 16 kHz `wav` [n] in 10 ms phone frames, [0, ..., ceil(n / 160)]: about
+    PHONE_CHUNK_SECONDS apart, each at the quietest 10 ms in the PHONE_CUT_SEARCH_SECONDS before its place."""
+    hop = SAMPLE_RATE // PHONE_RATE
+    total = -(-len(wav) // hop)
+    energy = (
+        np.add.reduceat(np.square(wav, dtype=np.float64), np.arange(0, len(wav), hop)) if len(wav) else []
+    )
+    chunk, search = round(PHONE_CHUNK_SECONDS * PHONE_RATE), round(PHONE_CUT_SEARCH_SECONDS * PHONE_RATE)
+    cuts = [0]
+    while total - cuts[-1] > chunk:
+        nominal = cuts[-1] + chunk
+        cuts.append(nominal - search + int(np.argmin(energy[nominal - search : nominal])))
+    return [*cuts, total]
 
 
 @dataclass
@@ -361,7 +382,19 @@ class PhonemeExtractor:
         return _settings_of(self)
 
     def phone_labels(self, wav: np.ndarray) -> np.ndarray:
-        """Return the index into PHONES [n / 160 + 1] of the phone heard in each 10 ms of 16 kHz `wav` [n]."""
+        """Return the index into PHONES [n / 160 + 1] of the phone heard in each 10 ms of 16 kHz `wav` [n],
+        decoded utterance by utterance (phone_cuts)."""
+        labels = np.zeros(len(wav) * PHONE_RATE // SAMPLE_RATE + 1, dtype=np.int64)
+        cuts = phone_cuts(wav)
+        for start, end in zip(cuts[:-1], cuts[1:], strict=True):
+            part = self._utterance_labels(
+                wav[start * SAMPLE_RATE // PHONE_RATE : end * SAMPLE_RATE // PHONE_RATE]
+            )
+            labels[start : start + len(part)] = part[: len(labels) - start]
+        return labels
+
+    def _utterance_labels(self, wav: np.ndarray) -> np.ndarray:
+        """Phone indices [n / 160 + 1] of 16 kHz `wav` [n] decoded as one utterance."""
         from pocketsphinx import Decoder, get_model_path
 
         lm = Path(get_model_path()) / "en-us" / "en-us-phone.lm.bin"

@@ -327,3 +327,32 @@ def test_feature_norm_keeps_phones_unseen_in_training_bounded() -> None:
     assert abs(standardised.mean()) < 1e-3 and abs(standardised.std() - 1.0) < 1e-2
     flat = feature_norm("logmel", np.zeros((10, 32, 16), np.float32))
     assert min(flat["std"]) > 0, "a constant channel is divided by the floor, not by zero"
+
+
+def test_phones_are_decoded_in_utterances_cut_at_quiet_moments(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pocketsphinx's all-phone search collapsed on a real 60 s clip decoded whole (one phone from 21.6 s on),
+    so long audio is decoded in utterances of at most PHONE_CHUNK_SECONDS, each cut where it is quietest."""
+    from data_utils import audio_features as af
+
+    rng = np.random.default_rng(0)
+    wav = rng.normal(0, 0.1, 16000 * 25).astype(np.float32)
+    quiet = [9.5, 18.7]  # seconds: the only near-silent 10 ms
+    for q in quiet:
+        wav[round(q * 16000) : round(q * 16000) + 160] *= 1e-3
+    cuts = af.phone_cuts(wav)
+    assert cuts == [0, 950, 1870, 2500]
+    assert all(
+        b - a <= af.PHONE_CHUNK_SECONDS * af.PHONE_RATE for a, b in zip(cuts[:-1], cuts[1:], strict=True)
+    )
+    seen: list[int] = []
+
+    def fake_utterance(self: af.PhonemeExtractor, part: np.ndarray) -> np.ndarray:
+        seen.append(len(part))
+        return np.full(len(part) // 160 + 1, len(seen), dtype=np.int64)
+
+    monkeypatch.setattr(af.PhonemeExtractor, "__post_init__", lambda self: None)
+    monkeypatch.setattr(af.PhonemeExtractor, "_utterance_labels", fake_utterance)
+    labels = af.PhonemeExtractor().phone_labels(wav)
+    assert seen == [9.5 * 16000, 9.2 * 16000, 6.3 * 16000] and len(labels) == 2501
+    assert (labels[:950] == 1).all() and (labels[950:1870] == 2).all() and (labels[1870:] == 3).all()
+    assert af.phone_cuts(np.zeros(16000 * 3, np.float32)) == [0, 300]
