@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.evaluate import REPO, output_video, read_json, wrapper
+from bench.evaluate import output_video, read_json, wrapper
 from bench.report import write_report
 from data_utils.audio_io import SAMPLE_RATE, write_wav
 from evaluation.landmarks import read_video_frames, video_landmarks
@@ -29,6 +29,7 @@ from evaluation.lipsync import lip_opening
 from many.stages import error_line, run_logged
 from utils.atomic import atomic_write_json
 from utils.cli import ArgumentParser, UserError, run_cli
+from utils.paths import REPO_ROOT
 
 SILENCE_SECONDS = 4.0
 HISS_DBFS = -55.0  # a quiet room's hiss: below the -45 dBFS of data_utils.silence; predict.sh refuses -60
@@ -292,7 +293,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--preprocess_args", default="", help="extra preprocess.sh arguments as one string")
     p.add_argument("--predict_args", default="", help="extra predict.sh / render_direct.sh arguments")
     p.add_argument(
-        "--output_dir", type=Path, default=REPO / "results" / "ab", help="data, models and renders"
+        "--output_dir", type=Path, default=REPO_ROOT / "results" / "ab", help="data, models and renders"
     )
     p.add_argument("--out", type=Path, help="report path (default OUTPUT_DIR/report.json; .md beside it)")
     return p.parse_args(argv)

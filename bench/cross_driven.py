@@ -11,7 +11,6 @@ import argparse
 from pathlib import Path
 
 from bench.evaluate import (
-    REPO,
     cross_driven_lipsync,
     output_video,
     read_json,
@@ -21,6 +20,7 @@ from bench.evaluate import (
 )
 from bench.report import write_report
 from utils.cli import ArgumentParser, UserError, add_model_arguments, run_cli
+from utils.paths import REPO_ROOT
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -34,7 +34,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add_model_arguments(p)
     p.add_argument("--audio", type=Path, nargs="+", required=True, help="speech files (any ffmpeg format)")
     p.add_argument(
-        "--output_dir", type=Path, default=REPO / "results" / "cross_driven", help="renders go here"
+        "--output_dir", type=Path, default=REPO_ROOT / "results" / "cross_driven", help="renders go here"
     )
     p.add_argument("--out", type=Path, help="report path (default OUTPUT_DIR/report.json)")
     p.add_argument(

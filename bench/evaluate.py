@@ -42,7 +42,7 @@ from scene.prediction import default_batch_size
 from utils.cli import ArgumentParser, UserError, run_cli
 from utils.lpips import LPIPS, default_lpips_dir, find_lpips_weights
 from utils.metrics import best_lag_correlation
-from utils.paths import REPO_ROOT as REPO
+from utils.paths import REPO_ROOT
 from utils.plots import plot_mouth_opening, plot_training_curves, read_jsonl
 
 EXTRAPOLATE_ITERATIONS = 10_000
@@ -139,8 +139,8 @@ def run_stage(name: str, cmd: list[str]) -> StageRun:
     print(f"\n=== {name}: {shlex.join(cmd)}", file=sys.stderr, flush=True)
     start = time.perf_counter()
     with GpuMemoryPoller().running() as gpu:
-        path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
-        proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": path})
+        path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": path})
         try:
             _, status, usage = os.wait4(proc.pid, 0)
         except BaseException:
@@ -389,7 +389,7 @@ def output_video(summary: dict, results: Path) -> Path:
 
 def wrapper(name: str) -> list[str]:
     """Command prefix running one of the repository's .sh entry points."""
-    return ["bash", str(REPO / name)]
+    return ["bash", str(REPO_ROOT / name)]
 
 
 def _optional(flag: str, value: int | None) -> list[str]:
@@ -548,7 +548,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"audio '{args.audio}' not found; pass an existing speech file with --audio")
     if args.iterations < 1:
         raise UserError("--iterations must be at least 1")
-    out = Path(args.out or REPO / "results" / "bench" / video.stem / "report.json").resolve()
+    out = Path(args.out or REPO_ROOT / "results" / "bench" / video.stem / "report.json").resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     with work_folder(args.output_dir, args.keep) as work:
         report = _clean(run_benchmark(args, video, audio, work, out.parent))

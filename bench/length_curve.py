@@ -31,7 +31,7 @@ from data_utils.quality import pose_coverage
 from scene.dataset import read_transforms
 from utils.atomic import atomic_write_json
 from utils.cli import ArgumentParser, UserError, run_cli
-from utils.paths import REPO_ROOT as REPO
+from utils.paths import REPO_ROOT
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -89,7 +89,7 @@ def run_one(args: argparse.Namespace, keep: int, fps: float, gpu: str | None) ->
     regions, log = args.output_dir / f"regions_{keep}.json", args.output_dir / f"log_{keep}.txt"
     shortened_dataset(args.reference_path, data, keep)
     commands = [
-        [sys.executable, str(REPO / "train.py"), "-s", str(data), "-m", str(model)]
+        [sys.executable, str(REPO_ROOT / "train.py"), "-s", str(data), "-m", str(model)]
         + ["--iterations", str(args.iterations), "--force", *shlex.split(args.train_args)],
         [
             sys.executable,
@@ -106,7 +106,8 @@ def run_one(args: argparse.Namespace, keep: int, fps: float, gpu: str | None) ->
     print(f"run on {keep} training frames{'' if gpu is None else f' (GPU {gpu})'}: log {log}", flush=True)
     with open(log, "w") as out:
         for cmd in commands:
-            if subprocess.run(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT).returncode != 0:
+            done = subprocess.run(cmd, cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+            if done.returncode != 0:
                 raise UserError(f"run on {keep} training frames failed; see {log}")
     summary = json.loads((model / "train_summary.json").read_text())
     psnr = json.loads(regions.read_text())["psnr"]

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from bench.report import write_report
 from utils.cli import ArgumentParser, UserError, run_cli
-from utils.paths import REPO_ROOT as REPO
+from utils.paths import REPO_ROOT
 
-DEFAULT_VIDEOS = REPO.parent / "shared" / "data" / "videos"
+DEFAULT_VIDEOS = REPO_ROOT.parent / "shared" / "data" / "videos"
 STAGES = (
     "detect",
     "crop_parse_write",
@@ -45,7 +45,7 @@ def run_clip(video: Path, size: int, fps: float) -> dict:
     """Preprocess one clip into a temporary folder; return its timings, quality and wall/CPU seconds."""
     with tempfile.TemporaryDirectory(prefix="bench_pre_") as tmp:
         out = Path(tmp) / "data"
-        cmd = [str(REPO / "preprocess.sh"), str(video), str(out), "--size", str(size), "--fps", str(fps)]
+        cmd = [str(REPO_ROOT / "preprocess.sh"), str(video), str(out), "--size", str(size), "--fps", str(fps)]
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from utils.atomic import atomic_write_json
-from utils.paths import REPO_ROOT as REPO
+from utils.paths import REPO_ROOT
 
 METADATA_KEYS = ("commit", "dirty", "machine", "versions", "arguments", "created")
 VERSION_PACKAGES = ("torch", "numpy", "gsplat", "mediapipe")
@@ -29,7 +29,7 @@ VERSION_PACKAGES = ("torch", "numpy", "gsplat", "mediapipe")
 def _command_output(cmd: list[str]) -> str | None:
     """Stripped stdout of `cmd` run in the repository, or None if it cannot run or fails."""
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=20, cwd=REPO)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=20, cwd=REPO_ROOT)
     except (OSError, subprocess.TimeoutExpired):
         return None
     return proc.stdout.strip() if proc.returncode == 0 else None

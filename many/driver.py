@@ -18,13 +18,14 @@ from typing import Any, TextIO
 import ray
 
 from many.progress import Board, StageLines, format_duration
-from many.stages import ROOT, STOP_SECONDS, StageOptions, StageResult
+from many.stages import STOP_SECONDS, StageOptions, StageResult
 from many.subjects import STAGES, Subject, find_videos, is_finished, make_subjects, read_status, write_status
 from many.summary import markdown_table, subject_row, write_summary
 from many.tasks import Resources, submit
 from utils.atomic import atomic_write_json
 from utils.cli import UserError
 from utils.output_policy import OutputKind, check_output, claim_output
+from utils.paths import REPO_ROOT
 
 # Issue #21 measured 6 trainings at once on one H200 at 1.5x the throughput of one alone; the default until
 # bench/train_many_throughput.py has measured 1, 2, 4 and 6 (docs/train_many.md).
@@ -58,7 +59,7 @@ class ManyConfig:
 
 def _commit() -> str | None:
     """The repository's commit, or None outside git."""
-    proc = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True)
     return proc.stdout.strip() or None
 
 
@@ -73,7 +74,7 @@ def ray_session(address: str | None, num_cpus: int | None) -> Iterator[None]:
     quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
     try:
         if address:
-            ray.init(address=address, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}}, **quiet)
+            ray.init(address=address, runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT)}}, **quiet)
         else:
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as err:

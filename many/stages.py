@@ -19,7 +19,7 @@ from pathlib import Path
 
 from many.subjects import Subject, rendered_iteration, trained_iterations
 from scene.checkpoint import list_checkpoints
-from utils.paths import REPO_ROOT as ROOT
+from utils.paths import REPO_ROOT
 
 STOP_SECONDS = 120.0  # how long a stopped step may take to save its checkpoint and clean up
 POLL_SECONDS = 0.5
@@ -82,13 +82,13 @@ PLANS = {"preprocess": preprocess_args, "train": train_args, "render": render_ar
 
 def command(stage: str, args: list[str]) -> list[str]:
     """The command line of `stage` with `args`, as its shell wrapper runs it."""
-    return [sys.executable, str(ROOT / "scripts" / "launch.py"), *MODULES[stage], *args]
+    return [sys.executable, str(REPO_ROOT / "scripts" / "launch.py"), *MODULES[stage], *args]
 
 
 def step_env() -> dict[str, str]:
     """The environment of a step: the repository on PYTHONPATH, unbuffered output, a quiet progress bar."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
     env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("TQDM_MININTERVAL", "30")  # a bar line every 30 s in log.txt, not every 0.1 s
     return env
@@ -129,7 +129,7 @@ def run_logged(cmd: list[str], log: Path) -> int:
         out.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n".encode())
         out.flush()
         proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=step_env(), stdout=out, stderr=subprocess.STDOUT, preexec_fn=_child_setup
+            cmd, cwd=REPO_ROOT, env=step_env(), stdout=out, stderr=subprocess.STDOUT, preexec_fn=_child_setup
         )
         try:
             while True:
