@@ -44,6 +44,11 @@ class ScheduleConfig:
             return min(self.coarse_iterations, self.iterations)
         return min(1000, self.iterations // 5)
 
+    def fine_steps(self) -> int:
+        """Iterations of the audio-driven (fine) stage, at least 1: what the network's learning rate decays
+        over."""
+        return max(self.iterations - self.coarse_steps(), 1)
+
 
 @dataclass
 class LogConfig:

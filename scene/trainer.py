@@ -31,7 +31,7 @@ from scene.checkpoint import (
     save_checkpoint,
 )
 from scene.dataset import FrameBatch, TalkingHeadDataset, read_json
-from scene.deformation import Deltas, mouth_region
+from scene.deformation import DeformationNetwork, Deltas, mouth_region
 from scene.densify import DensifyStrategy
 from scene.fingerprint import dataset_fingerprint
 from scene.gaussians import PARAM_NAMES, init_from_track
@@ -68,15 +68,37 @@ def make_schedulers(
     optimizers: dict[str, torch.optim.Adam], cfg: TrainConfig
 ) -> dict[str, torch.optim.lr_scheduler.ExponentialLR]:
     """Exponential decay to lr_final_ratio: means over all iterations, the network over the fine stage."""
-    fine = max(cfg.schedule.iterations - cfg.schedule.coarse_steps(), 1)
     return {
         "means": torch.optim.lr_scheduler.ExponentialLR(
             optimizers["means"], cfg.optim.lr_final_ratio ** (1 / max(cfg.schedule.iterations, 1))
         ),
-        "deform": torch.optim.lr_scheduler.ExponentialLR(
-            optimizers["deform"], cfg.optim.lr_final_ratio ** (1 / fine)
-        ),
+        "deform": network_lr_decay(optimizers["deform"], cfg),
     }
+
+
+def network_lr_decay(optimizer: torch.optim.Adam, cfg: TrainConfig) -> torch.optim.lr_scheduler.ExponentialLR:
+    """The deformation network's exponential decay to lr_final_ratio over the fine stage (step it once per
+    fine iteration)."""
+    return torch.optim.lr_scheduler.ExponentialLR(
+        optimizer, cfg.optim.lr_final_ratio ** (1 / cfg.schedule.fine_steps())
+    )
+
+
+def augment_audio(audio: Tensor, cfg: TrainConfig, norm: dict, generator: torch.Generator) -> Tensor:
+    """The fine stage's audio windows [B,C,W] (normalised by `norm`) with --audio_noise (Gaussian) and
+    --audio_augment (a speaker perturbation, scene.audio_augment) applied -> [B,C,W]."""
+    if cfg.optim.audio_noise > 0:
+        noise = torch.randn(audio.shape, generator=generator, device=audio.device)
+        audio = audio + cfg.optim.audio_noise * noise
+    if cfg.optim.audio_augment > 0:
+        audio = perturb_speaker(audio, norm, cfg.optim.audio_augment, generator)
+    return audio
+
+
+def lip_loss(deform: DeformationNetwork, audio: Tensor, lips: Tensor, cfg: TrainConfig) -> Tensor:
+    """lambda_lips x the mean squared error of the lip measures the network predicts from audio [B,C,W]
+    against the tracked ones [B,3] (audio_code 'lips') -> scalar."""
+    return cfg.optim.lambda_lips * (deform.predict_lips(audio) - lips).square().mean()
 
 
 def compute_loss(
@@ -209,13 +231,8 @@ class Trainer:
         stage = self.stage(step)
         with record_function("train.sample"):
             batch = self.train_set.sample(self.cfg.schedule.batch_size, self.generator)
-            if self.cfg.optim.audio_noise > 0 and stage == "fine":
-                noise = torch.randn(batch.audio.shape, generator=self.generator, device=batch.audio.device)
-                batch.audio = batch.audio + self.cfg.optim.audio_noise * noise
-            if self.cfg.optim.audio_augment > 0 and stage == "fine":
-                batch.audio = perturb_speaker(
-                    batch.audio, self.train_set.audio_norm, self.cfg.optim.audio_augment, self.generator
-                )
+            if stage == "fine":
+                batch.audio = augment_audio(batch.audio, self.cfg, self.train_set.audio_norm, self.generator)
             if self.pose is not None:
                 batch.viewmat = self.pose(batch.viewmat, batch.index)
         lip_code = self.avatar.deform_cfg.audio_code == "lips" and stage == "fine"
@@ -225,8 +242,7 @@ class Trainer:
         with record_function("train.loss"):
             loss = compute_loss(out.image, batch, deltas, self.avatar, self.cfg, self.perceptual)
             if lip_code:
-                predicted = self.avatar.deform.predict_lips(batch.audio)
-                loss = loss + self.cfg.optim.lambda_lips * (predicted - batch.lips).square().mean()
+                loss = loss + lip_loss(self.avatar.deform, batch.audio, batch.lips, self.cfg)
         with record_function("train.backward"):
             loss.backward()
         with record_function("train.optimizer"):

@@ -25,10 +25,10 @@ from data_utils.audio_features import get_extractor, normalise_windows, num_vide
 from data_utils.audio_io import SAMPLE_RATE, load_audio
 from data_utils.lips import LIP_MEASURES
 from evaluation.lipsync import frame_phones, score_phones
-from scene.audio_augment import perturb_speaker
 from scene.dataset import TalkingHeadDataset
 from scene.deformation import DeformationNetwork
 from scene.train_config import TrainConfig
+from scene.trainer import augment_audio, lip_loss, network_lr_decay
 from utils.cli import ArgumentParser, UserError, run_cli
 
 OPENING = LIP_MEASURES.index("outer_opening")  # the measure the lip-sync score reads (lip_opening)
@@ -45,20 +45,15 @@ def predictor(train_set: TalkingHeadDataset, cfg: TrainConfig) -> DeformationNet
 def train_predictor(net: DeformationNetwork, train_set: TalkingHeadDataset, cfg: TrainConfig) -> list[float]:
     """Fit net.predict_lips to the tracked lip measures as the fine stage of train.sh does (its optimiser,
     learning-rate decay, batch size, audio noise and augmentation); return the loss every 100 steps."""
-    fine = max(cfg.schedule.iterations - cfg.schedule.coarse_steps(), 1)
     params = [*net.audio_encoder.parameters(), *net.lip_head.parameters()]
     opt = torch.optim.Adam(params, lr=cfg.optim.lr_deform)
-    decay = torch.optim.lr_scheduler.ExponentialLR(opt, cfg.optim.lr_final_ratio ** (1 / fine))
+    decay = network_lr_decay(opt, cfg)
     generator = torch.Generator().manual_seed(cfg.schedule.seed)
     losses = []
-    for step in range(fine):
+    for step in range(cfg.schedule.fine_steps()):
         idx = torch.randint(len(train_set.audio), (cfg.schedule.batch_size,), generator=generator)
-        audio, lips = train_set.audio[idx], train_set.lips[idx]
-        if cfg.optim.audio_noise > 0:
-            audio = audio + cfg.optim.audio_noise * torch.randn(audio.shape, generator=generator)
-        if cfg.optim.audio_augment > 0:
-            audio = perturb_speaker(audio, train_set.audio_norm, cfg.optim.audio_augment, generator)
-        loss = cfg.optim.lambda_lips * (net.predict_lips(audio) - lips).square().mean()
+        audio = augment_audio(train_set.audio[idx], cfg, train_set.audio_norm, generator)
+        loss = lip_loss(net, audio, train_set.lips[idx], cfg)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -155,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "dataset": str(args.reference_path),
         "extractor": train_set.audio_extractor["name"],
-        "fine_steps": max(cfg.schedule.iterations - cfg.schedule.coarse_steps(), 1),
+        "fine_steps": cfg.schedule.fine_steps(),
         "final_loss": losses[-1],
         "ensemble": args.ensemble,
         "val_corr": correlation(predicted_opening(nets, val_set.audio), tracked),
