@@ -80,9 +80,7 @@ def default_max_batch(device: torch.device) -> int:
 class RenderEngine:
     """Renders the jobs of all open streams in batches of up to `max_batch` frames on one device."""
 
-    def __init__(
-        self, model: LiveModel, max_batch: int = 16, window: int = 50, jpeg_quality: int = 85
-    ) -> None:
+    def __init__(self, model: LiveModel, max_batch: int, window: int = 50, jpeg_quality: int = 85) -> None:
         self.model, self.max_batch, self.window = model, max_batch, window
         self.jpeg_params = [int(cv2.IMWRITE_JPEG_QUALITY), int(jpeg_quality)]
         self.cond = threading.Condition()
