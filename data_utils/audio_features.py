@@ -362,6 +362,32 @@ def phone_cuts(wav: np.ndarray) -> list[int]:
     return [*cuts, total]
 
 
+# Visemes: the phones grouped by the mouth shape that makes them (after MPEG-4's visemes; the vowels by jaw
+# opening and lip rounding). Few seconds of one speaker hear every group but not every phone, so another
+# voice's phones map onto classes the predictor has learnt.
+VISEME_GROUPS = (
+    ("rest", "SIL"),
+    ("lips_closed", "P B M"),
+    ("lip_teeth", "F V"),
+    ("rounded", "W UW UH OW OY"),
+    ("open", "AA AE AH AO AW AY"),
+    ("mid", "EH ER EY"),
+    ("spread", "IY IH Y"),
+    ("tongue_teeth", "TH DH"),
+    ("alveolar", "T D N L S Z"),
+    ("postalveolar", "CH JH SH ZH"),
+    ("velar", "K G NG HH"),
+    ("r", "R"),
+)
+VISEMES = tuple(name for name, _ in VISEME_GROUPS)
+
+
+def viseme_of_phone() -> np.ndarray:
+    """The index into VISEMES [len(PHONES)] of each phone of PHONES."""
+    of = {phone: k for k, (_, phones) in enumerate(VISEME_GROUPS) for phone in phones.split()}
+    return np.array([of[p] for p in PHONES], dtype=np.int64)
+
+
 @dataclass
 class PhonemeExtractor:
     """One-hot phone timings [T, 40, W] from pocketsphinx's English phone recogniser (model in its wheel)."""
@@ -369,6 +395,7 @@ class PhonemeExtractor:
     window: int = 16
     name: ClassVar[str] = "phonemes"
     categorical: ClassVar[bool] = True
+    classes: ClassVar[tuple[str, ...]] = PHONES
 
     def __post_init__(self) -> None:
         """Check that pocketsphinx is installed; UserError saying how to install it otherwise."""
@@ -413,17 +440,41 @@ class PhonemeExtractor:
                 labels[seg.start_frame : seg.end_frame + 1] = PHONES.index(seg.word)
         return labels
 
+    def class_of_phone(self) -> np.ndarray:
+        """The index into `classes` [len(PHONES)] of each phone (here the phone itself)."""
+        return np.arange(len(PHONES))
+
     def extract(self, wav: np.ndarray, sr: int, fps: float, num_frames: int | None = None) -> np.ndarray:
-        """Return one-hot phone windows [T, len(PHONES), window] float32 (silence/noise = SIL)."""
+        """Return one-hot windows [T, len(classes), window] float32 of the phone heard at each step
+        (silence/noise = SIL)."""
         t = num_video_frames(len(wav), sr, fps, num_frames)
-        labels = self.phone_labels(resample(wav, sr))
+        labels = self.class_of_phone()[self.phone_labels(resample(wav, sr))]
         idx = np.clip((step_times(t, fps) * PHONE_RATE).astype(np.int64), 0, len(labels) - 1)
-        return frame_windows(np.eye(len(PHONES), dtype=np.float32)[labels[idx]], self.window)
+        return frame_windows(np.eye(len(self.classes), dtype=np.float32)[labels[idx]], self.window)
+
+
+@dataclass
+class VisemeExtractor(PhonemeExtractor):
+    """One-hot viseme timings [T, 12, W]: pocketsphinx's phones grouped by mouth shape (VISEME_GROUPS)."""
+
+    name: ClassVar[str] = "visemes"
+    classes: ClassVar[tuple[str, ...]] = VISEMES
+
+    def class_of_phone(self) -> np.ndarray:
+        """The index into VISEMES [len(PHONES)] of each phone."""
+        return viseme_of_phone()
 
 
 _REGISTRY: dict[str, type] = {
     cls.name: cls
-    for cls in (LogMelExtractor, HubertExtractor, Wav2Vec2Extractor, DeepSpeechExtractor, PhonemeExtractor)
+    for cls in (
+        LogMelExtractor,
+        HubertExtractor,
+        Wav2Vec2Extractor,
+        DeepSpeechExtractor,
+        PhonemeExtractor,
+        VisemeExtractor,
+    )
 }
 
 

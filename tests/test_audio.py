@@ -310,6 +310,34 @@ def test_phonemes_extractor(speech_wav: Path) -> None:
     assert silence.shape == (30, 40, 16) and silence[:, 0].min() == 1.0
 
 
+def test_visemes_group_every_phone_once() -> None:
+    from data_utils.audio_features import PHONES, VISEME_GROUPS, VISEMES, viseme_of_phone
+
+    grouped = [p for _, phones in VISEME_GROUPS for p in phones.split()]
+    assert sorted(grouped) == sorted(PHONES), "each phone belongs to exactly one viseme"
+    of = viseme_of_phone()
+    assert [VISEMES[of[PHONES.index(p)]] for p in ("P", "B", "M", "AA", "SIL")] == [
+        "lips_closed",
+        "lips_closed",
+        "lips_closed",
+        "open",
+        "rest",
+    ]
+
+
+def test_visemes_extractor_is_the_phones_grouped(speech_wav: Path) -> None:
+    pytest.importorskip("pocketsphinx")
+    from data_utils.audio_features import VISEMES, feature_norm, viseme_of_phone
+
+    wav = load_audio(speech_wav)
+    phones = get_extractor("phonemes").extract(wav, 16000, 25)
+    visemes = get_extractor("visemes").extract(wav, 16000, 25)
+    assert visemes.shape == (50, len(VISEMES), 16) and len(VISEMES) == 12
+    np.testing.assert_array_equal(visemes, np.eye(len(VISEMES))[viseme_of_phone()].T @ phones)
+    assert visemes[:, 1:].sum() > 10, "visemes other than rest must be recognised in speech"
+    assert feature_norm("visemes", visemes) == {"mean": [0.0] * 12, "std": [1.0] * 12}
+
+
 def test_feature_norm_keeps_phones_unseen_in_training_bounded() -> None:
     """A short clip never hears every phone: standardising one-hot phones per channel would divide a phone
     absent from training by the std floor (1e5 x) when another voice says it."""
