@@ -52,6 +52,27 @@ def test_report_scores_each_audio(tmp_path: Path, speech_wav: Path) -> None:
         lip_predictor.main([*argv, "--ensemble", "0"])
 
 
+def test_cross_correlates_another_subjects_audio_with_its_video(tmp_path: Path, speech_wav: Path) -> None:
+    data = make_dataset(tmp_path / "data", frames=40, size=32, fps=8)
+    other = make_dataset(tmp_path / "other", frames=30, size=32, fps=8, seed=1)
+    train_set = TalkingHeadDataset(data, "train", 16, targets=False, lips=True)
+    net = lip_predictor.predictor(train_set, TrainConfig())
+    net.eval()
+    corr = lip_predictor.cross_correlation([net], train_set, other)
+    frames = [
+        TalkingHeadDataset(other, s, 16, audio_norm=train_set.audio_norm, targets=False, lips=True)
+        for s in ("train", "val")
+    ]
+    audio = torch.cat([f.audio for f in frames])
+    tracked = torch.cat([f.lips[:, lip_predictor.OPENING] for f in frames]).numpy()
+    expected = lip_predictor.correlation(lip_predictor.predicted_opening([net], audio), tracked)
+    assert corr is not None and abs(corr - expected) < 1e-3 and len(tracked) == 30
+    out = tmp_path / "report.json"
+    argv = ["--reference_path", str(data), "--audio", str(speech_wav), "--iterations", "100"]
+    assert lip_predictor.main([*argv, "--cross", str(other), "--out", str(out)]) == 0
+    assert set(json.loads(out.read_text())["cross"]) == {str(other)}
+
+
 def test_an_ensemble_averages_its_members(tmp_path: Path) -> None:
     data = make_dataset(tmp_path / "data", frames=40, size=32, fps=8)
     train_set = TalkingHeadDataset(data, "train", 16, targets=False, lips=True)

@@ -5,9 +5,12 @@ With `--audio_code lips` the audio reaches the mouth only through DeformationNet
 drives the mouth by the tracked lip measures and fits the predictor to them by the lambda_lips loss), so that
 loss over the fine stage is the predictor's whole training. This tool repeats it alone, on the CPU in about a
 minute, then scores the predicted lip opening with the lip-sync measure (evaluation.lipsync.score_phones)
-against the phones of other speakers' audio: an upper bound on what the rendered mouth can reach.
+against the phones of other speakers' audio: an upper bound on what the rendered mouth can reach. With
+`--cross`, other subjects' datasets: the opening predicted from their audio is correlated with the opening
+tracked in their video, a cross-speaker check that does not read phones (phone and viseme inputs share the
+score's pocketsphinx).
 
-Usage: python -m bench.diagnostics.lip_predictor --reference_path DATA --audio A.wav B.wav [--iterations N]
+Usage: python -m bench.diagnostics.lip_predictor --reference_path DATA --audio A.wav B.wav [--cross DATA2 ...]
 """
 
 from __future__ import annotations
@@ -85,6 +88,30 @@ def score_audio(nets: list[DeformationNetwork], train_set: TalkingHeadDataset, p
     return score_phones(opening, frame_phones(wav, SAMPLE_RATE, train_set.fps, n), train_set.fps).to_dict()
 
 
+def cross_correlation(
+    nets: list[DeformationNetwork], train_set: TalkingHeadDataset, other: Path
+) -> float | None:
+    """Correlation of the opening predicted from another subject's audio (dataset `other`, all its frames,
+    normalised as the training clip's) with the opening tracked in its video; UserError when `other` was made
+    with another audio extractor or frame rate."""
+    splits = [
+        TalkingHeadDataset(other, split, LOAD_SIZE, audio_norm=train_set.audio_norm, targets=False, lips=True)
+        for split in ("train", "val")
+    ]
+    if splits[0].audio_extractor["name"] != train_set.audio_extractor["name"]:
+        raise UserError(
+            f"--cross dataset '{other}' has {splits[0].audio_extractor['name']} features, the reference "
+            f"{train_set.audio_extractor['name']}; preprocess it with the same --audio_extractor"
+        )
+    if splits[0].fps != train_set.fps:
+        raise UserError(
+            f"--cross dataset '{other}' runs at {splits[0].fps} fps, the reference at {train_set.fps}"
+        )
+    audio = torch.cat([d.audio for d in splits])
+    tracked = torch.cat([d.lips[:, OPENING] for d in splits]).numpy()
+    return correlation(predicted_opening(nets, audio), tracked)
+
+
 def correlation(a: np.ndarray, b: np.ndarray) -> float | None:
     """Pearson correlation of two series [T] over the frames where both are finite (a frame without a face
     has no tracked measure), None when either is constant there."""
@@ -113,6 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--audio_augment", type=float, default=0.0, help="train.sh --audio_augment to mirror (log-mel only)"
+    )
+    p.add_argument(
+        "--cross",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="other subjects' datasets (same --audio_extractor): correlate the opening predicted from their "
+        "audio with their tracked opening",
     )
     p.add_argument("--out", type=Path, help="JSON report (default: print only)")
     return p
@@ -155,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         "ensemble": args.ensemble,
         "val_corr": correlation(predicted_opening(nets, val_set.audio), tracked),
         "audio": {path.name: score_audio(nets, train_set, path) for path in args.audio},
+        "cross": {str(path): cross_correlation(nets, train_set, path) for path in args.cross},
     }
     print(f"{report['dataset']} ({report['extractor']}): held-out opening corr {report['val_corr']}")
     for name, row in report["audio"].items():
@@ -162,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name:<32} score {row['score']:.2f}  (auc {row['auc']:.2f}, lag {row['lag_frames']})")
         else:
             print(f"  {name:<32} not judged: {row['reason']}")
+    for name, corr in report["cross"].items():
+        print(f"  {Path(name).name:<32} opening corr {corr} (its audio against its video)")
     if args.out:
         write_report(args.out, report, args)
         print(f"report: {args.out}", file=sys.stderr)
