@@ -163,12 +163,17 @@ def run_scores(run: Run, work: Path, silence: Path) -> dict:
     val = read_json(work / "val" / run.name / "metrics.json")
     cross = read_json(work / "cross" / run.name / "report.json")
     still = read_json(silence_stats_path(run, work))
-    speakers = {name: row["render"]["score"] for name, row in cross["audio"].items() if name != silence.name}
+    driving = {name: row["render"] for name, row in cross["audio"].items() if name != silence.name}
     return {
         "val_psnr": val.get("psnr"),
         "val_face_psnr": val.get("face_psnr"),
         "lmd_mouth": val.get("lmd_mouth"),
-        "lipsync": speakers,
+        "lipsync": {name: render["score"] for name, render in driving.items()},
+        "video_corr": {
+            name: render["video_reference"]["corr"]
+            for name, render in driving.items()
+            if "video_reference" in render
+        },
         "real_clip_lipsync": cross["real_clip"]["score"],
         "real_clip_silence_opening": cross["real_clip"]["silence_opening"],
         "real_clip_speech_opening": cross["real_clip"]["speech_opening"],
@@ -195,6 +200,7 @@ def table(rows: dict[str, dict], runs: list[Run]) -> list[dict]:
             speakers = sorted({s for sc in scores for s in sc["lipsync"]})
             per_speaker = {s: _mean([sc["lipsync"].get(s) for sc in scores]) for s in speakers}
             mean_sync = _mean(list(per_speaker.values()))
+            video_corr = _mean([_mean(list(sc.get("video_corr", {}).values())) for sc in scores])
             real = _mean([sc["real_clip_lipsync"] for sc in scores])
             out.append(
                 {
@@ -205,6 +211,7 @@ def table(rows: dict[str, dict], runs: list[Run]) -> list[dict]:
                     "lipsync_mean": mean_sync,
                     "real_clip_lipsync": real,
                     "ratio_to_real": round(mean_sync / real, 3) if mean_sync is not None and real else None,
+                    "video_corr": video_corr,
                     **{
                         k: _mean([sc[k] for sc in scores])
                         for k in ("val_psnr", "val_face_psnr", "lmd_mouth", "train_seconds")
@@ -228,6 +235,7 @@ def markdown(rows: list[dict]) -> str:
         "mean",
         "real",
         "ratio",
+        "video corr",
         "val PSNR / face",
         "LMD mouth",
         "silence open (std) / real",
@@ -244,6 +252,7 @@ def markdown(rows: list[dict]) -> str:
             fmt(r["lipsync_mean"]),
             fmt(r["real_clip_lipsync"]),
             fmt(r["ratio_to_real"]),
+            fmt(r.get("video_corr")),
         ]
         cells += [
             f"{fmt(r['val_psnr'])} / {fmt(r['val_face_psnr'])}",
@@ -269,7 +278,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--videos", type=Path, nargs="+", required=True, help="talking-head clips")
     p.add_argument(
-        "--audio", type=Path, nargs="+", required=True, help="other speakers' speech (any ffmpeg format)"
+        "--audio",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="other speakers' speech (any ffmpeg format); a video of its speaker (e.g. another of --videos) "
+        "also scores how closely the mouth follows theirs (the 'video corr' column, which reads no phones); "
+        "a clip never drives its own avatar",
     )
     p.add_argument(
         "--arm",
@@ -379,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
             "--reference_path",
             str(r.data),
             "--audio",
-            *audio,
+            *(a for a in audio if Path(a).stem != r.clip),  # a clip is no other speaker to its avatar
             "--output_dir",
             str(cross),
             "--out",

@@ -2,7 +2,7 @@
 
 Usage: python -m bench.cross_driven --model_path OUT --reference_path DATA --audio A.wav [B.mp3 ...]
 Writes one JSON report (and a strip of the mouth at the open vowels and labials of each audio) and prints a
-table.
+table. Speech given as a video of its speaker is also scored by how closely the mouth follows theirs.
 """
 
 from __future__ import annotations
@@ -69,11 +69,13 @@ def main(argv: list[str] | None = None) -> int:
         rows[audio.name] = cross_driven_lipsync(video, audio, args.reference_path, meta, results, real)
     out = (args.out or work / "report.json").resolve()
     write_report(out, {"model_path": str(args.model_path), "real_clip": real, "audio": rows}, args)
-    print(f"\n{'audio':<32}{'score':>7}{'lag':>5}{'judged':>8}{'/ real':>8}")
+    print(f"\n{'audio':<32}{'score':>7}{'lag':>5}{'judged':>8}{'/ real':>8}{'video corr':>12}")
     for name, row in rows.items():
         ren, ratio = row["render"], row["ratio_to_real_clip"]
+        corr = _num(ren["video_reference"]["corr"]) if "video_reference" in ren else "-"
         print(
             f"{name:<32}{_num(ren['score']):>7}{ren['lag_frames']:>5}{str(ren['judged']):>8}{_num(ratio):>8}"
+            f"{corr:>12}"
         )
     print(
         f"{'real clip, own audio':<32}{_num(real['score']):>7}{real['lag_frames']:>5}{str(real['judged']):>8}"

@@ -28,6 +28,7 @@ import torch
 
 from bench import report as report_meta
 from data_utils.audio_io import SAMPLE_RATE, load_audio
+from data_utils.video_io import probe_video
 from evaluation.frames import FrameScores, load_ground_truth, mean_scores, score_frame
 from evaluation.landmarks import (
     MOUTH_LANDMARKS,
@@ -368,8 +369,10 @@ def cross_driven_lipsync(
     """Lip sync of a render driven by other speech (evaluation.lipsync.score_video: LSE-C/LSE-D too when
     SyncNet weights are found, and a strip of the mouth at the audio's open vowels and labials in
     `report_dir`), with the real clip and its own audio as reference (`real`: a real_clip_lipsync report
-    already computed for this dataset)."""
-    render = score_video(video, audio, strip=report_dir / PLOTS["strip_cross"])
+    already computed for this dataset). When `audio` is a video of its speaker, the render's opening is also
+    compared with that speaker's (`video_reference`)."""
+    reference = audio if has_video_stream(audio) else None
+    render = score_video(video, audio, strip=report_dir / PLOTS["strip_cross"], reference_video=reference)
     real = real or real_clip_lipsync(data, meta)
     ratio = render["score"] / real["score"] if render["score"] is not None and real["score"] else None
     return {
@@ -379,6 +382,16 @@ def cross_driven_lipsync(
         "method": "evaluation.lipsync: open-vowel vs labial AUC of the outer-lip opening against "
         "pocketsphinx phones, chance-corrected (0 = chance, 1 = perfect)",
     }
+
+
+def has_video_stream(path: Path) -> bool:
+    """Whether the media file at `path` holds a video stream (a speech file given as a video of its
+    speaker), not only audio."""
+    try:
+        probe_video(path)
+    except UserError:
+        return False
+    return True
 
 
 def output_video(summary: dict, results: Path) -> Path:

@@ -44,6 +44,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--strip", type=Path, help="write a PNG of the mouth at open-vowel and labial moments here"
     )
+    p.add_argument(
+        "--reference_video",
+        type=Path,
+        help="a video of the person speaking --audio: also report how closely the mouth follows theirs "
+        "(best-lag correlation of the lip openings, -1..1; reads no phones)",
+    )
     return p.parse_args(argv)
 
 
@@ -54,7 +60,11 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"video '{args.video}' not found; pass an existing file with --video")
     if args.audio is not None and not args.audio.is_file():
         raise UserError(f"audio '{args.audio}' not found; pass an existing file with --audio")
-    report = score_video(args.video, args.audio, args.syncnet, args.strip)
+    if args.reference_video is not None and not args.reference_video.is_file():
+        raise UserError(
+            f"video '{args.reference_video}' not found; pass an existing file with --reference_video"
+        )
+    report = score_video(args.video, args.audio, args.syncnet, args.strip, args.reference_video)
     print("\n".join(summary_lines(report)))
     if args.out:
         write_report(args.out, report, args)

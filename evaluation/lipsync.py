@@ -27,6 +27,7 @@ import numpy as np
 from data_utils import landmark_indices as li
 from data_utils.audio_features import PHONE_RATE, PHONES, SAMPLE_RATE, PhonemeExtractor, resample
 from data_utils.lips import LIP_MEASURES, lip_measures
+from utils.metrics import best_lag_correlation
 
 OPEN_VOWELS = ("AA", "AE", "AH", "AO", "AW", "AY", "EH", "OW")
 LABIALS = ("P", "B", "M", "F", "V", "W")
@@ -34,6 +35,7 @@ LAG_SECONDS = 0.12
 NULL_MIN_SHIFT_SECONDS = 1.0
 NULL_SHIFTS = 100
 MIN_FRAMES_PER_CLASS = 5
+MIN_AGREEMENT_FRAMES = 25  # frames both videos must show a face on for opening_agreement
 SILENCE_RUN_SECONDS = 0.3
 
 _OPEN_IDS = np.array([PHONES.index(p) for p in OPEN_VOWELS])
@@ -148,6 +150,21 @@ def _median(x: np.ndarray) -> float:
     """Median of the finite values of x, NaN if none."""
     x = x[np.isfinite(x)]
     return float(np.median(x)) if x.size else float("nan")
+
+
+def opening_agreement(opening: np.ndarray, reference: np.ndarray, fps: float) -> dict:
+    """How closely lip openings [T] follow a reference video's openings [T] of the same speech (the person
+    who spoke the driving audio; NaN = no face), both at `fps`: the highest Pearson correlation over lags
+    within ±LAG_SECONDS -> {"corr", "lag_frames", "frames"}; corr None when fewer than MIN_AGREEMENT_FRAMES
+    frames show both faces or a series is constant. Unlike the phone score it does not read phones, so it
+    stays fair to avatars driven by phone features."""
+    n = min(opening.size, reference.size)
+    opening, reference = np.asarray(opening[:n], float), np.asarray(reference[:n], float)
+    corr, lag = best_lag_correlation(
+        reference, opening, max(1, round(LAG_SECONDS * fps)), MIN_AGREEMENT_FRAMES
+    )
+    frames = int((np.isfinite(opening) & np.isfinite(reference)).sum())
+    return {"corr": round(corr, 4) if math.isfinite(corr) else None, "lag_frames": lag, "frames": frames}
 
 
 def score_lipsync(lms: np.ndarray, wav: np.ndarray, sr: int, fps: float) -> LipSyncScore:
@@ -271,13 +288,19 @@ def write_strip(
 
 
 def score_video(
-    video: Path, audio: Path | None = None, syncnet_weights: Path | None = None, strip: Path | None = None
+    video: Path,
+    audio: Path | None = None,
+    syncnet_weights: Path | None = None,
+    strip: Path | None = None,
+    reference_video: Path | None = None,
 ) -> dict:
     """Lip sync of the face video at `video` against `audio` (default: the video's own track) -> report dict.
 
     The report holds the phone-based score (`score` and what it rests on, see LipSyncScore), and LSE-C /
     LSE-D under `syncnet` when SyncNet weights are found (`find_syncnet_weights`), else "not measured".
     With `strip`, a PNG of the mouth at open-vowel and labial moments is written there (write_strip).
+    With `reference_video` (a video of the person speaking `audio`), `video_reference` holds how closely the
+    lip opening follows that person's (opening_agreement), sampled at this video's frame times.
     The video is decoded once for the landmarks and again only for what SyncNet or the strip need, so
     memory does not grow with its length unless SyncNet runs (it needs every frame).
     """
@@ -303,6 +326,13 @@ def score_video(
         picked = {t: f for t, f in enumerate(itertools.islice(read_video_frames(video), n)) if t in wanted}
         shown = write_strip(picked, lms, phones, opening, fps, strip)
         result["strip"] = {"path": str(strip) if shown else None, "frames": shown}
+    if reference_video is not None:
+        ref_fps = probe_video(reference_video).fps
+        ref_opening = lip_opening(video_landmarks(read_video_frames(reference_video)))
+        at = np.round(np.arange(len(lms)) / fps * ref_fps).astype(int)
+        sampled = np.where(at < ref_opening.size, ref_opening[np.minimum(at, ref_opening.size - 1)], np.nan)
+        agreement = opening_agreement(lip_opening(lms), sampled, fps)
+        result["video_reference"] = {"video": str(reference_video), **agreement}
     return {"video": str(video), "audio": str(audio or video), **result}
 
 
@@ -324,6 +354,12 @@ def summary_lines(report: dict) -> list[str]:
         f"  lip opening: {_fmt(report['speech_opening'], 3)} on open vowels, "
         f"{_fmt(report['silence_opening'], 3)} in silences",
     ]
+    if "video_reference" in report:
+        ref = report["video_reference"]
+        lines.append(
+            f"  follows the speaker's own mouth ({Path(ref['video']).name}): correlation {_fmt(ref['corr'])} "
+            f"at lag {ref['lag_frames']:+d} over {ref['frames']} frames"
+        )
     sync = report["syncnet"]
     if sync.get("lse_c") is None:
         lines.append(f"  LSE-C / LSE-D: {sync['status']}")

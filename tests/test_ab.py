@@ -51,7 +51,8 @@ def test_ab_trains_scores_reports_failures_and_reruns_nothing(
     video = tmp_path / "clip.mp4"
     video.write_bytes(b"not read: the dataset below is already preprocessed")
     make_dataset(work / "data" / "clip__logmel", frames=24, size=32, fps=4)
-    argv = ["--videos", str(video), "--audio", str(speech_wav), "--output_dir", str(work)]
+    # the clip is among the driving audio too, as when the clips drive each other: never its own avatar
+    argv = ["--videos", str(video), "--audio", str(speech_wav), str(video), "--output_dir", str(work)]
     argv += ["--iterations", "12"]
     argv += ["--arm", f"base={TINY}", "--arm", f"lips={TINY} --audio_scope mouth --audio_code lips"]
     argv += ["--arm", "broken=--no_such_flag", "--parallel", "2", "--eval_parallel", "1"]
@@ -62,9 +63,11 @@ def test_ab_trains_scores_reports_failures_and_reruns_nothing(
     for row in report["table"]:
         assert row["val_psnr"] > 5 and row["train_seconds"] > 0 and row["seeds"] == 1
         assert list(row["lipsync"]) == [speech_wav.name]  # the silence is scored apart from the speakers
+        assert row["video_corr"] is None  # no driving audio came as a video of its speaker
     assert "no_such_flag" in report["errors"]["train clip__broken__s0"]
     assert report["commit"] and report["arguments"]
     assert "| clip | lips | 1 |" in (work / "report.md").read_text()
+    assert "| video corr |" in (work / "report.md").read_text()
     logs = {p: p.stat().st_mtime_ns for p in (work / "logs").glob("*__base__*")}
     assert len(logs) == 3  # train, render_direct, cross_driven
     # each evaluation keeps its silence statistics, so the table needs only the JSON files of the runs
@@ -74,3 +77,27 @@ def test_ab_trains_scores_reports_failures_and_reruns_nothing(
     assert ab.main(argv) == 1
     assert {p: p.stat().st_mtime_ns for p in logs} == logs  # nothing finished is run again
     assert json.loads((work / "report.json").read_text())["table"] == report["table"]
+
+
+def test_table_averages_the_video_correlation_over_speakers_and_seeds(tmp_path: Path) -> None:
+    arm = ab.parse_arm("base=")
+    runs = ab.plan([Path("clip.mp4")], [arm], [0, 1], tmp_path)
+    stats = {"mean": 0.2, "std": 0.01, "p95": 0.3}
+    scores = {
+        r.name: {
+            "val_psnr": 30.0,
+            "val_face_psnr": 28.0,
+            "lmd_mouth": 2.0,
+            "lipsync": {"other.mp4": 0.5, "speech.wav": 0.3},
+            "video_corr": corr,
+            "real_clip_lipsync": 0.8,
+            "real_clip_silence_opening": 0.2,
+            "real_clip_speech_opening": 0.3,
+            "silence_opening": stats,
+            "train_seconds": 10.0,
+        }
+        for r, corr in zip(runs, [{"other.mp4": 0.4, "third.mp4": 0.2}, {"other.mp4": 0.1}], strict=True)
+    }
+    (row,) = ab.table(scores, runs)
+    assert row["video_corr"] == pytest.approx((0.3 + 0.1) / 2) and row["lipsync_mean"] == pytest.approx(0.4)
+    assert "| 0.20 |" in ab.markdown([row])

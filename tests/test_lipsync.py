@@ -15,9 +15,11 @@ from data_utils.audio_features import PHONES
 from data_utils.audio_io import load_audio
 from evaluation.lipsync import (
     LABIALS,
+    MIN_AGREEMENT_FRAMES,
     OPEN_VOWELS,
     best_lag_auc,
     lip_opening,
+    opening_agreement,
     score_lipsync,
     score_phones,
 )
@@ -158,6 +160,20 @@ def test_strip_of_silence_writes_nothing(tmp_path: Path) -> None:
     assert not (tmp_path / "s.png").exists()
 
 
+def test_opening_agreement_finds_the_lag_and_needs_enough_frames() -> None:
+    rng = np.random.default_rng(0)
+    speaker = np.convolve(rng.normal(size=120), np.ones(5) / 5, mode="same")
+    avatar = np.roll(speaker, 2) + rng.normal(0, 0.05, 120)  # follows two frames late
+    avatar[40:50] = np.nan  # no face there
+    agreement = opening_agreement(avatar, speaker, FPS)
+    assert agreement["lag_frames"] == 2 and agreement["corr"] > 0.9 and agreement["frames"] == 110
+    unrelated = opening_agreement(rng.normal(size=120), speaker, FPS)
+    assert abs(unrelated["corr"]) < 0.35
+    short = MIN_AGREEMENT_FRAMES - 1
+    assert opening_agreement(avatar[:short], speaker[:short], FPS)["corr"] is None
+    assert opening_agreement(np.ones(120), speaker, FPS)["corr"] is None
+
+
 def test_lipsync_command_missing_video_is_one_line_error(tmp_path: Path) -> None:
     result = _lipsync_cli("--video", str(tmp_path / "none.mp4"))
     assert result.returncode == 2
@@ -224,6 +240,23 @@ def test_cross_driven_report_scores_the_render_against_the_real_clip(
         assert report["ratio_to_real_clip"] is None
     else:
         assert report["ratio_to_real_clip"] == pytest.approx(render["score"] / 0.5)
+    assert "video_reference" not in render  # speech without a video of its speaker
     strip = render["strip"]
     assert (tmp_path / "lipsync_strip_cross.png").is_file() == bool(strip["frames"])
     assert strip["path"] == (str(tmp_path / "lipsync_strip_cross.png") if strip["frames"] else None)
+
+
+def test_speech_given_as_a_video_is_compared_with_its_speakers_mouth(
+    sample_video: Path, tmp_path: Path
+) -> None:
+    """Driven by a video's audio, the render's mouth is also compared with the mouth in that video: here the
+    video itself, which follows its own mouth exactly."""
+    from bench.evaluate import cross_driven_lipsync
+
+    real = {"score": 0.5}
+    report = cross_driven_lipsync(sample_video, sample_video, tmp_path / "data", {"fps": 25}, tmp_path, real)
+    reference = report["render"]["video_reference"]
+    assert reference["video"] == str(sample_video) and reference["lag_frames"] == 0
+    assert reference["corr"] == pytest.approx(1.0) and reference["frames"] == 75
+    result = _lipsync_cli("--video", str(sample_video), "--reference_video", str(tmp_path / "missing.mp4"))
+    assert result.returncode != 0 and "--reference_video" in result.stderr.strip().splitlines()[-1]
