@@ -155,16 +155,32 @@ def _median(x: np.ndarray) -> float:
 def opening_agreement(opening: np.ndarray, reference: np.ndarray, fps: float) -> dict:
     """How closely lip openings [T] follow a reference video's openings [T] of the same speech (the person
     who spoke the driving audio; NaN = no face), both at `fps`: the highest Pearson correlation over lags
-    within ±LAG_SECONDS -> {"corr", "lag_frames", "frames"}; corr None when fewer than MIN_AGREEMENT_FRAMES
-    frames show both faces or a series is constant. Unlike the phone score it does not read phones, so it
-    stays fair to avatars driven by phone features."""
+    within ±LAG_SECONDS, and the same for the reference shifted circularly by more than
+    NULL_MIN_SHIFT_SECONDS (chance: a mouth saying something else) -> {"corr", "lag_frames", "frames",
+    "null_mean", "null_std", "z"}; corr None when fewer than MIN_AGREEMENT_FRAMES frames show both faces or
+    a series is constant. Unlike the phone score it reads no phones, so it stays fair to avatars driven by
+    phone features."""
     n = min(opening.size, reference.size)
     opening, reference = np.asarray(opening[:n], float), np.asarray(reference[:n], float)
-    corr, lag = best_lag_correlation(
-        reference, opening, max(1, round(LAG_SECONDS * fps)), MIN_AGREEMENT_FRAMES
+    max_lag, min_shift = max(1, round(LAG_SECONDS * fps)), math.ceil(NULL_MIN_SHIFT_SECONDS * fps)
+    corr, lag = best_lag_correlation(reference, opening, max_lag, MIN_AGREEMENT_FRAMES)
+    shifts = np.unique(np.linspace(min_shift, n - min_shift, max(0, min(NULL_SHIFTS, n - 2 * min_shift + 1))))
+    null = np.array(
+        [
+            best_lag_correlation(np.roll(reference, int(k)), opening, max_lag, MIN_AGREEMENT_FRAMES)[0]
+            for k in shifts
+        ]
     )
-    frames = int((np.isfinite(opening) & np.isfinite(reference)).sum())
-    return {"corr": round(corr, 4) if math.isfinite(corr) else None, "lag_frames": lag, "frames": frames}
+    null = null[np.isfinite(null)]
+    finite = math.isfinite(corr) and null.size > 1 and null.std() > 0
+    return {
+        "corr": round(corr, 4) if math.isfinite(corr) else None,
+        "lag_frames": lag,
+        "frames": int((np.isfinite(opening) & np.isfinite(reference)).sum()),
+        "null_mean": round(float(null.mean()), 4) if null.size else None,
+        "null_std": round(float(null.std()), 4) if null.size > 1 else None,
+        "z": round(float((corr - null.mean()) / null.std()), 2) if finite else None,
+    }
 
 
 def score_lipsync(lms: np.ndarray, wav: np.ndarray, sr: int, fps: float) -> LipSyncScore:
@@ -358,7 +374,8 @@ def summary_lines(report: dict) -> list[str]:
         ref = report["video_reference"]
         lines.append(
             f"  follows the speaker's own mouth ({Path(ref['video']).name}): correlation {_fmt(ref['corr'])} "
-            f"at lag {ref['lag_frames']:+d} over {ref['frames']} frames"
+            f"at lag {ref['lag_frames']:+d} over {ref['frames']} frames; chance {_fmt(ref['null_mean'])} "
+            f"± {_fmt(ref['null_std'])}, z {_fmt(ref['z'], 1)}"
         )
     sync = report["syncnet"]
     if sync.get("lse_c") is None:

@@ -167,8 +167,9 @@ def test_opening_agreement_finds_the_lag_and_needs_enough_frames() -> None:
     avatar[40:50] = np.nan  # no face there
     agreement = opening_agreement(avatar, speaker, FPS)
     assert agreement["lag_frames"] == 2 and agreement["corr"] > 0.9 and agreement["frames"] == 110
+    assert abs(agreement["null_mean"]) < 0.3 and agreement["z"] > 3  # far above the shifted references
     unrelated = opening_agreement(rng.normal(size=120), speaker, FPS)
-    assert abs(unrelated["corr"]) < 0.35
+    assert abs(unrelated["corr"]) < 0.35 and unrelated["z"] < 3
     short = MIN_AGREEMENT_FRAMES - 1
     assert opening_agreement(avatar[:short], speaker[:short], FPS)["corr"] is None
     assert opening_agreement(np.ones(120), speaker, FPS)["corr"] is None
@@ -258,5 +259,6 @@ def test_speech_given_as_a_video_is_compared_with_its_speakers_mouth(
     reference = report["render"]["video_reference"]
     assert reference["video"] == str(sample_video) and reference["lag_frames"] == 0
     assert reference["corr"] == pytest.approx(1.0) and reference["frames"] == 75
+    assert reference["null_mean"] < 0.9 and reference["z"] > 2
     result = _lipsync_cli("--video", str(sample_video), "--reference_video", str(tmp_path / "missing.mp4"))
     assert result.returncode != 0 and "--reference_video" in result.stderr.strip().splitlines()[-1]
