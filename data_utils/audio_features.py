@@ -444,18 +444,31 @@ class PhonemeExtractor:
         """The index into `classes` [len(PHONES)] of each phone (here the phone itself)."""
         return np.arange(len(PHONES))
 
+    def step_features(self, wav: np.ndarray, fps: float, num_frames: int) -> np.ndarray:
+        """One-hot classes [2 * num_frames, len(classes)] of the phone heard at each feature step of 16 kHz
+        `wav` [n] (silence/noise = SIL)."""
+        labels = self.class_of_phone()[self.phone_labels(wav)]
+        idx = np.clip((step_times(num_frames, fps) * PHONE_RATE).astype(np.int64), 0, len(labels) - 1)
+        return np.eye(len(self.classes), dtype=np.float32)[labels[idx]]
+
     def extract(self, wav: np.ndarray, sr: int, fps: float, num_frames: int | None = None) -> np.ndarray:
-        """Return one-hot windows [T, len(classes), window] float32 of the phone heard at each step
-        (silence/noise = SIL)."""
+        """Return windows [T, C, window] float32 of step_features (C: len(classes), one-hot)."""
         t = num_video_frames(len(wav), sr, fps, num_frames)
-        labels = self.class_of_phone()[self.phone_labels(resample(wav, sr))]
-        idx = np.clip((step_times(t, fps) * PHONE_RATE).astype(np.int64), 0, len(labels) - 1)
-        return frame_windows(np.eye(len(self.classes), dtype=np.float32)[labels[idx]], self.window)
+        return frame_windows(self.step_features(resample(wav, sr), fps, t), self.window)
+
+
+def step_loudness(wav: np.ndarray, fps: float, num_frames: int) -> np.ndarray:
+    """The loudness [2 * num_frames] of 16 kHz `wav` [n] at each feature step: its log-mel energy averaged
+    over the bands, standardised over the whole audio (which removes the recording's gain)."""
+    centres = step_times(num_frames, fps) * SAMPLE_RATE
+    mel = log_mel(wav, SAMPLE_RATE, centres, LogMelExtractor.n_fft, LogMelExtractor.n_mels).mean(axis=1)
+    return ((mel - mel.mean()) / (mel.std() + 1e-5)).astype(np.float32)
 
 
 @dataclass
 class VisemeExtractor(PhonemeExtractor):
-    """One-hot viseme timings [T, 12, W]: pocketsphinx's phones grouped by mouth shape (VISEME_GROUPS)."""
+    """One-hot viseme timings and the loudness [T, 13, W]: pocketsphinx's phones grouped by mouth shape
+    (VISEME_GROUPS) and step_loudness, since how far a mouth opens for a vowel grows with how loud it is."""
 
     name: ClassVar[str] = "visemes"
     classes: ClassVar[tuple[str, ...]] = VISEMES
@@ -463,6 +476,11 @@ class VisemeExtractor(PhonemeExtractor):
     def class_of_phone(self) -> np.ndarray:
         """The index into VISEMES [len(PHONES)] of each phone."""
         return viseme_of_phone()
+
+    def step_features(self, wav: np.ndarray, fps: float, num_frames: int) -> np.ndarray:
+        """The viseme one-hots [2 * num_frames, 12] of 16 kHz `wav` [n] with its loudness as a 13th column."""
+        loudness = step_loudness(wav, fps, num_frames)
+        return np.concatenate([super().step_features(wav, fps, num_frames), loudness[:, None]], axis=1)
 
 
 _REGISTRY: dict[str, type] = {

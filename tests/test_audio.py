@@ -325,17 +325,25 @@ def test_visemes_group_every_phone_once() -> None:
     ]
 
 
-def test_visemes_extractor_is_the_phones_grouped(speech_wav: Path) -> None:
+def test_visemes_extractor_is_the_phones_grouped_and_the_loudness(speech_wav: Path) -> None:
     pytest.importorskip("pocketsphinx")
     from data_utils.audio_features import VISEMES, feature_norm, viseme_of_phone
 
     wav = load_audio(speech_wav)
     phones = get_extractor("phonemes").extract(wav, 16000, 25)
     visemes = get_extractor("visemes").extract(wav, 16000, 25)
-    assert visemes.shape == (50, len(VISEMES), 16) and len(VISEMES) == 12
-    np.testing.assert_array_equal(visemes, np.eye(len(VISEMES))[viseme_of_phone()].T @ phones)
-    assert visemes[:, 1:].sum() > 10, "visemes other than rest must be recognised in speech"
-    assert feature_norm("visemes", visemes) == {"mean": [0.0] * 12, "std": [1.0] * 12}
+    assert visemes.shape == (50, len(VISEMES) + 1, 16) and len(VISEMES) == 12
+    one_hot, loudness = visemes[:, :12], visemes[:, 12]
+    np.testing.assert_array_equal(one_hot, np.eye(len(VISEMES))[viseme_of_phone()].T @ phones)
+    assert one_hot[:, 1:].sum() > 10, "visemes other than rest must be recognised in speech"
+    steps = loudness[:, 8]  # one window step per frame
+    assert abs(steps.mean()) < 0.3 and 0.7 < steps.std() < 1.3  # standardised over the audio
+    quieter = get_extractor("visemes").extract(wav * 0.5, 16000, 25)  # 6 dB down: the same loudness
+    np.testing.assert_allclose(quieter[:, 12], loudness, atol=0.15)  # (the log-mel floor shifts silences)
+    speech_then_silence = np.concatenate([wav, np.zeros_like(wav)])
+    both = get_extractor("visemes").extract(speech_then_silence, 16000, 25)[:, 12, 8]
+    assert both[:50].mean() > both[50:].mean() + 1.0  # louder where there is speech
+    assert feature_norm("visemes", visemes) == {"mean": [0.0] * 13, "std": [1.0] * 13}
 
 
 def test_feature_norm_keeps_phones_unseen_in_training_bounded() -> None:
