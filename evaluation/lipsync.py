@@ -119,16 +119,22 @@ def best_lag_auc(opening: np.ndarray, phones: np.ndarray, max_lag: int) -> tuple
     return best, best_lag
 
 
+def null_shifts(n: int, min_shift: int, count: int) -> np.ndarray:
+    """Up to `count` evenly spaced circular shifts [k] (ints) of a series of `n` frames that move it by at
+    least `min_shift` frames either way: the chance levels of the scores (none when n < 2 * min_shift + 1)."""
+    if n - 2 * min_shift < 1:
+        return np.zeros(0, dtype=np.int64)
+    shifts = np.linspace(min_shift, n - min_shift, min(count, n - 2 * min_shift + 1)).round()
+    return np.unique(shifts).astype(np.int64)
+
+
 def null_aucs(
     opening: np.ndarray, phones: np.ndarray, max_lag: int, min_shift: int, count: int
 ) -> np.ndarray:
-    """Best-lag AUCs of `opening` [T] against `phones` [T] rolled by up to `count` evenly spaced shifts of at
-    least `min_shift` frames either way -> [k] (finite values only)."""
-    n = phones.size
-    if n - 2 * min_shift < 1:
-        return np.zeros(0)
-    shifts = np.unique(np.linspace(min_shift, n - min_shift, min(count, n - 2 * min_shift + 1)).round())
-    values = [best_lag_auc(opening, np.roll(phones, int(s)), max_lag)[0] for s in shifts]
+    """Best-lag AUCs of `opening` [T] against `phones` [T] rolled by each of null_shifts -> [k] (finite values
+    only)."""
+    shifts = null_shifts(phones.size, min_shift, count)
+    values = [best_lag_auc(opening, np.roll(phones, s), max_lag)[0] for s in shifts]
     return np.array([v for v in values if math.isfinite(v)])
 
 
@@ -164,11 +170,10 @@ def opening_agreement(opening: np.ndarray, reference: np.ndarray, fps: float) ->
     opening, reference = np.asarray(opening[:n], float), np.asarray(reference[:n], float)
     max_lag, min_shift = max(1, round(LAG_SECONDS * fps)), math.ceil(NULL_MIN_SHIFT_SECONDS * fps)
     corr, lag = best_lag_correlation(reference, opening, max_lag, MIN_AGREEMENT_FRAMES)
-    shifts = np.unique(np.linspace(min_shift, n - min_shift, max(0, min(NULL_SHIFTS, n - 2 * min_shift + 1))))
     null = np.array(
         [
-            best_lag_correlation(np.roll(reference, int(k)), opening, max_lag, MIN_AGREEMENT_FRAMES)[0]
-            for k in shifts
+            best_lag_correlation(np.roll(reference, k), opening, max_lag, MIN_AGREEMENT_FRAMES)[0]
+            for k in null_shifts(n, min_shift, NULL_SHIFTS)
         ]
     )
     null = null[np.isfinite(null)]
@@ -316,7 +321,8 @@ def score_video(
     LSE-D under `syncnet` when SyncNet weights are found (`find_syncnet_weights`), else "not measured".
     With `strip`, a PNG of the mouth at open-vowel and labial moments is written there (write_strip).
     With `reference_video` (a video of the person speaking `audio`), `video_reference` holds how closely the
-    lip opening follows that person's (opening_agreement), sampled at this video's frame times.
+    lip opening follows that person's (opening_agreement) over the frames scored, the reference
+    sampled at this video's frame times.
     The video is decoded once for the landmarks and again only for what SyncNet or the strip need, so
     memory does not grow with its length unless SyncNet runs (it needs every frame).
     """
@@ -345,9 +351,9 @@ def score_video(
     if reference_video is not None:
         ref_fps = probe_video(reference_video).fps
         ref_opening = lip_opening(video_landmarks(read_video_frames(reference_video)))
-        at = np.round(np.arange(len(lms)) / fps * ref_fps).astype(int)
+        at = np.round(np.arange(opening.size) / fps * ref_fps).astype(int)
         sampled = np.where(at < ref_opening.size, ref_opening[np.minimum(at, ref_opening.size - 1)], np.nan)
-        agreement = opening_agreement(lip_opening(lms), sampled, fps)
+        agreement = opening_agreement(opening, sampled, fps)
         result["video_reference"] = {"video": str(reference_video), **agreement}
     return {"video": str(video), "audio": str(audio or video), **result}
 

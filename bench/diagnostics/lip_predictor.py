@@ -33,6 +33,7 @@ from scene.deformation import DeformationNetwork
 from scene.train_config import TrainConfig
 from scene.trainer import augment_audio, lip_loss, network_lr_decay
 from utils.cli import ArgumentParser, UserError, run_cli
+from utils.metrics import best_lag_correlation
 
 OPENING = LIP_MEASURES.index("outer_opening")  # the measure the lip-sync score reads (lip_opening)
 LOAD_SIZE = 16  # px: the frames are not used, only the audio windows and lip measures
@@ -115,11 +116,8 @@ def cross_correlation(
 def correlation(a: np.ndarray, b: np.ndarray) -> float | None:
     """Pearson correlation of two series [T] over the frames where both are finite (a frame without a face
     has no tracked measure), None when either is constant there."""
-    both = np.isfinite(a) & np.isfinite(b)
-    a, b = a[both], b[both]
-    if len(a) < 2 or a.std() == 0 or b.std() == 0:
-        return None
-    return round(float(np.corrcoef(a, b)[0, 1]), 4)
+    corr = best_lag_correlation(a, b, 0, min_overlap=2)[0]
+    return round(corr, 4) if np.isfinite(corr) else None
 
 
 def build_parser() -> argparse.ArgumentParser:
