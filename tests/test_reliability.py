@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -185,6 +186,32 @@ def test_3_concurrent_runs_into_one_folder(tmp_path: Path) -> None:
     assert entries(out) == ["first.txt"] and entries(tmp_path) == ["new"]
     with pytest.raises(UserError, match="already exists; pass --force"), atomic_dir(out):
         pass
+
+
+def test_3_runs_into_one_new_parent_at_once(tmp_path: Path) -> None:
+    """Runs that start together under a parent folder none of them finds (bench.ab's ten trainings into
+    a new models/) all get their claim: none fails on the folder another made, or loses it to another's
+    clean-up."""
+    threads, failures = 8, []
+    for round_ in range(10):
+        parent = tmp_path / f"models{round_}"
+        barrier = threading.Barrier(threads)
+
+        def claim(i: int, parent: Path = parent, barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            try:
+                with claim_output(parent / f"run{i}"):
+                    (parent / f"run{i}").mkdir()
+            except UserError as err:
+                failures.append(str(err))
+
+        workers = [threading.Thread(target=claim, args=(i,)) for i in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        assert entries(parent) == sorted(f"run{i}" for i in range(threads))
+    assert failures == []
 
 
 def test_3_train_refuses_a_model_folder_being_written(

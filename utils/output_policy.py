@@ -104,13 +104,18 @@ def check_output(
 
 def _make_parents(path: Path) -> list[Path]:
     """Create the missing parent folders of `path`; return the ones created (outermost first)."""
-    created = [p for p in reversed(Path(path).absolute().parents) if not p.exists()]
-    try:
-        for folder in created:
+    created: list[Path] = []
+    for folder in reversed(Path(path).absolute().parents):
+        if folder.is_dir():
+            continue
+        try:
             folder.mkdir()
-    except OSError as err:
-        _remove_empty(created)
-        raise UserError(f"cannot create '{path}': {err.strerror}; choose a writable folder") from err
+        except FileExistsError:
+            continue  # another run made it meanwhile: it is theirs to remove, not ours
+        except OSError as err:
+            _remove_empty(created)
+            raise UserError(f"cannot create '{path}': {err.strerror}; choose a writable folder") from err
+        created.append(folder)
     return created
 
 
@@ -144,6 +149,9 @@ def _lock(lock_path: Path, output: Path) -> int:
     for _ in range(5):
         try:
             fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o644)
+        except FileNotFoundError:
+            _make_parents(output)  # a concurrent run removed the empty parent it had made: make it again
+            continue
         except OSError as err:
             raise UserError(
                 f"cannot write next to '{output}': {err.strerror}; choose a writable folder"
