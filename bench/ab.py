@@ -2,10 +2,11 @@
 sharing one GPU, then each model scored on its held-out frames (render_direct.sh) and driven by other speakers
 and by silence (bench.cross_driven); one table per clip and arm.
 
-Usage: python -m bench.ab --videos A.mp4 B.mp4 --audio X.wav Y.wav --arm base= --arm lips="--audio_code lips"
+Usage: python -m bench.ab --videos A.mp4 B.mp4 --audio X.wav Y.wav --arm base= \
+           --arm free:logmel="--audio_code free --audio_scope everywhere"
 An arm is NAME=TRAIN_ARGS or NAME:EXTRACTOR=TRAIN_ARGS (EXTRACTOR: the dataset's --audio_extractor, default
-logmel). Every step is skipped when its output is complete, so a rerun continues; a step that fails is
-reported with the last line of its log and does not stop the others.
+preprocess.sh's). Every step is skipped when its output is complete, so a rerun continues; a step that fails
+is reported with the last line of its log and does not stop the others.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 from bench.evaluate import output_video, read_json, wrapper
 from bench.report import write_report
 from data_utils.audio_io import SAMPLE_RATE, write_wav
+from data_utils.preprocess_config import PreprocessConfig
 from evaluation.landmarks import read_video_frames, video_landmarks
 from evaluation.lipsync import lip_opening
 from many.stages import error_line, run_logged
@@ -78,7 +80,7 @@ def parse_arm(text: str) -> Arm:
             f"--arm '{text}' is not NAME=TRAIN_ARGS or NAME:EXTRACTOR=TRAIN_ARGS "
             "(e.g. lips='--audio_code lips')"
         )
-    return Arm(name, extractor or "logmel", tuple(shlex.split(args)))
+    return Arm(name, extractor or PreprocessConfig().audio_extractor, tuple(shlex.split(args)))
 
 
 def plan(videos: list[Path], arms: list[Arm], seeds: list[int], work: Path) -> list[Run]:

@@ -54,7 +54,8 @@ def synthetic_avatar(num_gaussians: int, device: torch.device, seed: int = 0) ->
     )
     gaussians = GaussianParams(0)
     gaussians.set_from_points(points, torch.rand(num_gaussians, 3, generator=gen), init_opacity=0.5)
-    avatar = Avatar(gaussians, DeformConfig(), gaussians.bounds())
+    mouth = {"mouth_centre": (0.0, -0.5, 0.7), "mouth_radius": 0.3}  # the ellipsoid's lower front
+    avatar = Avatar(gaussians, DeformConfig(**mouth), gaussians.bounds())
     c2w = torch.eye(4)
     c2w[2, 3] = -SYNTHETIC_DISTANCE
     K = torch.tensor([[1.7, 0.0, 0.5], [0.0, 1.7, 0.5], [0.0, 0.0, 1.0]])

@@ -33,10 +33,10 @@ class PreprocessConfig:
     )
     audio: Path | None = option(None, "audio to use instead of the video's own track", metavar="FILE")
     audio_extractor: str = option(
-        "logmel",
+        "visemes",
         f"audio features: {', '.join(available_extractors())}",
         metavar="NAME",
-        default_text="logmel, needs no model",
+        default_text="visemes: pocketsphinx's phones as 12 mouth shapes and the loudness, needs no download",
     )
     extractor_model: Path | None = option(
         None,

@@ -21,6 +21,8 @@ AUDIO_CODES = ("free", "lips")
 TOKENS = ("audio", "eye", "camera", "null")
 MIN_REGION_WEIGHT = 1e-4
 MOUTH_REGION_SCALE = 1.2  # radius of the mouth region over the mouth width: lips, jaw and chin
+# What a model saved before audio_scope and audio_code existed ran with (the defaults were changed since).
+SAVED_BEFORE_AUDIO_CODE = {"audio_scope": "everywhere", "audio_code": "free"}
 
 
 def mouth_region(shape: np.ndarray) -> dict[str, object]:
@@ -48,8 +50,8 @@ class DeformConfig:
     audio_window: int = 16
     camera_dim: int = 12
     use_camera: bool = True
-    audio_scope: str = "everywhere"
-    audio_code: str = "free"
+    audio_scope: str = "mouth"
+    audio_code: str = "lips"
     mouth_centre: tuple[float, float, float] = (0.0, 0.0, 0.0)
     mouth_radius: float = 0.0
     scale_xyz: float = 0.1
@@ -71,10 +73,12 @@ class DeformConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "DeformConfig":
-        """Rebuild from to_dict() output; missing keys take defaults; unknown keys: the UserError that every
-        saved config gives (utils.config_cli.unknown_settings); a bad choice: ValueError."""
+        """Rebuild from to_dict() output; missing keys take defaults (audio_scope and audio_code those of the
+        models saved before they existed); unknown keys: the UserError that every saved config gives
+        (utils.config_cli.unknown_settings); a bad choice: ValueError."""
         names = {f.name for f in fields(cls)}
         unknown_settings("the model's deformation network", sorted(set(d) - names))
+        d = {**SAVED_BEFORE_AUDIO_CODE, **d}
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gaussian_renderer import BACKENDS
-from scene.deformation import AUDIO_CODES, AUDIO_SCOPES, DeformConfig
+from scene.deformation import AUDIO_CODES, AUDIO_SCOPES, SAVED_BEFORE_AUDIO_CODE, DeformConfig
 from utils.config_cli import flat, from_dict, option, section, unknown_settings, with_values
 
 RUN_CONTROL = ("iterations", "stop_at", "eval_every", "preview_every", "save_every", "log_every")
@@ -174,6 +174,7 @@ class TrainConfig:
         `deform` held only the changed fields, is mapped); UserError names unknown settings."""
         what = "the model's saved training config"
         saved = {k: v for k, v in saved.items() if k not in REMOVED_SETTINGS}
+        saved["deform"] = {**SAVED_BEFORE_AUDIO_CODE, **saved.get("deform", {})}
         if set(saved) <= {f.name for f in dataclasses.fields(cls)}:
             return from_dict(cls, saved, what)
         values = {k: v for k, v in saved.items() if k != "deform"}

@@ -135,7 +135,8 @@ def evaluate(
     avatar: Avatar, dataset: TalkingHeadDataset, stage: str, cfg: TrainConfig
 ) -> tuple[dict[str, float], Tensor, Tensor]:
     """Validation PSNR/SSIM (full frame and face box, evaluation.frames.score_frames, per-frame means) on
-    <= num_eval_frames evenly spaced frames -> (metrics, renders [K,H,W,3], ground truth [K,H,W,3])."""
+    <= num_eval_frames evenly spaced frames -> (metrics, renders [K,H,W,3], ground truth [K,H,W,3]); with
+    the lip code and a dataset loaded with its lips, also val_lip_corr."""
     indices = dataset.evenly_spaced(cfg.log.num_eval_frames)
     renders, gts, rects = [], [], []
     for chunk in indices.split(max(cfg.schedule.batch_size, 1)):
@@ -145,7 +146,7 @@ def evaluate(
         rects.append(batch.face_rect)
     pred, gt, rect = torch.cat(renders), torch.cat(gts), torch.cat(rects)
     metrics = {VAL_KEYS[k]: v for k, v in mean_scores(score_frames(pred, gt, rect)).items()}
-    if avatar.deform_cfg.audio_code == "lips" and stage == "fine":
+    if avatar.deform_cfg.audio_code == "lips" and stage == "fine" and dataset.lips is not None:
         metrics["val_lip_corr"] = lip_prediction_corr(avatar, dataset)
     return metrics, pred, gt
 

@@ -19,7 +19,7 @@ TINY = "--init_points 300 --triplane_resolutions 8 16 --triplane_channels 4 --to
 
 
 def test_arms_parse_with_an_extractor_and_bad_ones_are_refused() -> None:
-    assert ab.parse_arm("lips=--audio_code lips") == ab.Arm("lips", "logmel", ("--audio_code", "lips"))
+    assert ab.parse_arm("lips=--audio_code lips") == ab.Arm("lips", "visemes", ("--audio_code", "lips"))
     assert ab.parse_arm("ph:phonemes=") == ab.Arm("ph", "phonemes", ())
     for bad in ("lips", "=--seed 1", "a b=--seed 1"):
         with pytest.raises(UserError, match="NAME=TRAIN_ARGS"):
@@ -54,8 +54,13 @@ def test_ab_trains_scores_reports_failures_and_reruns_nothing(
     # the clip is among the driving audio too, as when the clips drive each other: never its own avatar
     argv = ["--videos", str(video), "--audio", str(speech_wav), str(video), "--output_dir", str(work)]
     argv += ["--iterations", "12"]
-    argv += ["--arm", f"base={TINY}", "--arm", f"lips={TINY} --audio_scope mouth --audio_code lips"]
-    argv += ["--arm", "broken=--no_such_flag", "--parallel", "2", "--eval_parallel", "1"]
+    argv += [
+        "--arm",
+        f"base:logmel={TINY} --audio_scope everywhere --audio_code free",
+        "--arm",
+        f"lips:logmel={TINY}",
+    ]
+    argv += ["--arm", "broken:logmel=--no_such_flag", "--parallel", "2", "--eval_parallel", "1"]
     assert ab.main(argv) == 1  # the broken arm fails; the others go on
     assert at_once == {"train": 2, "evaluate": 1}  # evaluations, which hold renders in memory, apart
     report = json.loads((work / "report.json").read_text())

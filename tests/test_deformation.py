@@ -18,7 +18,7 @@ BOUNDS = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
 
 def make_net(**overrides: object) -> DeformationNetwork:
     """Small network for tests."""
-    small = {"triplane_resolutions": (8, 16), "triplane_channels": 8}
+    small = {"triplane_resolutions": (8, 16), "triplane_channels": 8, "mouth_radius": 0.5}
     cfg = DeformConfig(audio_channels=C, audio_window=W, **{**small, **overrides})
     torch.manual_seed(0)
     return DeformationNetwork(cfg, BOUNDS)
@@ -70,7 +70,7 @@ def test_mouth_scope_confines_audio_to_the_mouth_region() -> None:
     assert change[2:].max() < 1e-3 * change[:2].min()
     weight = net.mouth_weight(xyz)
     assert weight[0] == 1 and weight[2:].max() < 1e-6
-    everywhere = make_net()
+    everywhere = make_net(audio_scope="everywhere")
     perturb_heads(everywhere)
     spread = (everywhere(xyz, audio, eye, cam).d_xyz - everywhere(xyz, audio * 5 + 3, eye, cam).d_xyz).abs()
     assert spread.amax(dim=(0, 2))[2:].min() > 1e-4
@@ -170,6 +170,11 @@ def test_config_round_trip() -> None:
     assert DeformConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     with pytest.raises(UserError, match="deformation network has unknown settings no_such_key;"):
         DeformConfig.from_dict({"no_such_key": 1})
+    # a model saved before audio_scope and audio_code existed ran with the audio everywhere, freely coded
+    old = {k: v for k, v in cfg.to_dict().items() if k not in ("audio_scope", "audio_code")}
+    assert (cfg.audio_scope, cfg.audio_code) == ("mouth", "lips")
+    assert DeformConfig.from_dict(old) == DeformConfig(**{**cfg.__dict__, "audio_scope": "everywhere",
+                                                           "audio_code": "free"})  # fmt: skip
 
 
 def test_triplane_clamps_and_tv() -> None:

@@ -198,7 +198,7 @@ def _fake_render(batch: FrameBatch) -> torch.Tensor:
 class _FakeAvatar:
     """Stands in for a trained avatar: render() returns _fake_render for any stage."""
 
-    deform_cfg = DeformConfig()
+    deform_cfg = DeformConfig(audio_code="free")  # no lip predictor to score
 
     def render(self, batch: FrameBatch, stage: str = "fine", backend: str = "auto") -> SimpleNamespace:
         return SimpleNamespace(image=_fake_render(batch))

@@ -17,7 +17,7 @@ from scene import inference, predict_cli, prediction
 from scene.avatar import Avatar
 from scene.checkpoint import load_avatar, save_checkpoint
 from scene.dataset import TalkingHeadDataset
-from scene.deformation import DeformConfig
+from scene.deformation import DeformConfig, mouth_region
 from scene.gaussians import init_from_track
 from tests.dataset_factory import make_dataset
 from utils.cli import run_cli
@@ -33,8 +33,10 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("predict")
     data = make_dataset(root / "data", frames=24, size=32, fps=8)
     ds = TalkingHeadDataset(data, "train")
-    gaussians = init_from_track(torch.load(data / "track_params.pt"), 200, seed=0)
+    track = torch.load(data / "track_params.pt")
+    gaussians = init_from_track(track, 200, seed=0)
     cfg = DeformConfig(
+        **mouth_region(np.asarray(track["shape"])),
         triplane_resolutions=(8,),
         triplane_channels=4,
         token_dim=8,

@@ -26,7 +26,7 @@ OLD_DEFAULTS = {
     "size": 512,
     "tracker": "mediapipe",
     "audio": None,
-    "audio_extractor": "logmel",
+    "audio_extractor": "visemes",
     "extractor_model": None,
     "max_gap_frames": 10,
     "force": False,

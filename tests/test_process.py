@@ -137,9 +137,9 @@ def test_contract_audio_and_metadata(dataset: tuple[Path, subprocess.CompletedPr
     with wave.open(str(out / "aud.wav")) as w:
         assert w.getframerate() == 16000 and w.getnchannels() == 1 and w.getsampwidth() == 2
         assert abs(w.getnframes() / 16000 - 3.0) < 0.2
-    feats = np.load(out / "aud_logmel.npy")
+    feats = np.load(out / "aud_visemes.npy")  # the default extractor
     assert feats.dtype == np.float32 and feats.ndim == 3 and feats.shape[0] == t
-    assert meta["audio_extractor"]["name"] == "logmel" and isinstance(
+    assert meta["audio_extractor"]["name"] == "visemes" and isinstance(
         meta["audio_extractor"]["settings"], dict
     )
     assert set(meta["versions"]) >= {"python", "torch", "mediapipe", "numpy", "opencv"}
@@ -206,7 +206,7 @@ def test_existing_out_dir_needs_force_and_survives_a_failed_run(
     )
     assert code == 0 and siblings(out) == ["out"] and not (out / "old.txt").exists()
     meta = json.loads((out / "preprocess.json").read_text())
-    assert meta["frames"] == 60 and np.load(out / "aud_logmel.npy").shape[0] == 60
+    assert meta["frames"] == 60 and np.load(out / "aud_visemes.npy").shape[0] == 60
     assert meta["settings"]["audio"] == str(speech_wav) and not (out / "preview.jpg").exists()
     with wave.open(str(out / "aud.wav")) as w:
         assert abs(w.getnframes() / 16000 - 2.0) < 0.05, "aud.wav comes from --audio"

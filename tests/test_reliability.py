@@ -25,7 +25,7 @@ from data_utils import process
 from scene.avatar import Avatar
 from scene.checkpoint import save_checkpoint
 from scene.dataset import TalkingHeadDataset
-from scene.deformation import DeformConfig
+from scene.deformation import DeformConfig, mouth_region
 from scene.fingerprint import dataset_fingerprint
 from scene.gaussians import init_from_track
 from tests.dataset_factory import make_dataset
@@ -86,10 +86,11 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("rel")
     data = with_source(make_dataset(root / "bob", frames=24, size=32, fps=8), "bob.mp4", [10, 20, 300])
     ds = TalkingHeadDataset(data, "train")
-    gaussians = init_from_track(torch.load(data / "track_params.pt"), 200, seed=0)
+    track = torch.load(data / "track_params.pt")
+    gaussians = init_from_track(track, 200, seed=0)
     cfg = DeformConfig(
         triplane_resolutions=(8,), triplane_channels=4, token_dim=8, heads=1, kan_hidden=(8,), kan_grids=3,
-        audio_channels=8, audio_window=4,
+        audio_channels=8, audio_window=4, **mouth_region(np.asarray(track["shape"])),
     )  # fmt: skip
     config = {
         "deform": cfg.to_dict(),

@@ -155,7 +155,10 @@ def test_saved_config_loads_whole_and_older_flat_ones_are_mapped() -> None:
     # the flat config of earlier versions: `deform` held the changed fields only; compile is gone
     flat = {k: v for k, v in flat_settings(train_config.TrainConfig()).items() if k not in DEFORM_FIELDS}
     old = {**flat, "iterations": 7, "batch_size": 2, "compile": True, "deform": {"kan_hidden": [16, 8]}}
-    assert train_config.TrainConfig.from_saved(old) == cfg
+    # ... and it predates audio_scope and audio_code: it keeps the values it ran with
+    before = cfg.with_values({"audio_scope": "everywhere", "audio_code": "free"})
+    assert train_config.TrainConfig.from_saved(old) == before
+    assert before != cfg
 
 
 def test_unknown_saved_settings_are_named_in_one_error() -> None:

@@ -42,7 +42,9 @@ LOAD_SIZE = 16  # px: the frames are not used, only the audio windows and lip me
 def predictor(train_set: TalkingHeadDataset, cfg: TrainConfig) -> DeformationNetwork:
     """An untrained deformation network with the lip code, for the dataset's audio windows [C,W]."""
     channels, window = train_set.audio_shape
-    deform = dataclasses.replace(cfg.deform, audio_code="lips", audio_channels=channels, audio_window=window)
+    deform = dataclasses.replace(  # the predictor alone: no Gaussians for the audio's scope to fade
+        cfg.deform, audio_code="lips", audio_scope="everywhere", audio_channels=channels, audio_window=window
+    )
     return DeformationNetwork(deform, torch.tensor([[-1.0] * 3, [1.0] * 3]))
 
 
