@@ -78,7 +78,7 @@ def parse_arm(text: str) -> Arm:
     if not sep or not name or not name.replace("_", "").replace("-", "").isalnum():
         raise UserError(
             f"--arm '{text}' is not NAME=TRAIN_ARGS or NAME:EXTRACTOR=TRAIN_ARGS "
-            "(e.g. lips='--audio_code lips')"
+            "(e.g. free:logmel='--audio_code free')"
         )
     return Arm(name, extractor or PreprocessConfig().audio_extractor, tuple(shlex.split(args)))
 
@@ -275,8 +275,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "frames and driven by other speakers and by silence; print and save one table.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="example: python -m bench.ab --videos ../shared/data/videos/*.mp4 "
-        "--audio ../shared/data/audio/*.wav --arm base= --arm lips='--audio_scope mouth --audio_code lips' "
-        "--iterations 5000 --parallel 10",
+        "--audio ../shared/data/audio/*.wav --arm base= "
+        "--arm free:logmel='--audio_scope everywhere --audio_code free' --iterations 5000 --parallel 10",
     )
     p.add_argument("--videos", type=Path, nargs="+", required=True, help="talking-head clips")
     p.add_argument(

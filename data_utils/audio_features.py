@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import MISSING, dataclass, field, fields
 from math import gcd
@@ -388,6 +389,9 @@ def viseme_of_phone() -> np.ndarray:
     return np.array([of[p] for p in PHONES], dtype=np.int64)
 
 
+_PHONE_DECODERS = threading.local()  # one pocketsphinx decoder per thread (PhonemeExtractor._decoder)
+
+
 @dataclass
 class PhonemeExtractor:
     """One-hot phone timings [T, 40, W] from pocketsphinx's English phone recogniser (model in its wheel)."""
@@ -420,14 +424,25 @@ class PhonemeExtractor:
             labels[start : start + len(part)] = part[: len(labels) - start]
         return labels
 
-    def _utterance_labels(self, wav: np.ndarray) -> np.ndarray:
-        """Phone indices [n / 160 + 1] of 16 kHz `wav` [n] decoded as one utterance."""
+    def _decoder(self) -> Any:
+        """This thread's pocketsphinx phone decoder, built on first use (about 0.2 s of CPU) and else reset to
+        its initial feature state, so that every utterance decodes as by a new decoder (the cepstral mean
+        would otherwise carry over from the previous one)."""
+        decoder = getattr(_PHONE_DECODERS, "decoder", None)
+        if decoder is not None:
+            decoder.reinit_feat()
+            return decoder
         from pocketsphinx import Decoder, get_model_path
 
         lm = Path(get_model_path()) / "en-us" / "en-us-phone.lm.bin"
-        decoder = Decoder(
+        _PHONE_DECODERS.decoder = Decoder(
             allphone=str(lm), lw=2.0, pip=0.3, beam=1e-10, pbeam=1e-10, samprate=SAMPLE_RATE, loglevel="FATAL"
         )
+        return _PHONE_DECODERS.decoder
+
+    def _utterance_labels(self, wav: np.ndarray) -> np.ndarray:
+        """Phone indices [n / 160 + 1] of 16 kHz `wav` [n] decoded as one utterance."""
+        decoder = self._decoder()
         decoder.start_utt()
         dither = np.random.default_rng(0).normal(
             0.0, 5e-4, len(wav)

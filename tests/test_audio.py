@@ -310,6 +310,30 @@ def test_phonemes_extractor(speech_wav: Path) -> None:
     assert silence.shape == (30, 40, 16) and silence[:, 0].min() == 1.0
 
 
+def test_the_phone_decoder_is_reused_and_decodes_each_utterance_as_a_new_one(speech_wav: Path) -> None:
+    """One pocketsphinx decoder per thread serves every utterance (building one costs about 0.2 s, more than
+    decoding a live block), and other audio decoded in between does not change what it hears."""
+    pytest.importorskip("pocketsphinx")
+    import threading
+
+    from data_utils import audio_features
+
+    wav = load_audio(speech_wav)
+    extractor = get_extractor("phonemes")
+    first = extractor.phone_labels(wav)
+    decoder = audio_features._PHONE_DECODERS.decoder
+    rng = np.random.default_rng(3)
+    for other in (wav[::-1] * 3.0, rng.normal(0, 0.3, 16000), wav[: len(wav) // 3] * 0.05):
+        extractor.phone_labels(np.clip(other, -1, 1).astype(np.float32))
+        np.testing.assert_array_equal(extractor.phone_labels(wav), first)
+    assert audio_features._PHONE_DECODERS.decoder is decoder
+    fresh: list[np.ndarray] = []
+    worker = threading.Thread(target=lambda: fresh.append(extractor.phone_labels(wav)))  # a new decoder
+    worker.start()
+    worker.join()
+    np.testing.assert_array_equal(fresh[0], first)
+
+
 def test_visemes_group_every_phone_once() -> None:
     from data_utils.audio_features import PHONES, VISEME_GROUPS, VISEMES, viseme_of_phone
 

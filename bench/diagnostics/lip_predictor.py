@@ -1,14 +1,14 @@
 """Diagnostic: does the lip code's audio-to-lip predictor, trained as train.sh trains it, follow other
 speakers?
 
-With `--audio_code lips` the audio reaches the mouth only through DeformationNetwork.predict_lips (training
-drives the mouth by the tracked lip measures and fits the predictor to them by the lambda_lips loss), so that
-loss over the fine stage is the predictor's whole training. This tool repeats it alone, on the CPU in about a
-minute, then scores the predicted lip opening with the lip-sync measure (evaluation.lipsync.score_phones)
-against the phones of other speakers' audio: an upper bound on what the rendered mouth can reach. With
-`--cross`, other subjects' datasets: the opening predicted from their audio is correlated with the opening
-tracked in their video, a cross-speaker check that does not read phones (phone and viseme inputs share the
-score's pocketsphinx).
+With `--audio_code lips` (the default) the audio reaches the mouth only through
+DeformationNetwork.predict_lips (training drives the mouth by the tracked lip measures and fits the predictor
+to them by the lambda_lips loss), so that loss over the fine stage is the predictor's whole training. This
+tool repeats it alone, on the CPU in about a minute, then scores the predicted lip opening with the lip-sync
+measure (evaluation.lipsync.score_phones) against the phones of other speakers' audio: an upper bound on what
+the rendered mouth can reach. With `--cross`, other subjects' datasets: the opening predicted from their audio
+is correlated with the opening tracked in their video, a cross-speaker check that does not read phones (phone
+and viseme inputs share the score's pocketsphinx).
 
 Usage: python -m bench.diagnostics.lip_predictor --reference_path DATA --audio A.wav B.wav [--cross DATA2 ...]
 """
