@@ -179,8 +179,8 @@ class OnlineLogMel:
 class BlockFeatures:
     """Any offline extractor run online block by block: frames [a,b) are extracted from the audio of frames
     [a - context, b + lookahead] and the middle kept, so each frame sees a bounded look-ahead. A block lasts
-    BLOCK_SECONDS: pocketsphinx builds its decoder on every call (about 0.4 s of CPU), so shorter blocks
-    would not keep up with real time."""
+    BLOCK_SECONDS: every block decodes its context again (pocketsphinx: 0.1-0.25 s of CPU for a block and its
+    second of context), so shorter blocks would cost more CPU per second of audio."""
 
     def __init__(
         self, extractor: AudioFeatureExtractor, fps: float, norm: dict, window: int, context_s: float = 1.0
