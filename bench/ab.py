@@ -153,6 +153,17 @@ def silence_stats_path(run: Run, work: Path) -> Path:
     return work / "cross" / run.name / "silence_opening.json"
 
 
+def evaluated(run: Run, work: Path) -> bool:
+    """Whether every file run_scores reads of `run` is there."""
+    files = [
+        work / "val" / run.name / "metrics.json",
+        work / "cross" / run.name / "report.json",
+        silence_stats_path(run, work),
+        run.model / "train_summary.json",
+    ]
+    return all(f.is_file() for f in files)
+
+
 def write_silence_stats(run: Run, work: Path, silence: Path) -> None:
     """Save opening_stats of the run's render driven by `silence` (the cross-driven step made it)."""
     silence_dir = work / "cross" / run.name / silence.stem
@@ -313,21 +324,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--output_dir", type=Path, default=REPO_ROOT / "results" / "ab", help="data, models and renders"
     )
     p.add_argument("--out", type=Path, help="report path (default OUTPUT_DIR/report.json; .md beside it)")
+    p.add_argument(
+        "--report_only",
+        action="store_true",
+        help="run nothing: tabulate the runs already evaluated under OUTPUT_DIR (e.g. their JSON files "
+        "copied back from a machine whose time ran out; the videos and audio need not be there)",
+    )
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the A/B; exit code 1 when some step failed (the table then lacks those runs)."""
-    args = parse_args(argv)
+def run_steps(args: argparse.Namespace, runs: list[Run], work: Path, silence: Path) -> dict[str, str]:
+    """Preprocess, train and evaluate every run, each step skipped when its output is complete; return the
+    failed steps {label: error}."""
     for path in [*args.videos, *args.audio]:
         if not path.is_file():
             raise UserError(f"'{path}' not found; pass existing files to --videos and --audio")
-    if min(args.iterations, args.parallel, args.eval_parallel) < 1:
-        raise UserError("--iterations, --parallel and --eval_parallel must be at least 1")
-    work = args.output_dir.resolve()
-    runs = plan([v.resolve() for v in args.videos], [parse_arm(a) for a in args.arm], args.seeds, work)
     videos = {v.stem: v.resolve() for v in args.videos}
-    silence = write_silence(work / "silence.wav")
     audio = [str(a.resolve()) for a in args.audio] + [str(silence)]
     extra_pre, extra_predict = shlex.split(args.preprocess_args), args.predict_args
     errors: dict[str, str] = {}
@@ -438,11 +450,22 @@ def main(argv: list[str] | None = None) -> int:
     errors |= run_parallel(
         [(f"evaluate {r.name}", lambda r=r: evaluate(r)) for r in done], args.eval_parallel
     )
-    scored = {
-        r.name: run_scores(r, work, silence)
-        for r in done
-        if (work / "cross" / r.name / "report.json").is_file() and silence_stats_path(r, work).is_file()
-    }
+    return errors
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the A/B (or, with --report_only, only tabulate it); exit code 1 when some step failed (the table
+    then lacks those runs)."""
+    args = parse_args(argv)
+    if min(args.iterations, args.parallel, args.eval_parallel) < 1:
+        raise UserError("--iterations, --parallel and --eval_parallel must be at least 1")
+    work = args.output_dir.resolve()
+    runs = plan([v.resolve() for v in args.videos], [parse_arm(a) for a in args.arm], args.seeds, work)
+    silence = work / "silence.wav"
+    errors = {} if args.report_only else run_steps(args, runs, work, write_silence(silence))
+    scored = {r.name: run_scores(r, work, silence) for r in runs if evaluated(r, work)}
+    if args.report_only and not scored:
+        raise UserError(f"no run under '{work}' is evaluated; pass the --output_dir of an earlier bench.ab")
     rows = table(scored, runs)
     out = (args.out or work / "report.json").resolve()
     report = {

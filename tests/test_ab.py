@@ -82,6 +82,31 @@ def test_ab_trains_scores_reports_failures_and_reruns_nothing(
     assert ab.main(argv) == 1
     assert {p: p.stat().st_mtime_ns for p in logs} == logs  # nothing finished is run again
     assert json.loads((work / "report.json").read_text())["table"] == report["table"]
+    # the runs' JSON files alone, copied away from the models and the clip, make the same table
+    copied = tmp_path / "copied"
+    for path in work.rglob("*.json"):
+        (copied / path.relative_to(work)).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, copied / path.relative_to(work))
+    video.unlink()
+    again = [
+        *argv[: argv.index("--output_dir")],
+        "--output_dir",
+        str(copied),
+        *argv[argv.index("--iterations") :],
+    ]
+    assert ab.main([*again, "--report_only"]) == 0
+    assert json.loads((copied / "report.json").read_text())["table"] == report["table"]
+    assert not (copied / "logs").exists()  # nothing was run
+    with pytest.raises(UserError, match="no run under .* is evaluated"):
+        ab.main(
+            [
+                *again[: again.index("--output_dir") + 1],
+                str(tmp_path / "none"),
+                "--report_only",
+                "--arm",
+                "x=",
+            ]
+        )
 
 
 def test_table_averages_the_video_correlation_over_speakers_and_seeds(tmp_path: Path) -> None:
