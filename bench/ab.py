@@ -70,6 +70,16 @@ class Run:
         """Its model folder: work/models/<name>."""
         return self.work / "models" / self.name
 
+    @property
+    def val(self) -> Path:
+        """Its held-out scores (render_direct.sh): work/val/<name>."""
+        return self.work / "val" / self.name
+
+    @property
+    def cross(self) -> Path:
+        """Its cross-driven renders and report (bench.cross_driven): work/cross/<name>."""
+        return self.work / "cross" / self.name
+
 
 def parse_arm(text: str) -> Arm:
     """Arm of 'NAME[:EXTRACTOR]=TRAIN_ARGS'; UserError for a malformed one."""
@@ -148,34 +158,34 @@ def opening_stats(video: Path) -> dict:
     }
 
 
-def silence_stats_path(run: Run, work: Path) -> Path:
+def silence_stats_path(run: Run) -> Path:
     """Where evaluate saves the run's lip opening under silence: cross/<name>/silence_opening.json."""
-    return work / "cross" / run.name / "silence_opening.json"
+    return run.cross / "silence_opening.json"
 
 
-def evaluated(run: Run, work: Path) -> bool:
+def evaluated(run: Run) -> bool:
     """Whether every file run_scores reads of `run` is there."""
     files = [
-        work / "val" / run.name / "metrics.json",
-        work / "cross" / run.name / "report.json",
-        silence_stats_path(run, work),
+        run.val / "metrics.json",
+        run.cross / "report.json",
+        silence_stats_path(run),
         run.model / "train_summary.json",
     ]
     return all(f.is_file() for f in files)
 
 
-def write_silence_stats(run: Run, work: Path, silence: Path) -> None:
+def write_silence_stats(run: Run, silence: Path) -> None:
     """Save opening_stats of the run's render driven by `silence` (the cross-driven step made it)."""
-    silence_dir = work / "cross" / run.name / silence.stem
+    silence_dir = run.cross / silence.stem
     stats = opening_stats(output_video(read_json(silence_dir / "summary.json"), silence_dir))
-    atomic_write_json(silence_stats_path(run, work), stats)
+    atomic_write_json(silence_stats_path(run), stats)
 
 
-def run_scores(run: Run, work: Path, silence: Path) -> dict:
+def run_scores(run: Run, silence: Path) -> dict:
     """The scores of one evaluated run: held-out metrics, cross-driven lip sync per audio, silence stats."""
-    val = read_json(work / "val" / run.name / "metrics.json")
-    cross = read_json(work / "cross" / run.name / "report.json")
-    still = read_json(silence_stats_path(run, work))
+    val = read_json(run.val / "metrics.json")
+    cross = read_json(run.cross / "report.json")
+    still = read_json(silence_stats_path(run))
     driving = {name: row["render"] for name, row in cross["audio"].items() if name != silence.name}
     return {
         "val_psnr": val.get("psnr"),
@@ -397,7 +407,7 @@ def run_steps(args: argparse.Namespace, runs: list[Run], work: Path, silence: Pa
     )
     done = [r for r in ready if trained(r, args.iterations)]
 
-    def cross_cmd(r: Run, cross: Path) -> list[str]:
+    def cross_cmd(r: Run) -> list[str]:
         """The bench.cross_driven command of one run."""
         return [
             sys.executable,
@@ -410,9 +420,9 @@ def run_steps(args: argparse.Namespace, runs: list[Run], work: Path, silence: Pa
             "--audio",
             *(a for a in audio if Path(a).stem != r.clip),  # a clip is no other speaker to its avatar
             "--output_dir",
-            str(cross),
+            str(r.cross),
             "--out",
-            str(cross / "report.json"),
+            str(r.cross / "report.json"),
             "--predict_args",
             extra_predict,
         ]
@@ -420,8 +430,7 @@ def run_steps(args: argparse.Namespace, runs: list[Run], work: Path, silence: Pa
     def evaluate(r: Run) -> str | None:
         """render_direct, cross_driven and the silence statistics of one run, each skipped when its output
         exists."""
-        val = work / "val" / r.name
-        if not (val / "metrics.json").is_file():
+        if not (r.val / "metrics.json").is_file():
             cmd = [
                 *wrapper("render_direct.sh"),
                 "--model_path",
@@ -429,20 +438,19 @@ def run_steps(args: argparse.Namespace, runs: list[Run], work: Path, silence: Pa
                 "--reference_path",
                 str(r.data),
                 "--output_dir",
-                str(val),
+                str(r.val),
                 "--force",
                 *shlex.split(extra_predict),
             ]
             if error := run_step(cmd, work / "logs" / f"val_{r.name}.txt"):
                 return error
-        cross = work / "cross" / r.name
-        if not (cross / "report.json").is_file() and (
-            error := run_step(cross_cmd(r, cross), work / "logs" / f"cross_{r.name}.txt")
+        if not (r.cross / "report.json").is_file() and (
+            error := run_step(cross_cmd(r), work / "logs" / f"cross_{r.name}.txt")
         ):
             return error
-        if not silence_stats_path(r, work).is_file():
+        if not silence_stats_path(r).is_file():
             try:
-                write_silence_stats(r, work, silence)
+                write_silence_stats(r, silence)
             except Exception as e:  # a step's failure is reported, the other runs go on
                 return f"silence statistics: {type(e).__name__}: {e}"
         return None
@@ -463,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = plan([v.resolve() for v in args.videos], [parse_arm(a) for a in args.arm], args.seeds, work)
     silence = work / "silence.wav"
     errors = {} if args.report_only else run_steps(args, runs, work, write_silence(silence))
-    scored = {r.name: run_scores(r, work, silence) for r in runs if evaluated(r, work)}
+    scored = {r.name: run_scores(r, silence) for r in runs if evaluated(r)}
     if args.report_only and not scored:
         raise UserError(f"no run under '{work}' is evaluated; pass the --output_dir of an earlier bench.ab")
     rows = table(scored, runs)
