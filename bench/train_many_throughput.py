@@ -11,6 +11,10 @@ each K of --per_gpu, a fresh train_many run trains and renders (render_direct, h
 instance; its wall time gives subjects per hour. Meanwhile nvidia-smi is polled every second for the peak
 memory of each GPU process (one per training or render, CUDA context included) and of the whole GPU. The
 recommended --per_gpu is the K with the most subjects per hour whose K subjects fit in 90 % of the GPU.
+
+The report is rewritten after every K ("complete": false until the last), so a job cut short keeps the K
+values it finished; a rerun with the same --out keeps those measured at the same --iterations and measures
+only the others (a K whose run was cut is measured again from its start). --force measures every K again.
 """
 
 from __future__ import annotations
@@ -55,7 +59,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--train_args", default="", help="extra train.sh flags, quoted")
     p.add_argument("--render_args", default="", help="extra render_direct.sh flags, quoted")
     p.add_argument("--out", type=Path, help="JSON report (default OUTPUT_DIR/throughput.json)")
-    p.add_argument("--force", action="store_true", help="replace earlier per_gpu_<K> runs in OUTPUT_DIR")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="measure every K again (default: keep the K values already in --out)",
+    )
     args = p.parse_args(argv)
     if min(args.per_gpu) < 1 or args.iterations < 1 or (args.subjects is not None and args.subjects < 1):
         p.error("--per_gpu values, --iterations and --subjects must be at least 1")
@@ -147,9 +155,7 @@ def stage_run(clips: list[Path], datasets: Path, folder: Path, count: int) -> li
 def measure(args: argparse.Namespace, clips: list[Path], per_gpu: int) -> dict[str, Any]:
     """One train_many run with --per_gpu `per_gpu` -> its figures."""
     folder = args.output_dir / f"per_gpu_{per_gpu}"
-    if folder.exists():
-        if not args.force:
-            raise UserError(f"'{folder}' exists from an earlier bench; pass --force to measure again")
+    if folder.exists():  # a run cut short, or one that --force measures again: a wave cannot resume mid-way
         shutil.rmtree(folder)
     count = args.subjects or per_gpu
     videos = stage_run(clips, args.output_dir / "datasets", folder, count)
@@ -169,6 +175,7 @@ def measure(args: argparse.Namespace, clips: list[Path], per_gpu: int) -> dict[s
     rates = [read_json_file(Path(r["folder"]) / "model" / "train_summary.json").get("it_per_s") for r in rows]
     return {
         "per_gpu": per_gpu,
+        "iterations": args.iterations,
         "subjects": count,
         "finished": len(finished),
         "wall_s": round(wall, 1),
@@ -213,43 +220,69 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Measure, print the table and write the JSON report."""
-    args = parse_args(argv)
-    args.output_dir = args.output_dir.absolute()
-    clips = find_videos(args.videos)
-    opts = StageOptions(preprocess_args=tuple(shlex.split(args.preprocess_args)))
-    print(
-        f"preprocessing {len(clips)} clips into {args.output_dir / 'datasets'} (once; not timed)",
-        flush=True,
-    )
-    preprocess_seconds = preprocess_clips(clips, args.output_dir / "datasets", opts)
-    ray.init(address="local", include_dashboard=False, log_to_driver=False)
-    try:
-        gpus = ray.cluster_resources().get("GPU", 0)
-        if gpus != 1:
-            print(
-                f"note: the Ray instance sees {gpus:g} GPUs; the figures are meant for one", file=sys.stderr
-            )
-        results = []
-        for per_gpu in args.per_gpu:
-            print(f"--per_gpu {per_gpu}: training {args.subjects or per_gpu} subjects ...", flush=True)
-            results.append(measure(args, clips, per_gpu))
-            print(table(results[-1:]).splitlines()[-1], flush=True)
-    finally:
-        ray.shutdown()
+def earlier_results(path: Path, iterations: int) -> dict[int, dict[str, Any]]:
+    """The per-K figures of an earlier report at `path` measured at `iterations` -> {K: figures}; {} when
+    there is none (or it cannot be read)."""
+    results = read_json_file(path).get("results", [])
+    return {r["per_gpu"]: r for r in results if r.get("iterations") == iterations and "per_gpu" in r}
+
+
+def build_report(
+    clips: list[Path], preprocess_seconds: dict[str, float], results: list[dict[str, Any]], complete: bool
+) -> dict[str, Any]:
+    """The report's figures: host, clips, per-K results (ascending K), the recommendation, completeness."""
     memory = _smi("--query-gpu=memory.total")
     gpu_mib = float(memory[0][0]) if memory else None
-    report = {
+    results = sorted(results, key=lambda r: r["per_gpu"])
+    return {
         "host": {**machine_info(), "ray": ray.__version__, "gpu_memory_mib": gpu_mib},
         "clips": [str(c) for c in clips],
         "preprocess_seconds": preprocess_seconds,
+        "complete": complete,
         "results": results,
         "recommended_per_gpu": recommend(results, gpu_mib),
     }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure each K not already in the report, rewriting the report after each; print the table."""
+    args = parse_args(argv)
+    args.output_dir = args.output_dir.absolute()
     path = args.out or args.output_dir / "throughput.json"
-    report = write_report(path, report, args)
-    print("\n" + table(results))
+    clips = find_videos(args.videos)
+    kept = {} if args.force else earlier_results(path, args.iterations)
+    results = [r for k, r in kept.items() if k in args.per_gpu]
+    todo = [k for k in args.per_gpu if k not in kept]
+    if results:
+        print(f"kept from {path}: --per_gpu {' '.join(str(r['per_gpu']) for r in results)} (--force: again)")
+    preprocess_seconds: dict[str, float] = {}
+    if todo:
+        opts = StageOptions(preprocess_args=tuple(shlex.split(args.preprocess_args)))
+        print(
+            f"preprocessing {len(clips)} clips into {args.output_dir / 'datasets'} (once; not timed)",
+            flush=True,
+        )
+        preprocess_seconds = preprocess_clips(clips, args.output_dir / "datasets", opts)
+        ray.init(address="local", include_dashboard=False, log_to_driver=False)
+        try:
+            gpus = ray.cluster_resources().get("GPU", 0)
+            if gpus != 1:
+                print(
+                    f"note: the Ray instance sees {gpus:g} GPUs; the figures are meant for one",
+                    file=sys.stderr,
+                )
+            for per_gpu in todo:
+                print(f"--per_gpu {per_gpu}: training {args.subjects or per_gpu} subjects ...", flush=True)
+                results.append(measure(args, clips, per_gpu))
+                print(table(results[-1:]).splitlines()[-1], flush=True)
+                complete = len(results) == len(args.per_gpu)
+                write_report(path, build_report(clips, preprocess_seconds, results, complete), args)
+        finally:
+            ray.shutdown()
+    else:
+        write_report(path, build_report(clips, preprocess_seconds, results, True), args)
+    report = read_json_file(path)
+    print("\n" + table(report["results"]))
     print(f"recommended --per_gpu: {report['recommended_per_gpu']}; report: {path}")
     return 0
 

@@ -27,9 +27,9 @@ from utils.cli import UserError
 from utils.output_policy import OutputKind, check_output, claim_output
 from utils.paths import REPO_ROOT
 
-# Issue #21 measured 6 trainings at once on one H200 at 1.5x the throughput of one alone; the default until
-# bench/train_many_throughput.py has measured 1, 2, 4 and 6 (docs/train_many.md).
-DEFAULT_PER_GPU = 6
+# bench.train_many_throughput on one H200 (docs/train_many.md): 4 subjects at once give 2.5x the subjects per
+# hour of one, in 44 GB; 6 add no throughput once the GPU is full and need 84 GB, more than an 80 GB card.
+DEFAULT_PER_GPU = 4
 RUN_FOLDER = OutputKind("run", "--out", ("train_many.json",))
 TICK_SECONDS = 2.0
 

@@ -140,13 +140,16 @@ def finite(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
 
-def result_scores(subject: Subject) -> dict[str, float | int | None]:
-    """Gaussians, held-out PSNR, mouth LMD and lip-sync score of the subject's results/summary.json."""
+def result_scores(subject: Subject) -> dict[str, float | int | str | None]:
+    """Gaussians, held-out PSNR, mouth LMD and lip-sync score of the subject's results/summary.json; the score
+    only when it was judged, else None with the scorer's reason in "lipsync_note" (e.g. too short)."""
     summary = read_json_file(subject.results / "summary.json")
     metrics, lipsync = summary.get("metrics", {}), summary.get("lipsync", {})
+    judged = bool(lipsync.get("judged"))
     return {
         "gaussians": summary.get("num_gaussians"),
         "psnr": finite(metrics.get("psnr")),
         "lmd_mouth": finite(metrics.get("lmd_mouth")),
-        "lipsync": finite(lipsync.get("score")),
+        "lipsync": finite(lipsync.get("score")) if judged else None,
+        "lipsync_note": "" if judged or not lipsync else str(lipsync.get("reason", "")),
     }

@@ -37,7 +37,8 @@ def _cell(value: float | int | None, digits: int) -> str:
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """The rows as a Markdown table, followed by the one-line error of every failed subject."""
+    """The rows as a Markdown table, followed by the one-line error of every failed subject and the reason of
+    every lip-sync score that was not judged (held-out part too short)."""
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in rows:
         cells = (
@@ -46,7 +47,11 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         )  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     errors = [f"- {r['subject']} ({r['stage']}): {r['error']}" for r in rows if r["status"] == "failed"]
-    return "\n".join(lines + ([""] + errors if errors else [])) + "\n"
+    notes = [
+        f"- {r['subject']}: lip sync not judged: {r['lipsync_note']}" for r in rows if r.get("lipsync_note")
+    ]
+    below = errors + notes
+    return "\n".join(lines + ([""] + below if below else [])) + "\n"
 
 
 def counts(rows: list[dict[str, Any]]) -> dict[str, int]:

@@ -22,6 +22,7 @@ from many.driver import ManyConfig, run_many
 from many.progress import Board
 from many.stages import ERROR_CHARS, StageOptions, error_line, run_logged, train_args
 from many.subjects import Subject, find_videos, subject_names
+from many.summary import markdown_table, subject_row
 from utils.cli import UserError
 
 ITERATIONS = 20
@@ -192,3 +193,23 @@ def test_board_prints_state_changes_at_once_and_training_lines_at_most_every_per
     board.set("a", "render, 0s", "render")
     board.show()
     assert stream.getvalue().splitlines() == ["[1/1] a  train 1/10", "[1/1] a  render, 0s"]
+
+
+def test_summary_shows_only_judged_lip_sync_and_says_why_not(tmp_path: Path) -> None:
+    rows = []
+    for name, lipsync in (
+        ("long", {"score": 0.81, "judged": True, "reason": ""}),
+        ("short", {"score": 0.4, "judged": False, "reason": "too short to judge: 3 open-vowel frames"}),
+        ("silent", {}),
+    ):
+        subject = Subject(name, tmp_path / f"{name}.mp4", tmp_path / name)
+        subject.results.mkdir(parents=True)
+        summary = {"num_gaussians": 10, "metrics": {"psnr": 30.0, "lmd_mouth": 2.0}, "lipsync": lipsync}
+        (subject.results / "summary.json").write_text(json.dumps(summary))
+        rows.append(subject_row(subject, {"status": "finished", "seconds": {"train": 5.0}}))
+    assert [r["lipsync"] for r in rows] == [0.81, None, None]  # an unjudged score is not shown as one
+    table = markdown_table(rows)
+    assert "| long | finished | 5s | 10 | 30.00 | 2.00 | 0.810 |" in table
+    assert "| short | finished | 5s | 10 | 30.00 | 2.00 | - |" in table
+    assert "- short: lip sync not judged: too short to judge: 3 open-vowel frames" in table
+    assert "silent: lip sync" not in table  # not scored at all (--no_lipsync): nothing to explain

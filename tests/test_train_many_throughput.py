@@ -34,6 +34,17 @@ def test_throughput_bench_runs_each_per_gpu_and_reports(tmp_path: Path) -> None:
         assert r["subjects_per_hour"] > 0 and r["mean_psnr"] > 5
     assert report["recommended_per_gpu"] in (1, 2) and report["commit"]
     assert len(list((out / "per_gpu_2" / "run").glob("alice-r*"))) == 2  # the clip repeated for 2 subjects
+    assert report["complete"] and all(r["iterations"] == 6 for r in report["results"])
+
+    # a job cut during K=2: the report written after K=1 (complete false), K=2's run folder half there
+    cut = {**report, "complete": False, "results": report["results"][:1]}
+    (out / "throughput.json").write_text(json.dumps(cut))
+    (out / "per_gpu_2" / "run" / "summary.json").unlink()
+    assert tmt.main(argv) == 0
+    rerun = json.loads((out / "throughput.json").read_text())
+    assert rerun["complete"] and [r["per_gpu"] for r in rerun["results"]] == [1, 2]
+    assert rerun["results"][0] == report["results"][0]  # K=1 kept as measured
+    assert (out / "per_gpu_2" / "run" / "summary.json").is_file()  # K=2 measured again
 
 
 def test_recommendation_is_the_fastest_that_fits_in_memory() -> None:
