@@ -8,6 +8,7 @@ import sys
 
 from data_utils.audio_io import SAMPLE_RATE
 from live.engine import RenderEngine, default_max_batch
+from live.extract_pool import MAX_WORKERS
 from live.model import LiveModel
 from live.server import LiveState, ServerSettings, is_loopback, serve_forever, wav_bytes
 from live.upload import MAX_UPLOAD_BYTES
@@ -47,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="frames rendered together across streams (default: 16 on CUDA, 4 on CPU)",
     )
     p.add_argument(
+        "--feature_workers",
+        type=int,
+        help="processes decoding phones for the streams of a visemes or phonemes model (default on CUDA: the "
+        f"cores less two, at most {MAX_WORKERS}; on the CPU 0: in the server's threads, one at a time)",
+    )
+    p.add_argument(
         "--max_upload_mb",
         type=float,
         default=MAX_UPLOAD_BYTES / 2**20,
@@ -74,6 +81,8 @@ def check_args(args: argparse.Namespace) -> None:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise UserError(f"--{name} must be at least 1, got {value}")
+    if args.feature_workers is not None and args.feature_workers < 0:
+        raise UserError(f"--feature_workers must be 0 or more, got {args.feature_workers}")
     if args.max_upload_mb <= 0:
         raise UserError(f"--max_upload_mb must be positive, got {args.max_upload_mb:g}")
     if not is_loopback(args.host) and not args.token:
@@ -89,7 +98,14 @@ def main(argv: list[str] | None = None) -> int:
     check_args(args)
     device = resolve_device(args.device)
     model = LiveModel(
-        args.model_path, args.reference_path, device, args.iteration, args.bf16, args.compile, args.force
+        args.model_path,
+        args.reference_path,
+        device,
+        args.iteration,
+        args.bf16,
+        args.compile,
+        args.force,
+        args.feature_workers,
     )
     max_batch = args.max_batch or default_max_batch(device)
     upload = round(args.max_upload_mb * 2**20)
@@ -105,5 +121,6 @@ def main(argv: list[str] | None = None) -> int:
         serve_forever(state, args.host, args.port, upload + 1024)
     finally:  # Ctrl-C / SIGTERM: uvicorn has closed every connection; the render threads end here
         engine.stop()
+        model.close()
         print("server stopped", flush=True)
     return 0

@@ -81,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_batch", type=int, help="frames rendered together (default: 16 on CUDA, 4 on CPU)")
     p.add_argument("--bf16", action="store_true", help="bf16 deformation network (CUDA)")
     p.add_argument("--compile", action="store_true", help="torch.compile the deformation network")
+    p.add_argument(
+        "--feature_workers",
+        type=int,
+        help="as serve.sh's (default on CUDA: the cores less two, at most 8; CPU: 0)",
+    )
     p.add_argument("--out", type=Path, help="write the figures as JSON here")
     return p
 
@@ -141,7 +146,14 @@ def main(argv: list[str] | None = None) -> int:
     if not counts or counts[0] < 1:
         raise UserError(f"--streams must list positive counts, got {args.streams!r}")
     device = resolve_device(args.device)
-    model = LiveModel(args.model_path, args.reference_path, device, bf16=args.bf16, compile=args.compile)
+    model = LiveModel(
+        args.model_path,
+        args.reference_path,
+        device,
+        bf16=args.bf16,
+        compile=args.compile,
+        feature_workers=args.feature_workers,
+    )
     wav = load_audio(args.audio) if args.audio else model.reference_wav
     if len(wav) < args.seconds * SAMPLE_RATE:
         wav = np.tile(wav, math.ceil(args.seconds * SAMPLE_RATE / len(wav)))
@@ -161,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         "bf16": args.bf16,
         "compile": args.compile,
         "seconds_per_stream": args.seconds,
+        "feature_workers": model.feature_factory.pool.workers if model.feature_factory.pool else 0,
     }
     try:
         with background_server(state) as address:
@@ -191,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             result["streams_held_at_fps"] = max(held, default=0)
     finally:
         engine.stop()
+        model.close()
     result = with_metadata(result, args)
     print(json.dumps(result, indent=2))
     if args.out:

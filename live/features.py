@@ -28,6 +28,7 @@ from data_utils.audio_features import (
 )
 from data_utils.audio_io import SAMPLE_RATE
 from data_utils.silence import N_FFT, fft_frame_db, step_centres
+from live.extract_pool import ExtractPool, holds_gil
 
 PRIOR_SECONDS = 5.0  # weight of the reference clip's log-mel statistics in the running normalisation
 BLOCK_SECONDS = 0.5  # audio per extraction of a block-wise online extractor (all but logmel)
@@ -180,10 +181,16 @@ class BlockFeatures:
     """Any offline extractor run online block by block: frames [a,b) are extracted from the audio of frames
     [a - context, b + lookahead] and the middle kept, so each frame sees a bounded look-ahead. A block lasts
     BLOCK_SECONDS: every block decodes its context again (pocketsphinx: 0.1-0.25 s of CPU for a block and its
-    second of context), so shorter blocks would cost more CPU per second of audio."""
+    second of context), so shorter blocks would cost more CPU per second of audio. `extractor` may be an
+    ExtractPool, which runs it in worker processes."""
 
     def __init__(
-        self, extractor: AudioFeatureExtractor, fps: float, norm: dict, window: int, context_s: float = 1.0
+        self,
+        extractor: AudioFeatureExtractor | ExtractPool,
+        fps: float,
+        norm: dict,
+        window: int,
+        context_s: float = 1.0,
     ) -> None:
         self.ex, self.fps, self.norm, self.window = extractor, fps, norm, window
         block_frames = max(1, round(BLOCK_SECONDS * fps))
@@ -252,9 +259,12 @@ class FeatureFactory:
     """Makes the online feature streams of one checkpoint: its extractor and normalisation, with the log-mel
     prior computed once from the reference clip. Log-mel runs step by step (OnlineLogMel), every other
     extractor (phonemes, hubert, wav2vec2, deepspeech) block by block (BlockFeatures); UserError when the
-    extractor's model is missing, as offline."""
+    extractor's model is missing, as offline. An extractor that holds the GIL (phonemes, visemes) runs in
+    `workers` processes shared by all streams when `workers` > 0 (else in the calling thread)."""
 
-    def __init__(self, spec: dict, norm: dict, fps: float, reference_wav: np.ndarray) -> None:
+    def __init__(
+        self, spec: dict, norm: dict, fps: float, reference_wav: np.ndarray, workers: int = 0
+    ) -> None:
         self.name, self.norm, self.fps = spec["name"], norm, fps
         self.extractor = get_extractor(self.name, **spec.get("settings", {}))
         self.prior = (
@@ -262,6 +272,8 @@ class FeatureFactory:
             if isinstance(self.extractor, LogMelExtractor)
             else None
         )
+        pooled = workers > 0 and holds_gil(self.extractor)
+        self.pool = ExtractPool(self.extractor, workers) if pooled else None
         self.lookahead_s = self.new().lookahead_s
 
     def new(self) -> OnlineFeatures:
@@ -269,7 +281,12 @@ class FeatureFactory:
         if self.prior is not None:
             weight = PRIOR_SECONDS * self.fps * STEPS_PER_FRAME
             return OnlineLogMel(self.extractor, self.fps, self.norm, RunningNorm(*self.prior, weight))
-        return BlockFeatures(self.extractor, self.fps, self.norm, int(self.extractor.window))
+        return BlockFeatures(self.pool or self.extractor, self.fps, self.norm, int(self.extractor.window))
+
+    def close(self) -> None:
+        """Stop the extractor's worker processes, if it has them."""
+        if self.pool is not None:
+            self.pool.close()
 
     @property
     def lookahead_ms(self) -> int:

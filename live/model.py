@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from live.extract_pool import default_feature_workers
 from live.features import FeatureFactory, OnlineFeatures
 from scene.checkpoint import load_avatar
 from scene.inference import InferenceRenderer, to_uint8
@@ -49,6 +50,7 @@ class LiveModel:
         bf16: bool = False,
         compile: bool = False,
         force: bool = False,
+        feature_workers: int | None = None,
     ) -> None:
         reference_path = Path(reference_path)
         loaded = load_avatar(model_path, iteration, device)
@@ -58,7 +60,11 @@ class LiveModel:
         self.fps = float(loaded.dataset_meta["fps"])
         self.reference_wav = reference_wav(reference_path)
         self.feature_factory = FeatureFactory(
-            loaded.audio_extractor, loaded.audio_norm, self.fps, self.reference_wav
+            loaded.audio_extractor,
+            loaded.audio_norm,
+            self.fps,
+            self.reference_wav,
+            default_feature_workers(device) if feature_workers is None else feature_workers,
         )
         self.ref = reference_dataset(loaded, reference_path, device)
         check_audio_shape(loaded.avatar, self.ref.audio_shape, f"dataset '{reference_path}'")
@@ -76,6 +82,10 @@ class LiveModel:
     def extractor(self) -> str:
         """Name of the audio extractor the model was trained with."""
         return self.loaded.audio_extractor["name"]
+
+    def close(self) -> None:
+        """Stop the feature worker processes (phonemes and visemes models have them)."""
+        self.feature_factory.close()
 
     def features(self) -> OnlineFeatures:
         """Return a fresh online feature stream with the checkpoint's extractor and normalisation."""

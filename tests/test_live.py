@@ -30,6 +30,7 @@ from data_utils.audio_features import (
 from data_utils.audio_io import SAMPLE_RATE, load_audio
 from data_utils.silence import SILENCE_DB, silent_frames, stream_step_db
 from live.engine import RenderEngine
+from live.extract_pool import default_feature_workers
 from live.features import BlockFeatures, FeatureFactory, OnlineLogMel
 from live.model import LiveModel
 from live.resample import StreamResampler
@@ -46,11 +47,13 @@ FPS = 8.0  # the tiny dataset's frame rate
 
 
 @pytest.fixture(scope="module")
-def model(trained: tuple[Path, Path]) -> LiveModel:  # noqa: F811
-    """The tiny avatar loaded for live use on the CPU."""
+def model(trained: tuple[Path, Path]) -> Iterator[LiveModel]:  # noqa: F811
+    """The tiny avatar loaded for live use on the CPU (its feature workers stopped after the module)."""
     import torch
 
-    return LiveModel(trained[0], trained[1], torch.device("cpu"))
+    live = LiveModel(trained[0], trained[1], torch.device("cpu"))
+    yield live
+    live.close()
 
 
 def make_state(model: LiveModel, **settings: object) -> LiveState:
@@ -148,6 +151,41 @@ def test_phonemes_run_block_by_block(speech_wav: Path) -> None:
     assert windows.shape == (round(len(wav) / SAMPLE_RATE * 25), 40, 8)
     assert np.array_equal(windows.sum(axis=1), np.ones((len(windows), 8)))  # one phone per step
     assert len(np.unique(windows.argmax(axis=1))) > 3  # speech is heard as several phones
+
+
+def test_phone_decoding_in_worker_processes_gives_the_same_windows(speech_wav: Path) -> None:
+    """visemes (pocketsphinx holds the GIL) are decoded in worker processes shared by the streams: the same
+    windows as in the calling thread; a worker that dies fails its block only and is replaced."""
+    wav = load_audio(speech_wav)[: round(1.5 * SAMPLE_RATE)]
+    spec, norm = {"name": "visemes", "settings": {"window": 8}}, {"mean": [0.0] * 13, "std": [1.0] * 13}
+
+    def stream(factory: FeatureFactory) -> np.ndarray:
+        online = factory.new()
+        blocks = [online.push(wav[a : a + 640]) for a in range(0, len(wav), 640)] + [online.finish()]
+        return np.concatenate([b.windows for b in blocks if len(b)])
+
+    in_thread = FeatureFactory(spec, norm, 25.0, wav, workers=0)
+    pooled = FeatureFactory(spec, norm, 25.0, wav, workers=2)
+    assert in_thread.pool is None and pooled.pool is not None and len(pooled.pool.procs) == 2
+    try:
+        assert np.array_equal(stream(pooled), stream(in_thread))
+        for proc in pooled.pool.procs:
+            proc.kill()
+            proc.wait()
+        for _ in range(2):  # each dead worker fails one block, then is replaced
+            with pytest.raises(RuntimeError, match="worker .* died"):
+                pooled.pool.extract(wav, SAMPLE_RATE, 25.0)
+        assert np.array_equal(stream(pooled), stream(in_thread))  # the replacements decode
+    finally:
+        procs = list(pooled.pool.procs)
+        pooled.close()
+    assert len(procs) == 4 and all(p.returncode is not None for p in procs)  # all stopped by close()
+    logmel = FeatureFactory({"name": "logmel", "settings": {}}, {"mean": [0.0], "std": [1.0]}, 25.0, wav, 2)
+    assert logmel.pool is None  # numpy, step by step: no workers
+    import torch
+
+    assert default_feature_workers(torch.device("cpu")) == 0  # the CPU renderer needs the cores
+    assert 1 <= default_feature_workers(torch.device("cuda")) <= 8
 
 
 @pytest.mark.parametrize("name", ["hubert", "wav2vec2", "deepspeech"])
@@ -352,6 +390,7 @@ def test_token_and_origin_are_checked(model: LiveModel) -> None:
         (["--host", "0.0.0.0"], "listening on '0.0.0.0' lets other machines in, so it needs a token"),
         (["--port", "70000"], "--port must be in 0..65535"),
         (["--max_batch", "0"], "--max_batch must be at least 1"),
+        (["--feature_workers", "-1"], "--feature_workers must be 0 or more"),
     ],
 )
 def test_serve_rejects_bad_arguments(
