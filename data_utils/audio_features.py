@@ -340,9 +340,13 @@ PHONES = tuple(
     ).split()
 )
 PHONE_RATE = 100
-# pocketsphinx's all-phone search can collapse on a long utterance (a real 60 s clip decoded whole gave one
-# "HH" from 21.6 s to the end), so audio is decoded in utterances of about PHONE_CHUNK_SECONDS, each cut at
-# the quietest 10 ms within PHONE_CUT_SEARCH_SECONDS before its nominal end
+# pocketsphinx's all-phone search collapsed into one phone for the rest of an utterance with beams narrowed
+# to 1e-10 (a real 60 s clip decoded whole gave one "HH" from 21.6 s to the end; an 8 s one, decoded in one
+# piece, one "G" for its last 3.9 s). The decoder keeps pocketsphinx's default beams
+# (1e-48), with which no run of one phone but silence lasts over 0.31 s on the five real clips and three
+# speakers of ../shared/data, for a third more CPU. Audio is still decoded in utterances of about
+# PHONE_CHUNK_SECONDS, each cut at the quietest 10 ms within PHONE_CUT_SEARCH_SECONDS before its nominal end,
+# which bounds the decoder's memory and time per utterance.
 PHONE_CHUNK_SECONDS = 10.0
 PHONE_CUT_SEARCH_SECONDS = 1.0
 
@@ -435,8 +439,8 @@ class PhonemeExtractor:
         from pocketsphinx import Decoder, get_model_path
 
         lm = Path(get_model_path()) / "en-us" / "en-us-phone.lm.bin"
-        _PHONE_DECODERS.decoder = Decoder(
-            allphone=str(lm), lw=2.0, pip=0.3, beam=1e-10, pbeam=1e-10, samprate=SAMPLE_RATE, loglevel="FATAL"
+        _PHONE_DECODERS.decoder = Decoder(  # default beams: see the note above PHONE_CHUNK_SECONDS
+            allphone=str(lm), lw=2.0, pip=0.3, samprate=SAMPLE_RATE, loglevel="FATAL"
         )
         return _PHONE_DECODERS.decoder
 

@@ -334,6 +334,26 @@ def test_the_phone_decoder_is_reused_and_decodes_each_utterance_as_a_new_one(spe
     np.testing.assert_array_equal(fresh[0], first)
 
 
+def test_phone_search_does_not_collapse_into_one_phone_under_a_hum(tmp_path: Path) -> None:
+    """16 s of spoken English over a 100 Hz hum (mains hum, as in real recordings): with beams narrowed to
+    1e-10 pocketsphinx heard one phone for all of it; every phone but silence must stay short (real phones
+    last well under a second)."""
+    pytest.importorskip("pocketsphinx")
+    from data_utils.audio_features import PHONES
+    from data_utils.sample import _espeak, generate_speech
+
+    if not _espeak("test", tmp_path / "probe.wav"):
+        pytest.skip("needs espeak-ng's spoken English (the synthetic vowels do not trigger the collapse)")
+    wav = load_audio(generate_speech(tmp_path / "speech.wav", seconds=16.0))
+    wav = (wav + 0.05 * np.sin(2 * np.pi * 100 * np.arange(len(wav)) / 16000)).astype(np.float32)
+    labels = get_extractor("phonemes").phone_labels(wav)
+    starts = np.r_[0, np.flatnonzero(np.diff(labels)) + 1]
+    lengths = np.diff(np.r_[starts, len(labels)]) / 100  # seconds
+    speech = labels[starts] != PHONES.index("SIL")
+    assert lengths[speech].max() < 1.0
+    assert len(np.unique(labels)) > 10  # many phones heard, not a few
+
+
 def test_visemes_group_every_phone_once() -> None:
     from data_utils.audio_features import PHONES, VISEME_GROUPS, VISEMES, viseme_of_phone
 
