@@ -23,7 +23,7 @@ from utils.atomic import atomic_write_json
 from utils.paths import REPO_ROOT
 
 METADATA_KEYS = ("commit", "dirty", "machine", "versions", "arguments", "created")
-VERSION_PACKAGES = ("torch", "numpy", "gsplat", "mediapipe")
+VERSION_PACKAGES = ("torch", "numpy", "gsplat", "mediapipe", "pocketsphinx")
 
 
 def _command_output(cmd: list[str]) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import math
 import os
 import platform
@@ -454,13 +455,18 @@ def run_audio(
 
 
 def versions() -> dict:
-    """Versions of the libraries that shape the output."""
+    """Versions of the libraries that shape the output (pocketsphinx: None when not installed)."""
+    try:
+        pocketsphinx = importlib.metadata.version("pocketsphinx")  # decodes the phonemes and visemes
+    except importlib.metadata.PackageNotFoundError:
+        pocketsphinx = None
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "mediapipe": mp.__version__,
         "numpy": np.__version__,
         "opencv": cv2.__version__,
+        "pocketsphinx": pocketsphinx,
     }
 
 

@@ -30,7 +30,7 @@ def assert_metadata(report: dict, **arguments: object) -> None:
     assert report["commit"] is None or re.fullmatch(r"[0-9a-f]{40}", report["commit"])
     assert report["dirty"] in (True, False, None)
     assert {"cpu", "cores", "gpus"} <= set(report["machine"]) and isinstance(report["machine"]["gpus"], list)
-    assert {"python", "torch", "numpy", "gsplat", "mediapipe"} <= set(report["versions"])
+    assert {"python", "torch", "numpy", "gsplat", "mediapipe", "pocketsphinx"} <= set(report["versions"])
     assert report["versions"]["python"] == f"{sys.version_info.major}.{sys.version_info.minor}." + str(
         sys.version_info.micro
     )

@@ -143,6 +143,7 @@ def test_contract_audio_and_metadata(dataset: tuple[Path, subprocess.CompletedPr
         meta["audio_extractor"]["settings"], dict
     )
     assert set(meta["versions"]) >= {"python", "torch", "mediapipe", "numpy", "opencv"}
+    assert meta["versions"]["pocketsphinx"]  # the default visemes come from its decoder
     assert set(meta["timings"]) >= {"detect", "crop_parse_write", "background", "refine_parsing", "track"}
     assert all(set(st) >= {"seconds", "fps"} for st in meta["timings"].values())
     quality = meta["quality"]
