@@ -45,6 +45,7 @@ from utils.lpips import LPIPS, default_lpips_dir, find_lpips_weights
 from utils.metrics import best_lag_correlation
 from utils.paths import REPO_ROOT
 from utils.plots import plot_mouth_opening, plot_training_curves, read_jsonl
+from utils.versions import package_version
 
 EXTRAPOLATE_ITERATIONS = 10_000
 MAX_LAG_SECONDS = 0.2
@@ -194,7 +195,7 @@ def machine_info() -> dict:
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "cuda_available": torch.cuda.is_available(),
-        "packages": {name: report_meta.package_version(name) for name in PACKAGES},
+        "packages": {name: package_version(name) for name in PACKAGES},
         "git_commit": report_meta.git_commit(),
         "git_dirty": report_meta.git_dirty(),
     }

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.metadata
 import os
 import platform
 import shutil
@@ -21,6 +20,7 @@ from typing import Any
 
 from utils.atomic import atomic_write_json
 from utils.paths import REPO_ROOT
+from utils.versions import package_version
 
 METADATA_KEYS = ("commit", "dirty", "machine", "versions", "arguments", "created")
 VERSION_PACKAGES = ("torch", "numpy", "gsplat", "mediapipe", "pocketsphinx")
@@ -77,14 +77,6 @@ def machine() -> dict:
         "host": platform.node(),
         "platform": platform.platform(),
     }
-
-
-def package_version(name: str) -> str | None:
-    """The installed version of distribution `name`, or None when it is not installed."""
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
 
 
 def versions() -> dict:

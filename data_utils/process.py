@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import math
 import os
 import platform
@@ -50,6 +49,7 @@ from data_utils.video_io import VideoInfo, probe_video, read_frames
 from utils.atomic import atomic_dir, atomic_write_json
 from utils.cli import UserError, run_cli
 from utils.output_policy import DATASET, check_output
+from utils.versions import package_version
 
 MIN_SECONDS = 2.0
 LONG_SECONDS = 30.0
@@ -456,17 +456,13 @@ def run_audio(
 
 def versions() -> dict:
     """Versions of the libraries that shape the output (pocketsphinx: None when not installed)."""
-    try:
-        pocketsphinx = importlib.metadata.version("pocketsphinx")  # decodes the phonemes and visemes
-    except importlib.metadata.PackageNotFoundError:
-        pocketsphinx = None
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "mediapipe": mp.__version__,
         "numpy": np.__version__,
         "opencv": cv2.__version__,
-        "pocketsphinx": pocketsphinx,
+        "pocketsphinx": package_version("pocketsphinx"),  # decodes the phonemes and visemes
     }
 
 
