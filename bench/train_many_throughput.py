@@ -276,12 +276,11 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(measure(args, clips, per_gpu))
                 print(table(results[-1:]).splitlines()[-1], flush=True)
                 complete = len(results) == len(args.per_gpu)
-                write_report(path, build_report(clips, preprocess_seconds, results, complete), args)
+                report = write_report(path, build_report(clips, preprocess_seconds, results, complete), args)
         finally:
             ray.shutdown()
     else:
-        write_report(path, build_report(clips, preprocess_seconds, results, True), args)
-    report = read_json_file(path)
+        report = write_report(path, build_report(clips, preprocess_seconds, results, True), args)
     print("\n" + table(report["results"]))
     print(f"recommended --per_gpu: {report['recommended_per_gpu']}; report: {path}")
     return 0
