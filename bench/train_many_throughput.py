@@ -10,7 +10,8 @@ each K of --per_gpu, a fresh train_many run trains and renders (render_direct, h
 `--subjects` subjects (default K: one full wave, the clips repeated as needed) with --per_gpu K on a local Ray
 instance; its wall time gives subjects per hour. Meanwhile nvidia-smi is polled every second for the peak
 memory of each GPU process (one per training or render, CUDA context included) and of the whole GPU. The
-recommended --per_gpu is the K with the most subjects per hour whose K subjects fit in 90 % of the GPU.
+recommended --per_gpu is the smallest K whose K subjects fit in 90 % of the GPU and whose subjects per hour
+are within 5 % of the most that fit: beyond that, packing more only costs memory and each subject's time.
 
 The report is rewritten after every K ("complete": false until the last), so a job cut short keeps the K
 values it finished; a rerun with the same --out keeps those measured at the same --iterations and measures
@@ -42,6 +43,7 @@ from utils.atomic import atomic_write_json
 from utils.cli import ArgumentParser, UserError, run_cli
 
 MEMORY_HEADROOM = 0.9  # share of the GPU's memory the subjects of one GPU may fill
+THROUGHPUT_TOLERANCE = 0.05  # a smaller K within this share of the best subjects per hour is preferred
 POLL_SECONDS = 1.0
 
 
@@ -188,14 +190,18 @@ def measure(args: argparse.Namespace, clips: list[Path], per_gpu: int) -> dict[s
 
 
 def recommend(results: list[dict[str, Any]], gpu_mib: float | None) -> int | None:
-    """The K with the most subjects per hour whose K subjects fit in MEMORY_HEADROOM of the GPU."""
+    """The smallest K whose K subjects fit in MEMORY_HEADROOM of the GPU and whose subjects per hour are
+    within THROUGHPUT_TOLERANCE of the most that fit; None when no run finished all its subjects."""
     fitting = [
         r
         for r in results
         if r["finished"] == r["subjects"]
         and (gpu_mib is None or (r["peak_mib_per_subject"] or 0) * r["per_gpu"] <= MEMORY_HEADROOM * gpu_mib)
     ]
-    return max(fitting, key=lambda r: r["subjects_per_hour"])["per_gpu"] if fitting else None
+    if not fitting:
+        return None
+    best = max(r["subjects_per_hour"] for r in fitting)
+    return min(r["per_gpu"] for r in fitting if r["subjects_per_hour"] >= (1 - THROUGHPUT_TOLERANCE) * best)
 
 
 def table(results: list[dict[str, Any]]) -> str:
