@@ -31,8 +31,7 @@ from data_utils.audio_io import SAMPLE_RATE, load_audio
 from data_utils.video_io import probe_video
 from evaluation.frames import FrameScores, load_ground_truth, mean_scores, score_frame
 from evaluation.landmarks import (
-    MOUTH_LANDMARKS,
-    landmark_distance,
+    landmark_distances,
     mouth_opening,
     read_video_frames,
     video_landmarks,
@@ -342,8 +341,7 @@ def self_driven_quality(video: Path, data: Path, meta: dict, report_dir: Path) -
     best_corr, best_lag = best_lag_correlation(gt_open, render_open, _max_lag(fps))
     wav = split_audio(data, frames[:n], fps)
     result.update(
-        lmd_mouth_px=landmark_distance(render_lms[:, MOUTH_LANDMARKS], gt_lms[:, MOUTH_LANDMARKS]),
-        lmd_face_px=landmark_distance(render_lms, gt_lms),
+        **{f"lmd_{k}_px": v for k, v in landmark_distances(render_lms, gt_lms).items()},
         render_frames_with_face=_face_ratio(render_lms),
         gt_frames_with_face=_face_ratio(gt_lms),
         mouth_opening_corr=best_lag_correlation(gt_open, render_open, 0)[0],
@@ -521,7 +519,8 @@ def summary_lines(report: dict) -> list[str]:
         f"(face {_fmt(sd['face_ssim'], '', 3)}), LPIPS {lpips}"
     )
     lines.append(
-        f"LMD mouth {_fmt(sd['lmd_mouth_px'])} px, face {_fmt(sd['lmd_face_px'])} px, "
+        f"LMD mouth {_fmt(sd['lmd_mouth_px'])} px (shape {_fmt(sd['lmd_mouth_shape_px'])}, offset "
+        f"{_fmt(sd['lmd_mouth_offset_px'])}), face {_fmt(sd['lmd_face_px'])} px, "
         f"mouth-opening corr render vs GT {_fmt(sd['mouth_opening_corr'], '', 3)}"
     )
     ren, ref = quality["cross_driven"]["render"], quality["cross_driven"]["reference_real_clip"]

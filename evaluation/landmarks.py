@@ -25,6 +25,25 @@ def landmark_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.nanmean(dist)) if np.isfinite(dist).any() else float("nan")
 
 
+def landmark_distances(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
+    """Mean distances (px) between MediaPipe tracks pred, gt [T,478,2] -> {mouth, mouth_shape, mouth_offset,
+    face}.
+
+    mouth: the lip landmarks as they lie (the field's mouth LMD); mouth_shape: the same after moving each
+    frame's lips onto their own centroid, so only their shape counts (open, wide, rounded); mouth_offset: the
+    distance between the two centroids, where the mouth is (head pose and placement); face: all landmarks.
+    """
+    pred, gt = np.asarray(pred, np.float64), np.asarray(gt, np.float64)
+    pm, gm = pred[:, MOUTH_LANDMARKS], gt[:, MOUTH_LANDMARKS]
+    pc, gc = pm.mean(axis=1, keepdims=True), gm.mean(axis=1, keepdims=True)
+    return {
+        "mouth": landmark_distance(pm, gm),
+        "mouth_shape": landmark_distance(pm - pc, gm - gc),
+        "mouth_offset": landmark_distance(pc, gc),
+        "face": landmark_distance(pred, gt),
+    }
+
+
 def mouth_opening(lms: np.ndarray) -> np.ndarray:
     """Inner-lip gap of MediaPipe landmarks [T,478,2] over the outer eye-corner distance -> [T] (NaN kept).
 

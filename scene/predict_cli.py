@@ -21,7 +21,7 @@ from data_utils.audio_features import get_extractor, normalise_windows, stream_f
 from data_utils.audio_io import SAMPLE_RATE, iter_audio_chunks, write_wav
 from data_utils.silence import silent_frames, stream_step_db
 from evaluation.frames import FrameScores, mean_scores, score_frames
-from evaluation.landmarks import MOUTH_LANDMARKS, landmark_distance, read_video_frames, video_landmarks
+from evaluation.landmarks import landmark_distances, read_video_frames, video_landmarks
 from evaluation.lipsync import score_video
 from evaluation.lipsync import summary_lines as lipsync_summary_lines
 from scene.checkpoint import LoadedAvatar, load_avatar
@@ -317,11 +317,8 @@ def landmark_scores(video: Path, truth: torch.Tensor) -> dict:
     pred = video_landmarks(read_video_frames(video))
     gt = video_landmarks(frame.cpu().numpy() for frame in truth)
     detected = np.isfinite(pred[:, 0, 0]) & np.isfinite(gt[:, 0, 0])
-    return {
-        "lmd_mouth": round(landmark_distance(pred[:, MOUTH_LANDMARKS], gt[:, MOUTH_LANDMARKS]), 4),
-        "lmd_face": round(landmark_distance(pred, gt), 4),
-        "landmark_frames": int(detected.sum()),
-    }
+    distances = {f"lmd_{k}": round(v, 4) for k, v in landmark_distances(pred, gt).items()}
+    return {**distances, "landmark_frames": int(detected.sum())}
 
 
 def write_split_audio(root: Path, ds: TalkingHeadDataset, split: str, out: Path) -> Path | None:
@@ -436,8 +433,8 @@ def print_summary(summary: dict) -> None:
         m = summary["metrics"]
         print(
             f"{m['split']} metrics: PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f}, "
-            f"face PSNR {m['face_psnr']:.2f} dB, LMD mouth {m['lmd_mouth']:.2f} px, "
-            f"face {m['lmd_face']:.2f} px"
+            f"face PSNR {m['face_psnr']:.2f} dB, LMD mouth {m['lmd_mouth']:.2f} px (shape "
+            f"{m['lmd_mouth_shape']:.2f}, offset {m['lmd_mouth_offset']:.2f}), face {m['lmd_face']:.2f} px"
         )
     if "lipsync" in summary:
         print("\n".join(lipsync_summary_lines(summary["lipsync"])))

@@ -14,7 +14,14 @@ import pytest
 
 from data_utils import landmark_indices as li
 from data_utils.sample import generate_sample
-from evaluation.landmarks import landmark_distance, mouth_opening, read_video_frames, video_landmarks
+from evaluation.landmarks import (
+    MOUTH_LANDMARKS,
+    landmark_distance,
+    landmark_distances,
+    mouth_opening,
+    read_video_frames,
+    video_landmarks,
+)
 from utils.metrics import best_lag_correlation
 from utils.plots import plot_mouth_opening, plot_training_curves
 
@@ -34,6 +41,25 @@ def test_landmark_distance_of_shifted_set_and_nan_frames() -> None:
     b[2] = np.nan
     assert landmark_distance(a, b) == pytest.approx(5.0)
     assert np.isnan(landmark_distance(a, np.full_like(a, np.nan)))
+
+
+def test_mouth_distance_splits_into_shape_and_offset() -> None:
+    gt = np.random.default_rng(6).uniform(100, 400, (4, 478, 2))
+    moved = gt.copy()
+    moved[:, MOUTH_LANDMARKS] += np.array([3.0, 4.0])  # the same lips 5 px away: placement only
+    d = landmark_distances(moved, gt)
+    assert d["mouth"] == pytest.approx(5.0) and d["mouth_offset"] == pytest.approx(5.0)
+    assert d["mouth_shape"] == pytest.approx(0.0, abs=1e-9)
+    reshaped = gt.copy()
+    lips = gt[:, MOUTH_LANDMARKS]
+    centre = lips.mean(axis=1, keepdims=True)
+    reshaped[:, MOUTH_LANDMARKS] = centre + 1.5 * (lips - centre)  # wider lips in place: shape only
+    d = landmark_distances(reshaped, gt)
+    assert d["mouth_offset"] == pytest.approx(0.0, abs=1e-9)
+    assert d["mouth_shape"] == pytest.approx(d["mouth"]) and d["mouth"] > 1.0
+    assert d["face"] < d["mouth"]  # the other landmarks did not move
+    reshaped[1] = np.nan  # a frame without a face is left out, as in landmark_distance
+    assert landmark_distances(reshaped, gt)["mouth_shape"] == pytest.approx(d["mouth_shape"], rel=0.5)
 
 
 @pytest.mark.parametrize("shift", [3, -2, 0])

@@ -131,7 +131,7 @@ def test_direct_writes_metrics(
     assert metrics["frames"] == 8 and metrics["split"] == "val"
     assert 5.0 < metrics["psnr"] < 60.0 and 0.0 < metrics["ssim"] <= 1.0
     assert np.isfinite(metrics["face_psnr"]) and 0.0 < metrics["face_ssim"] <= 1.0
-    assert {"lmd_mouth", "lmd_face", "landmark_frames"} <= set(metrics)
+    assert {"lmd_mouth", "lmd_mouth_shape", "lmd_mouth_offset", "lmd_face", "landmark_frames"} <= set(metrics)
     sync = json.loads((out / "summary.json").read_text())["lipsync"]
     assert sync["frames"] == 8 and sync["judged"] is False  # scored against the validation audio it carries
     info = probe_media(out / f"output_custom_{ITERATION}iter_renders.mov")
