@@ -33,12 +33,21 @@ class InferenceRenderer:
     features of the fixed canonical Gaussians computed once (`cache`), optionally bf16 autocast and
     torch.compile. With `fuse` on CUDA without `compile`, the KAN heads' RBF expansion runs as one compiled
     kernel (fuse_rbf; a few seconds to build at the first frame); training never fuses, since densification
-    changes the shapes. cache=False, fuse=False renders as training and validation do."""
+    changes the shapes. cache=False, fuse=False renders as training and validation do. With `tracked_lips`
+    (audio_code 'lips' models) the batches' tracked lip measures drive the mouth instead of the audio's
+    prediction of them, as in training."""
 
     def __init__(
-        self, avatar: Avatar, bf16: bool = False, cache: bool = True, compile: bool = False, fuse: bool = True
+        self,
+        avatar: Avatar,
+        bf16: bool = False,
+        cache: bool = True,
+        compile: bool = False,
+        fuse: bool = True,
+        tracked_lips: bool = False,
     ) -> None:
         self.avatar = avatar
+        self.tracked_lips = tracked_lips
         on_cuda = next(avatar.parameters()).is_cuda
         self.amp = bf16 and on_cuda
         deform = avatar.deform
@@ -56,10 +65,14 @@ class InferenceRenderer:
             return self.avatar.deform.spatial_features(self.avatar.gaussians.params["means"])
 
     def deltas(self, batch: FrameBatch) -> Deltas:
-        """Return the per-frame offsets [B,N,...] (float32) for the batch's audio, eye and camera."""
+        """Return the per-frame offsets [B,N,...] (float32) for the batch's audio (or tracked lips), eye and
+        camera."""
         spatial = self.features if self.features is not None else self.spatial_features()
+        lips = batch.lips if self.tracked_lips else None
+        if self.tracked_lips and lips is None:
+            raise ValueError("tracked_lips needs batches that carry lip measures (dataset loaded with lips)")
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
-            d = self.forward(spatial, batch.audio, batch.eye, batch.cam)
+            d = self.forward(spatial, batch.audio, batch.eye, batch.cam, lips)
         return Deltas(*(t.float() for t in (d.d_xyz, d.d_rot, d.d_scale, d.d_opacity, d.d_color)))
 
     def __call__(self, batch: FrameBatch) -> Tensor:

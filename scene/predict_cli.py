@@ -82,6 +82,7 @@ class PredictConfig:
     force: bool = False
     direct: bool = False
     split: str = "val"
+    tracked_lips: bool = False
 
 
 def build_parser(prog: str = "predict.sh") -> argparse.ArgumentParser:
@@ -144,8 +145,15 @@ def build_parser(prog: str = "predict.sh") -> argparse.ArgumentParser:
             choices=("val", "train"),
             help="split to render (default: val)",
         )
+        p.add_argument(
+            "--tracked_lips",
+            action="store_true",
+            help="drive the mouth by the frames' tracked lip measures instead of the audio's prediction of "
+            "them (models trained with --audio_code lips): the mouth the avatar renders when that prediction "
+            "is perfect, to tell the two apart in the metrics",
+        )
     else:
-        p.set_defaults(split=default["split"])
+        p.set_defaults(split=default["split"], tracked_lips=default["tracked_lips"])
     return p
 
 
@@ -201,7 +209,7 @@ def audio_conditions(loaded: LoadedAvatar, path: Path, fps: float, n_frames: int
 
 def inference_renderer(loaded: LoadedAvatar, cfg: PredictConfig) -> InferenceRenderer:
     """Return the renderer of the loaded avatar with the --bf16 and --compile choices."""
-    return InferenceRenderer(loaded.avatar, bf16=cfg.bf16, compile=cfg.compile)
+    return InferenceRenderer(loaded.avatar, bf16=cfg.bf16, compile=cfg.compile, tracked_lips=cfg.tracked_lips)
 
 
 def video_name(iteration: int) -> str:
@@ -333,6 +341,11 @@ def write_split_audio(root: Path, ds: TalkingHeadDataset, split: str, out: Path)
 
 def predict_direct(cfg: PredictConfig, loaded: LoadedAvatar, device: torch.device, tmp: Path) -> dict:
     """Render the --split frames of the reference dataset into `tmp` with metrics.json; return the summary."""
+    if cfg.tracked_lips and loaded.avatar.deform.cfg.audio_code != "lips":
+        raise UserError(
+            f"--tracked_lips drives the lip code, but '{cfg.model_path}' was trained with --audio_code "
+            f"{loaded.avatar.deform.cfg.audio_code}; leave the flag out for this model"
+        )
     ds = TalkingHeadDataset(
         cfg.reference_path,
         cfg.split,
@@ -340,6 +353,7 @@ def predict_direct(cfg: PredictConfig, loaded: LoadedAvatar, device: torch.devic
         device,
         audio_extractor=loaded.audio_extractor["name"],
         audio_norm=loaded.audio_norm,
+        lips=cfg.tracked_lips,
     )
     check_audio_shape(loaded.avatar, ds.audio_shape, f"dataset '{cfg.reference_path}'")
     if cfg.split == "train":
@@ -352,7 +366,13 @@ def predict_direct(cfg: PredictConfig, loaded: LoadedAvatar, device: torch.devic
         stats = render_stream(inference_renderer(loaded, cfg), batches, writer, len(ds), scores.add)
     if audio_wav is not None:
         audio_wav.unlink()
-    metrics = {"split": cfg.split, "frames": len(ds), "iteration": loaded.iteration, **scores.summary()}
+    metrics = {
+        "split": cfg.split,
+        "frames": len(ds),
+        "iteration": loaded.iteration,
+        "tracked_lips": cfg.tracked_lips,
+        **scores.summary(),
+    }
     metrics.update(landmark_scores(video, ds.images))
     atomic_write_json(tmp / "metrics.json", metrics)
     return {
@@ -435,6 +455,7 @@ def print_summary(summary: dict) -> None:
             f"{m['split']} metrics: PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f}, "
             f"face PSNR {m['face_psnr']:.2f} dB, LMD mouth {m['lmd_mouth']:.2f} px (shape "
             f"{m['lmd_mouth_shape']:.2f}, offset {m['lmd_mouth_offset']:.2f}), face {m['lmd_face']:.2f} px"
+            + (" (mouth driven by the tracked lip measures)" if m["tracked_lips"] else "")
         )
     if "lipsync" in summary:
         print("\n".join(lipsync_summary_lines(summary["lipsync"])))

@@ -279,6 +279,42 @@ def test_rebatch_regroups_segments_in_order() -> None:
     assert torch.equal(torch.cat(batches), torch.arange(13))
 
 
+def test_direct_with_tracked_lips_drives_the_lip_code_by_the_tracked_measures(
+    trained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    loaded = load_avatar(trained[0], None, torch.device("cpu"))
+    ds = TalkingHeadDataset(trained[1], "val", audio_norm=loaded.audio_norm, lips=True)
+    batch = next(iter(predict_cli.dataset_batches(ds, 4)))
+    torch.manual_seed(0)
+    with torch.no_grad():  # the output heads start at zero: random weights let every input show
+        for param in loaded.avatar.deform.parameters():
+            param.normal_(0.0, 0.3)
+    tracked = inference.InferenceRenderer(loaded.avatar, tracked_lips=True).deltas(batch)
+    predicted = inference.InferenceRenderer(loaded.avatar).deltas(batch)
+    assert not torch.allclose(tracked.d_xyz, predicted.d_xyz)  # the measures reach the mouth
+    direct = loaded.avatar.deltas(batch, tracked_lips=True)  # as the trainer renders with them
+    assert torch.allclose(tracked.d_xyz, direct.d_xyz, atol=1e-5)
+    out = tmp_path / "tracked"
+    code, err = run_predict(["--direct", "--tracked_lips", *base_args(trained, out), "--no_lipsync"], capsys)
+    assert code == 0, err
+    assert json.loads((out / "metrics.json").read_text())["tracked_lips"] is True
+
+
+def test_tracked_lips_refused_for_a_free_code_model(
+    trained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    loaded = load_avatar(trained[0], None, torch.device("cpu"))
+    cfg = dataclasses.replace(loaded.avatar.deform.cfg, audio_code="free")
+    bounds = torch.tensor(loaded.config["bounds"])
+    config = {**loaded.config, "deform": cfg.to_dict()}
+    model = tmp_path / "free"
+    save_checkpoint(model, ITERATION, Avatar(loaded.avatar.gaussians, cfg, bounds), config, {})
+    argv = ["--direct", "--tracked_lips", "--model_path", str(model), "--reference_path", str(trained[1])]
+    code, err = run_predict([*argv, "--output_dir", str(tmp_path / "out")], capsys)
+    assert code == 2 and "--audio_code free" in err
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("prog", ["predict.sh", "render_direct.sh"])
 def test_every_flag_fills_one_predict_config_field(prog: str) -> None:
     parser = predict.build_parser(prog)
