@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from bench.diagnostics import lip_predictor
+from data_utils.lips import LIP_MEASURES
 from scene.dataset import TalkingHeadDataset
 from scene.train_config import TrainConfig
 from tests.dataset_factory import make_dataset
@@ -48,6 +49,7 @@ def test_report_scores_each_audio(tmp_path: Path, speech_wav: Path) -> None:
     assert set(report["audio"]) == {speech_wav.name}
     assert {"score", "auc", "lag_frames", "judged"} <= set(report["audio"][speech_wav.name])
     assert report["commit"] and report["arguments"]
+    assert report["val_mse"] >= 0 and set(report["val_corr_measures"]) == set(LIP_MEASURES)
     with pytest.raises(UserError, match="ensemble"):
         lip_predictor.main([*argv, "--ensemble", "0"])
 
@@ -81,3 +83,21 @@ def test_an_ensemble_averages_its_members(tmp_path: Path) -> None:
     one, two = (lip_predictor.predicted_opening([n], train_set.audio) for n in nets)
     both = lip_predictor.predicted_opening(nets, train_set.audio)
     assert not np.allclose(one, two) and np.allclose(both, (one + two) / 2, atol=1e-6)
+
+
+def test_held_out_errors_against_the_mean_and_without_faceless_frames() -> None:
+    tracked = np.random.default_rng(3).normal(size=(30, 3))
+    tracked[5] = 0.0  # a frame without a face
+    perfect = lip_predictor.held_out_errors(tracked.copy(), tracked)
+    assert perfect["val_mse"] == 0.0 and all(
+        c == pytest.approx(1.0) for c in perfect["val_corr_measures"].values()
+    )
+    mean = lip_predictor.held_out_errors(np.zeros_like(tracked), tracked)
+    assert (
+        mean["val_mse"]
+        == mean["val_mse_of_mean"]
+        == pytest.approx(np.mean(np.delete(tracked, 5, 0) ** 2), abs=1e-4)
+    )
+    shifted = tracked + 1.0
+    shifted[5] = 100.0  # its error must not count
+    assert lip_predictor.held_out_errors(shifted, tracked)["val_mse"] == pytest.approx(1.0)

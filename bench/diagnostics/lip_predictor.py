@@ -70,11 +70,27 @@ def train_predictor(net: DeformationNetwork, train_set: TalkingHeadDataset, cfg:
 
 
 @torch.no_grad()
+def predicted_lips(nets: list[DeformationNetwork], windows: torch.Tensor) -> np.ndarray:
+    """Predicted (standardised) lip measures [T,3] of audio windows [T,C,W], averaged over `nets`."""
+    return np.mean([torch.cat([n.predict_lips(w) for w in windows.split(256)]).numpy() for n in nets], axis=0)
+
+
 def predicted_opening(nets: list[DeformationNetwork], windows: torch.Tensor) -> np.ndarray:
     """Predicted (standardised) outer-lip opening [T] of audio windows [T,C,W], averaged over `nets`."""
-    return np.mean(
-        [torch.cat([n.predict_lips(w) for w in windows.split(256)])[:, OPENING].numpy() for n in nets], axis=0
-    )
+    return predicted_lips(nets, windows)[:, OPENING]
+
+
+def held_out_errors(predicted: np.ndarray, tracked: np.ndarray) -> dict:
+    """Errors of predicted lip measures [T,3] against the tracked ones [T,3] (both standardised by the
+    training clip; frames without a face, all 0, left out): mean squared error, that of always predicting the
+    training mean (0), and the correlation of each measure."""
+    ok = np.isfinite(tracked).all(axis=1) & (np.abs(tracked).sum(axis=1) > 0)
+    p, t = predicted[ok], tracked[ok]
+    return {
+        "val_mse": round(float(np.mean((p - t) ** 2)), 4),
+        "val_mse_of_mean": round(float(np.mean(t**2)), 4),
+        "val_corr_measures": {name: correlation(p[:, i], t[:, i]) for i, name in enumerate(LIP_MEASURES)},
+    }
 
 
 def score_audio(nets: list[DeformationNetwork], train_set: TalkingHeadDataset, path: Path) -> dict:
@@ -181,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         nets.append(predictor(train_set, member))
         losses = train_predictor(nets[-1], train_set, member)
         nets[-1].eval()
+    val_lips = predicted_lips(nets, val_set.audio)
     tracked = val_set.lips[:, OPENING].numpy()
     report = {
         "dataset": str(args.reference_path),
@@ -188,11 +205,15 @@ def main(argv: list[str] | None = None) -> int:
         "fine_steps": cfg.schedule.fine_steps(),
         "final_loss": losses[-1],
         "ensemble": args.ensemble,
-        "val_corr": correlation(predicted_opening(nets, val_set.audio), tracked),
+        "val_corr": correlation(val_lips[:, OPENING], tracked),
+        **held_out_errors(val_lips, val_set.lips.numpy()),
         "audio": {path.name: score_audio(nets, train_set, path) for path in args.audio},
         "cross": {str(path): cross_correlation(nets, train_set, path) for path in args.cross},
     }
-    print(f"{report['dataset']} ({report['extractor']}): held-out opening corr {report['val_corr']}")
+    print(
+        f"{report['dataset']} ({report['extractor']}): held-out opening corr {report['val_corr']}, "
+        f"lip measures' MSE {report['val_mse']} (the training mean's: {report['val_mse_of_mean']})"
+    )
     for name, row in report["audio"].items():
         if row["judged"]:
             print(f"  {name:<32} score {row['score']:.2f}  (auc {row['auc']:.2f}, lag {row['lag_frames']})")
