@@ -191,6 +191,7 @@ def run_scores(run: Run, silence: Path) -> dict:
         "val_psnr": val.get("psnr"),
         "val_face_psnr": val.get("face_psnr"),
         "lmd_mouth": val.get("lmd_mouth"),
+        "lmd_mouth_shape": val.get("lmd_mouth_shape"),
         "lipsync": {name: render["score"] for name, render in driving.items()},
         "video_corr": {
             name: render["video_reference"]["corr"]
@@ -203,6 +204,9 @@ def run_scores(run: Run, silence: Path) -> dict:
         "silence_opening": still,
         "train_seconds": read_json(run.model / "train_summary.json").get("seconds"),
     }
+
+
+AVERAGED_SCORES = ("val_psnr", "val_face_psnr", "lmd_mouth", "lmd_mouth_shape", "train_seconds")
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -236,8 +240,8 @@ def table(rows: dict[str, dict], runs: list[Run]) -> list[dict]:
                     "ratio_to_real": round(mean_sync / real, 3) if mean_sync is not None and real else None,
                     "video_corr": video_corr,
                     **{
-                        k: _mean([sc[k] for sc in scores])
-                        for k in ("val_psnr", "val_face_psnr", "lmd_mouth", "train_seconds")
+                        k: _mean([sc.get(k) for sc in scores])  # lmd_mouth_shape: not in older reports
+                        for k in AVERAGED_SCORES
                     },
                     "silence_opening": _mean([sc["silence_opening"]["mean"] for sc in scores]),
                     "silence_opening_std": _mean([sc["silence_opening"]["std"] for sc in scores]),
@@ -260,7 +264,7 @@ def markdown(rows: list[dict]) -> str:
         "ratio",
         "video corr",
         "val PSNR / face",
-        "LMD mouth",
+        "LMD mouth (shape)",
         "silence open (std) / real",
         "train s",
     ]
@@ -279,7 +283,7 @@ def markdown(rows: list[dict]) -> str:
         ]
         cells += [
             f"{fmt(r['val_psnr'])} / {fmt(r['val_face_psnr'])}",
-            fmt(r["lmd_mouth"]),
+            f"{fmt(r['lmd_mouth'])} ({fmt(r.get('lmd_mouth_shape'))})",
             f"{fmt(r['silence_opening'], 3)} ({fmt(r['silence_opening_std'], 3)})"
             f" / {fmt(r['real_clip_silence_opening'], 3)}",
             fmt(r["train_seconds"], 0),

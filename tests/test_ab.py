@@ -128,6 +128,8 @@ def test_table_averages_the_video_correlation_over_speakers_and_seeds(tmp_path: 
         }
         for r, corr in zip(runs, [{"other.mp4": 0.4, "third.mp4": 0.2}, {"other.mp4": 0.1}], strict=True)
     }
+    scores[runs[0].name]["lmd_mouth_shape"] = 1.5  # the other run's report predates the shape
     (row,) = ab.table(scores, runs)
+    assert row["lmd_mouth_shape"] == 1.5 and "| 2.00 (1.50) |" in ab.markdown([row])
     assert row["video_corr"] == pytest.approx((0.3 + 0.1) / 2) and row["lipsync_mean"] == pytest.approx(0.4)
     assert "| 0.20 |" in ab.markdown([row])
