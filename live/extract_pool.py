@@ -78,6 +78,17 @@ class ExtractPool:
             self.procs.append(proc)
         return proc
 
+    def _replace(self, dead: subprocess.Popen) -> subprocess.Popen:
+        """Reap a worker that exited (its pipes closed, out of `procs`) and start another in its place."""
+        with self.lock:
+            self.procs.remove(dead)
+        dead.wait()
+        for pipe in (dead.stdin, dead.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):  # a broken pipe
+                    pipe.close()
+        return self._start()
+
     def extract(self, wav: np.ndarray, sr: int, fps: float, num_frames: int | None = None) -> np.ndarray:
         """Features [T, C, W] of mono `wav` [n] at `sr` Hz, as extractor.extract, computed in a worker;
         RuntimeError when the worker died (it is replaced for the next block)."""
@@ -91,7 +102,7 @@ class ExtractPool:
             proc.kill()
             raise RuntimeError(f"an audio feature worker (pid {proc.pid}) died; see the log above") from err
         finally:
-            self.idle.put(proc if proc.poll() is None else self._start())
+            self.idle.put(proc if proc.poll() is None else self._replace(proc))
         if not ok:
             raise RuntimeError(f"audio feature worker: {value}")
         return value

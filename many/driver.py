@@ -28,7 +28,7 @@ from utils.output_policy import OutputKind, check_output, claim_output
 from utils.paths import REPO_ROOT
 
 # bench.train_many_throughput on one H200 (docs/train_many.md): 4 subjects at once give 2.5x the subjects per
-# hour of one, in 44 GB; 6 add no throughput once the GPU is full and need 84 GB, more than an 80 GB card.
+# hour of one, in 44 GB; 6 give the same (52.2 against 51.9 per hour) in 70 GB, each subject 1.5x slower.
 DEFAULT_PER_GPU = 4
 RUN_FOLDER = OutputKind("run", "--out", ("train_many.json",))
 TICK_SECONDS = 2.0

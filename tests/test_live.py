@@ -169,17 +169,20 @@ def test_phone_decoding_in_worker_processes_gives_the_same_windows(speech_wav: P
     assert in_thread.pool is None and pooled.pool is not None and len(pooled.pool.procs) == 2
     try:
         assert np.array_equal(stream(pooled), stream(in_thread))
-        for proc in pooled.pool.procs:
+        dead = list(pooled.pool.procs)
+        for proc in dead:
             proc.kill()
             proc.wait()
         for _ in range(2):  # each dead worker fails one block, then is replaced
             with pytest.raises(RuntimeError, match="worker .* died"):
                 pooled.pool.extract(wav, SAMPLE_RATE, 25.0)
         assert np.array_equal(stream(pooled), stream(in_thread))  # the replacements decode
+        assert len(pooled.pool.procs) == 2 and not set(dead) & set(pooled.pool.procs)  # the dead are let go
+        assert all(p.stdout is not None and p.stdout.closed for p in dead)
     finally:
         procs = list(pooled.pool.procs)
         pooled.close()
-    assert len(procs) == 4 and all(p.returncode is not None for p in procs)  # all stopped by close()
+    assert len(procs) == 2 and all(p.returncode is not None for p in procs)  # all stopped by close()
     logmel = FeatureFactory({"name": "logmel", "settings": {}}, {"mean": [0.0], "std": [1.0]}, 25.0, wav, 2)
     assert logmel.pool is None  # numpy, step by step: no workers
     import torch
