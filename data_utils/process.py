@@ -46,6 +46,7 @@ from data_utils.torso import torso_rgba
 from data_utils.trackers import get_tracker
 from data_utils.tracking import Tracker
 from data_utils.video_io import VideoInfo, probe_video, read_frames
+from evaluation.lipsync import clip_sync
 from utils.atomic import atomic_dir, atomic_write_json
 from utils.cli import UserError, run_cli
 from utils.output_policy import DATASET, check_output
@@ -444,14 +445,14 @@ def make_extractor(cfg: PreprocessConfig) -> AudioFeatureExtractor:
 
 def run_audio(
     cfg: PreprocessConfig, extractor: AudioFeatureExtractor, out: Path, num_frames: int
-) -> tuple[dict, float]:
-    """Write aud.wav (16 kHz mono) and aud_<extractor>.npy [T,C,W]; return (extractor record, audio s)."""
+) -> tuple[dict, np.ndarray]:
+    """Write aud.wav (16 kHz mono) and aud_<extractor>.npy [T,C,W]; return (extractor record, audio [n])."""
     wav = load_audio(cfg.audio if cfg.audio is not None else cfg.video, SAMPLE_RATE)
     write_wav(out / schema.AUDIO_WAV, wav, SAMPLE_RATE)
     feats = np.asarray(extractor.extract(wav, SAMPLE_RATE, cfg.fps, num_frames), np.float32)
     np.save(out / schema.features_name(extractor.name), feats)
     record = {"name": extractor.name, "settings": extractor.settings(), "shape": list(feats.shape)}
-    return record, len(wav) / SAMPLE_RATE
+    return record, wav
 
 
 def versions() -> dict:
@@ -492,7 +493,9 @@ def build(cfg: PreprocessConfig, info: VideoInfo, tools: Tools, out: Path) -> di
         eye = np.nan_to_num(eye_openness(lms[..., :2]), nan=1.0)
         n_val = write_transforms(out, cfg, lms[..., :2], track, eye)
     with timings.stage("audio"):
-        audio_record, audio_seconds = run_audio(cfg, tools.extractor, out, t)
+        audio_record, wav = run_audio(cfg, tools.extractor, out, t)
+    with timings.stage("lipsync"):  # the clip's own: is its sound in sync, does its mouth follow it
+        sync = clip_sync(lms[..., :2], wav, SAMPLE_RATE, float(cfg.fps))
     oval = p1.lms[:, li.FACE_OVAL, 0]
     face_frac = float(np.median(oval.max(axis=1) - oval.min(axis=1))) / p1.crop[2]
     quality = quality_report(
@@ -509,7 +512,8 @@ def build(cfg: PreprocessConfig, info: VideoInfo, tools: Tools, out: Path) -> di
         np.asarray(track["R"], np.float64),
         n_val,
         cfg.fps,
-        audio_seconds,
+        len(wav) / SAMPLE_RATE,
+        lipsync=sync,
     )
     quality["person_px_added_by_plate"] = p2.person_added
     if cfg.preview and p2.preview is not None:

@@ -20,6 +20,8 @@ BLUR_LAPLACIAN_VAR = 20.0
 WARN_SHARE = 0.1  # dark / blurred frames are reported when more than this share of frames is affected
 NOVEL_POSE_DEG = 3.0  # validation frames this far from every training head pose are novel views
 SHORT_CLIP_SECONDS = 30.0  # shorter clips get a warning: held-out quality grows with the video's length
+AV_OFFSET_WARN_FRAMES = 3  # a clip whose mouth matches its sound best this many frames off gets a warning
+LOW_LIPSYNC = 0.2  # a clip whose own lip-sync score is below this gets a warning
 
 
 def frame_stats(rgb: np.ndarray) -> tuple[float, float]:
@@ -75,6 +77,7 @@ def quality_report(
     num_val: int,
     fps: float,
     audio_seconds: float,
+    lipsync: dict | None = None,
 ) -> dict:
     """Summarise a clip as a JSON-ready dict, warnings included.
 
@@ -82,7 +85,8 @@ def quality_report(
     [T,478,2], tracker reprojection error [T] px, head euler angles [T,3] rad (pitch, yaw, roll), the
     face width as a fraction of the crop width, the upscale factor (dataset px per source px),
     per-frame mean luma [T] and Laplacian variance [T], head rotations [T,3,3] whose last `num_val` frames
-    are validation, the frame rate and the length of the audio track in seconds.
+    are validation, the frame rate and the length of the audio track in seconds; `lipsync`, the clip's own
+    lip sync (evaluation.lipsync.clip_sync), when measured.
     """
     t = len(face_counts)
     yaw_deg = np.degrees(np.abs(euler[:, 1]))
@@ -106,6 +110,8 @@ def quality_report(
         "val_frames": int(num_val),
         **pose_coverage(rot, num_val),
     }
+    if lipsync is not None:
+        report["lipsync"] = lipsync
     report["warnings"] = _warnings(report, yaw_deg, luma, sharpness)
     return report
 
@@ -158,12 +164,46 @@ def _warnings(report: dict, yaw_deg: np.ndarray, luma: np.ndarray, sharpness: np
             " video it learns from (about +1 to +2 dB PSNR per doubling up to a minute), so use 1-2 minutes"
             " if you have them"
         )
+    out += _lipsync_warnings(report.get("lipsync"))
     if abs(report["audio_seconds"] - seconds) > 0.5:
         out.append(
             f"audio lasts {report['audio_seconds']:.1f} s, the video {seconds:.1f} s;"
             " features are cut or padded"
         )
     return out
+
+
+def _lipsync_warnings(sync: dict | None) -> list[str]:
+    """Warnings of the clip's own lip sync (quality_report's `lipsync`): a desynced track, a mouth that does
+    not follow its speech."""
+    if sync is None or not sync["judged"]:
+        return []
+    out = []
+    if abs(sync["offset_frames"]) >= AV_OFFSET_WARN_FRAMES:
+        way = "ahead of" if sync["offset_frames"] < 0 else "behind"
+        out.append(
+            f"the mouth runs {abs(sync['offset_frames'])} frames ({abs(sync['offset_ms'])} ms) {way} the"
+            " speech (where they match best); if the recording's sound is out of sync, fix it (e.g. ffmpeg"
+            " -itsoffset) before preprocessing: the audio features see only a few frames either way"
+        )
+    if sync["score"] < LOW_LIPSYNC:
+        out.append(
+            f"the clip's own mouth barely follows its speech (lip-sync score {sync['score']:.2f},"
+            " 0 = chance); the avatar learns lip sync from it: use a clip of clear speech facing the camera"
+        )
+    return out
+
+
+def _lipsync_row(sync: dict) -> str:
+    """The lip-sync line of the report table."""
+    if not sync["judged"]:
+        return f"not judged ({sync['reason']})"
+    ms = sync["offset_ms"]
+    where = "in step" if ms == 0 else f"{abs(ms)} ms {'ahead of' if ms < 0 else 'behind'} the sound"
+    return (
+        f"{sync['score']:.2f} (0 = chance, 1 = perfect; {sync['open_frames']} open-vowel and"
+        f" {sync['labial_frames']} labial frames), the mouth {where} at the best match"
+    )
 
 
 def format_report(report: dict) -> str:
@@ -190,6 +230,8 @@ def format_report(report: dict) -> str:
             " (to the nearest training pose)",
         ),
     ]
+    if "lipsync" in report:
+        rows.append(("lip sync of the clip", _lipsync_row(report["lipsync"])))
     if "person_px_added_by_plate" in report:
         rows.append(("person mask growth", f"{report['person_px_added_by_plate']:.2%} of pixels (plate)"))
     width = max(len(k) for k, _ in rows)

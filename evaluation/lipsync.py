@@ -32,6 +32,7 @@ from utils.metrics import best_lag_correlation
 OPEN_VOWELS = ("AA", "AE", "AH", "AO", "AW", "AY", "EH", "OW")
 LABIALS = ("P", "B", "M", "F", "V", "W")
 LAG_SECONDS = 0.12
+OFFSET_SEARCH_SECONDS = 0.4  # audio_video_offset's search: wider than LAG_SECONDS, to find a desynced track
 NULL_MIN_SHIFT_SECONDS = 1.0
 NULL_SHIFTS = 100
 MIN_FRAMES_PER_CLASS = 5
@@ -119,6 +120,14 @@ def best_lag_auc(opening: np.ndarray, phones: np.ndarray, max_lag: int) -> tuple
     return best, best_lag
 
 
+def audio_video_offset(opening: np.ndarray, phones: np.ndarray, fps: float) -> tuple[int, float]:
+    """The lag (frames, within ±OFFSET_SEARCH_SECONDS) at which lip openings [T] best match frame phones [T]
+    (best_lag_auc's convention: video frame t + lag shows the audio of frame t, so a negative lag is a mouth
+    ahead of its sound) and its AUC; (0, NaN) when a class is empty."""
+    auc, lag = best_lag_auc(opening, phones, max(1, round(OFFSET_SEARCH_SECONDS * fps)))
+    return lag, auc
+
+
 def null_shifts(n: int, min_shift: int, count: int) -> np.ndarray:
     """Up to `count` evenly spaced circular shifts [k] (ints) of a series of `n` frames that move it by at
     least `min_shift` frames either way: the chance levels of the scores (none when n < 2 * min_shift + 1)."""
@@ -196,6 +205,20 @@ def score_lipsync(lms: np.ndarray, wav: np.ndarray, sr: int, fps: float) -> LipS
     """
     opening, phones = _aligned(lms, wav, sr, fps)
     return score_phones(opening, phones, fps)
+
+
+def clip_sync(lms: np.ndarray, wav: np.ndarray, sr: int, fps: float) -> dict:
+    """A real clip's lip sync: its landmarks [T,478,2] at `fps` against its own speech `wav` [n] at `sr` ->
+    {score, judged, reason, open_frames, labial_frames, offset_frames, offset_ms} (the phones decoded once;
+    offset: audio_video_offset, negative = the mouth ahead of its sound)."""
+    opening, phones = _aligned(lms, wav, sr, fps)
+    score = score_phones(opening, phones, fps).to_dict()
+    lag, _ = audio_video_offset(opening, phones, fps)
+    return {
+        **{k: score[k] for k in ("score", "judged", "reason", "open_frames", "labial_frames")},
+        "offset_frames": lag,
+        "offset_ms": round(1000 * lag / fps),
+    }
 
 
 def _aligned(lms: np.ndarray, wav: np.ndarray, sr: int, fps: float) -> tuple[np.ndarray, np.ndarray]:

@@ -17,6 +17,7 @@ from evaluation.lipsync import (
     LABIALS,
     MIN_AGREEMENT_FRAMES,
     OPEN_VOWELS,
+    audio_video_offset,
     best_lag_auc,
     lip_opening,
     opening_agreement,
@@ -52,6 +53,16 @@ def _opening_following(phones: np.ndarray, noise: float = 0.03, seed: int = 1) -
     target[np.isin(phones, [PHONES.index(p) for p in OPEN_VOWELS])] = 0.35
     target[np.isin(phones, [PHONES.index(p) for p in LABIALS])] = 0.02
     return target + rng.normal(0.0, noise, phones.size)
+
+
+@pytest.mark.parametrize("lead", [0, 3, -5])
+def test_audio_video_offset_finds_a_mouth_ahead_of_or_behind_its_sound(lead: int) -> None:
+    phones = _phone_track(12.0)
+    opening = np.roll(_opening_following(phones), -lead)  # opening[t] shows phones[t + lead]
+    lag, auc = audio_video_offset(opening, phones, FPS)
+    assert lag == -lead and auc > 0.95  # negative: the mouth ahead of its sound
+    if abs(lead) <= 3:  # within the score's own lag search, it finds the same lag
+        assert score_phones(opening, phones, FPS).lag_frames == -lead
 
 
 def test_score_is_high_when_the_mouth_follows_the_phones_and_near_chance_otherwise() -> None:

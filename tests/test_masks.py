@@ -264,3 +264,26 @@ def test_plate_refiner_adds_missed_strands_near_the_person_only() -> None:
     grown = cv2.dilate(person.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0  # the blur's 3 px halo
     grown[38:62, 60:66] = True
     assert not (refined & ~grown).any()
+
+
+def test_quality_report_warns_of_a_desynced_track_and_a_mouth_that_does_not_follow() -> None:
+    sync = {"score": 0.7, "judged": True, "reason": "", "open_frames": 30, "labial_frames": 12}
+    clean = _report(lipsync={**sync, "offset_frames": -1, "offset_ms": -40})
+    assert clean["warnings"] == [] and clean["lipsync"]["score"] == 0.7
+    table = format_report(clean)
+    assert "lip sync of the clip" in table and "the mouth 40 ms ahead of the sound" in table
+    ahead = _report(lipsync={**sync, "offset_frames": -4, "offset_ms": -160})
+    assert any("runs 4 frames (160 ms) ahead of the speech" in w for w in ahead["warnings"])
+    behind = _report(lipsync={**sync, "offset_frames": 3, "offset_ms": 120})
+    assert any("behind" in w for w in behind["warnings"])
+    weak = _report(lipsync={**sync, "score": 0.05, "offset_frames": 0, "offset_ms": 0})
+    assert any("barely follows" in w for w in weak["warnings"])
+    unjudged = {
+        **sync,
+        "score": None,
+        "judged": False,
+        "reason": "too short to judge: ...",
+        "offset_frames": 9,
+    }
+    rep = _report(lipsync={**unjudged, "offset_ms": 360})
+    assert rep["warnings"] == [] and "not judged (too short" in format_report(rep)

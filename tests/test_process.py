@@ -144,7 +144,14 @@ def test_contract_audio_and_metadata(dataset: tuple[Path, subprocess.CompletedPr
     )
     assert set(meta["versions"]) >= {"python", "torch", "mediapipe", "numpy", "opencv"}
     assert meta["versions"]["pocketsphinx"]  # the default visemes come from its decoder
-    assert set(meta["timings"]) >= {"detect", "crop_parse_write", "background", "refine_parsing", "track"}
+    assert set(meta["timings"]) >= {
+        "detect",
+        "crop_parse_write",
+        "background",
+        "refine_parsing",
+        "track",
+        "lipsync",
+    }
     assert all(set(st) >= {"seconds", "fps"} for st in meta["timings"].values())
     quality = meta["quality"]
     assert set(quality) >= {"frames_with_face", "landmark_jitter_px", "reproj_err_px", "warnings"}
@@ -152,6 +159,9 @@ def test_contract_audio_and_metadata(dataset: tuple[Path, subprocess.CompletedPr
     assert 0.0 <= quality["person_px_added_by_plate"] < 0.1
     assert 0.0 <= quality["val_pose_gap_mean_deg"] <= quality["val_pose_gap_max_deg"] < 90.0
     assert any("1-2 minutes" in w for w in quality["warnings"]), "a 3 s clip is short"
+    sync = quality["lipsync"]  # the clip's own, measured on its tracked landmarks and audio
+    assert {"score", "judged", "reason", "offset_frames", "offset_ms"} <= set(sync)
+    assert sync["judged"] or sync["reason"]
     assert meta["settings"]["size"] == SIZE and meta["settings"]["tracker"] == "mediapipe"
     assert meta["format_version"] == FORMAT_VERSION
 
