@@ -44,6 +44,12 @@ class PreprocessConfig:
         "once, online) or file (deepspeech) for extractors that need one",
         metavar="PATH",
     )
+    align_audio: bool = option(
+        False,
+        "shift the audio features by the clip's audio-video offset (the quality report's lip-sync offset, "
+        "when judged), so that each training frame's mouth meets its own sound; experimental: not yet shown "
+        "to help the renders",
+    )
     max_gap_frames: int = option(10, "interpolate runs of up to N frames without a face", metavar="N")
     force: bool = option(False, "replace OUT_DIR if it already exists")
     preview: bool = option(

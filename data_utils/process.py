@@ -455,6 +455,24 @@ def run_audio(
     return record, wav
 
 
+def shift_windows(feats: np.ndarray, frames: int) -> np.ndarray:
+    """Feature windows [T,C,W] moved in time so that out[t] = feats[t + frames], the edge frame repeated
+    where that falls outside -> [T,C,W]."""
+    idx = np.clip(np.arange(len(feats)) + frames, 0, len(feats) - 1)
+    return feats[idx]
+
+
+def align_audio(out: Path, record: dict, sync: dict) -> dict:
+    """Shift the dataset's audio features by the clip's audio-video offset (`sync`: evaluation.lipsync's
+    clip_sync) so that frame t's window is centred on the sound its mouth shows; return the extractor record
+    with `shift_frames` (0 when the sync was not judged)."""
+    shift = -int(sync["offset_frames"]) if sync["judged"] else 0
+    if shift:
+        path = out / schema.features_name(record["name"])
+        np.save(path, shift_windows(np.load(path), shift))
+    return {**record, "shift_frames": shift}
+
+
 def versions() -> dict:
     """Versions of the libraries that shape the output (pocketsphinx: None when not installed)."""
     return {
@@ -496,6 +514,8 @@ def build(cfg: PreprocessConfig, info: VideoInfo, tools: Tools, out: Path) -> di
         audio_record, wav = run_audio(cfg, tools.extractor, out, t)
     with timings.stage("lipsync"):  # the clip's own: is its sound in sync, does its mouth follow it
         sync = clip_sync(lms[..., :2], wav, SAMPLE_RATE, float(cfg.fps))
+        if cfg.align_audio:
+            audio_record = align_audio(out, audio_record, sync)
     oval = p1.lms[:, li.FACE_OVAL, 0]
     face_frac = float(np.median(oval.max(axis=1) - oval.min(axis=1))) / p1.crop[2]
     quality = quality_report(

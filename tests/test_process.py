@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import torch
 
+from data_utils import process
 from data_utils.parsing import COLOURS, HEAD
-from data_utils.process import main
+from data_utils.process import main, shift_windows
 from data_utils.schema import FORMAT_VERSION
 from utils.cli import UserError
 
@@ -234,3 +235,28 @@ def test_unknown_tracker_or_extractor_fails_before_any_work(
     with pytest.raises(UserError, match=message):
         main([str(sample_video), str(out), *flags])
     assert siblings(out) == []
+
+
+def test_shift_windows_moves_frames_in_time_with_the_edges_repeated() -> None:
+    feats = np.arange(5, dtype=np.float32)[:, None, None] * np.ones((1, 2, 3), np.float32)
+    ahead = shift_windows(feats, 2)  # out[t] = feats[t + 2]
+    assert ahead[:, 0, 0].tolist() == [2, 3, 4, 4, 4]
+    assert shift_windows(feats, -1)[:, 0, 0].tolist() == [0, 0, 1, 2, 3]
+    assert shift_windows(feats, 0) is not feats and np.array_equal(shift_windows(feats, 0), feats)
+
+
+def test_align_audio_shifts_the_features_by_the_measured_offset(
+    dataset: tuple[Path, subprocess.CompletedProcess],
+    sample_video: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sync = {"score": 0.7, "judged": True, "reason": "", "open_frames": 9, "labial_frames": 9}
+    monkeypatch.setattr(process, "clip_sync", lambda *a: {**sync, "offset_frames": -2, "offset_ms": -80})
+    out = tmp_path / "aligned"
+    assert main([str(sample_video), str(out), "--size", str(SIZE), "--align_audio", "--no_preview"]) == 0
+    meta = json.loads((out / "preprocess.json").read_text())
+    assert meta["audio_extractor"]["shift_frames"] == 2  # the mouth 2 frames ahead: frame t hears t + 2
+    plain = np.load(dataset[0] / "aud_visemes.npy")
+    assert np.array_equal(np.load(out / "aud_visemes.npy"), shift_windows(plain, 2))
+    assert "shift_frames" not in json.loads((dataset[0] / "preprocess.json").read_text())["audio_extractor"]
