@@ -33,6 +33,7 @@ OPEN_VOWELS = ("AA", "AE", "AH", "AO", "AW", "AY", "EH", "OW")
 LABIALS = ("P", "B", "M", "F", "V", "W")
 LAG_SECONDS = 0.12
 OFFSET_SEARCH_SECONDS = 0.4  # audio_video_offset's search: wider than LAG_SECONDS, to find a desynced track
+OFFSET_MIN_AUC_GAIN = 0.1  # audio_video_offset's lag must beat lag 0's AUC by this much
 NULL_MIN_SHIFT_SECONDS = 1.0
 NULL_SHIFTS = 100
 MIN_FRAMES_PER_CLASS = 5
@@ -120,11 +121,16 @@ def best_lag_auc(opening: np.ndarray, phones: np.ndarray, max_lag: int) -> tuple
     return best, best_lag
 
 
-def audio_video_offset(opening: np.ndarray, phones: np.ndarray, fps: float) -> tuple[int, float]:
+def audio_video_offset(
+    opening: np.ndarray, phones: np.ndarray, fps: float, min_gain: float = OFFSET_MIN_AUC_GAIN
+) -> tuple[int, float]:
     """The lag (frames, within ±OFFSET_SEARCH_SECONDS) at which lip openings [T] best match frame phones [T]
     (best_lag_auc's convention: video frame t + lag shows the audio of frame t, so a negative lag is a mouth
-    ahead of its sound) and its AUC; (0, NaN) when a class is empty."""
+    ahead of its sound) and its AUC; the lag is 0 unless that AUC beats the one in step by `min_gain` (a mouth
+    that moves periodically matches at several lags); (0, NaN) when a class is empty."""
     auc, lag = best_lag_auc(opening, phones, max(1, round(OFFSET_SEARCH_SECONDS * fps)))
+    if not auc - best_lag_auc(opening, phones, 0)[0] >= min_gain:
+        lag = 0
     return lag, auc
 
 

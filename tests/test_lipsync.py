@@ -61,6 +61,7 @@ def test_audio_video_offset_finds_a_mouth_ahead_of_or_behind_its_sound(lead: int
     opening = np.roll(_opening_following(phones), -lead)  # opening[t] shows phones[t + lead]
     lag, auc = audio_video_offset(opening, phones, FPS)
     assert lag == -lead and auc > 0.95  # negative: the mouth ahead of its sound
+    assert audio_video_offset(opening, phones, FPS, min_gain=1.01)[0] == 0  # not clearer than in step: 0
     if abs(lead) <= 3:  # within the score's own lag search, it finds the same lag
         assert score_phones(opening, phones, FPS).lag_frames == -lead
 
