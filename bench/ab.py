@@ -5,14 +5,16 @@ and by silence (bench.cross_driven); one table per clip and arm.
 Usage: python -m bench.ab --videos A.mp4 B.mp4 --audio X.wav Y.wav --arm base= \
            --arm free:logmel="--audio_code free --audio_scope everywhere"
 An arm is NAME=TRAIN_ARGS or NAME:EXTRACTOR=TRAIN_ARGS (EXTRACTOR: the dataset's --audio_extractor, default
-preprocess.sh's). Every step is skipped when its output is complete, so a rerun continues; a step that fails
-is reported with the last line of its log and does not stop the others.
+preprocess.sh's, optionally followed by more preprocess.sh flags without '=': NAME:'visemes --align_audio'=).
+Every step is skipped when its output is complete, so a rerun continues; a step that fails is reported with
+the last line of its log and does not stop the others.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import re
 import shlex
 import sys
 from collections.abc import Callable
@@ -39,11 +41,13 @@ HISS_DBFS = -55.0  # a quiet room's hiss: below the -45 dBFS of data_utils.silen
 
 @dataclass(frozen=True)
 class Arm:
-    """One side of the A/B: a name, the audio extractor its datasets use and the extra train.sh arguments."""
+    """One side of the A/B: a name, the audio extractor and extra preprocess.sh flags of its datasets, and the
+    extra train.sh arguments."""
 
     name: str
     extractor: str
     train_args: tuple[str, ...]
+    preprocess_args: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -62,8 +66,11 @@ class Run:
 
     @property
     def data(self) -> Path:
-        """Its dataset, shared by the arms of one extractor: work/data/<clip>__<extractor>."""
-        return self.work / "data" / f"{self.clip}__{self.arm.extractor}"
+        """Its dataset, shared by the arms of one extractor and preprocess flags:
+        work/data/<clip>__<extractor>[__<flags>]."""
+        words = " ".join(a.lstrip("-") for a in self.arm.preprocess_args)
+        flags = re.sub(r"[^A-Za-z0-9_.-]+", "_", words).strip("_")
+        return self.work / "data" / "__".join(filter(None, (self.clip, self.arm.extractor, flags)))
 
     @property
     def model(self) -> Path:
@@ -82,15 +89,17 @@ class Run:
 
 
 def parse_arm(text: str) -> Arm:
-    """Arm of 'NAME[:EXTRACTOR]=TRAIN_ARGS'; UserError for a malformed one."""
+    """Arm of 'NAME[:[EXTRACTOR] [PREPROCESS_FLAGS]]=TRAIN_ARGS'; UserError for a malformed one."""
     head, sep, args = text.partition("=")
-    name, _, extractor = head.partition(":")
+    name, _, dataset = head.partition(":")
     if not sep or not name or not name.replace("_", "").replace("-", "").isalnum():
         raise UserError(
             f"--arm '{text}' is not NAME=TRAIN_ARGS or NAME:EXTRACTOR=TRAIN_ARGS "
-            "(e.g. free:logmel='--audio_code free')"
+            "(e.g. free:logmel='--audio_code free', aligned:'visemes --align_audio'=)"
         )
-    return Arm(name, extractor or PreprocessConfig().audio_extractor, tuple(shlex.split(args)))
+    words = shlex.split(dataset)
+    extractor = words.pop(0) if words and not words[0].startswith("-") else PreprocessConfig().audio_extractor
+    return Arm(name, extractor, tuple(shlex.split(args)), tuple(words))
 
 
 def plan(videos: list[Path], arms: list[Arm], seeds: list[int], work: Path) -> list[Run]:
@@ -317,7 +326,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--arm",
         action="append",
         required=True,
-        metavar="NAME[:EXTRACTOR]=TRAIN_ARGS",
+        metavar="NAME[:EXTRACTOR [FLAGS]]=TRAIN_ARGS",
         help="one side of the A/B (repeat)",
     )
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (default 0)")
@@ -358,13 +367,13 @@ def run_steps(args: argparse.Namespace, runs: list[Run], work: Path, silence: Pa
     extra_pre, extra_predict = shlex.split(args.preprocess_args), args.predict_args
     errors: dict[str, str] = {}
 
-    datasets = {r.data: (r.clip, r.arm.extractor) for r in runs}
+    datasets = {r.data: (r.clip, r.arm.extractor, r.arm.preprocess_args) for r in runs}
     print(f"[ab] {len(datasets)} datasets, {len(runs)} trainings, {args.parallel} at once", file=sys.stderr)
     errors |= run_parallel(
         [
             (
                 f"preprocess {d.name}",
-                lambda d=d, c=c, e=e: run_step(
+                lambda d=d, c=c, e=e, f=f: run_step(
                     [
                         *wrapper("preprocess.sh"),
                         str(videos[c]),
@@ -373,11 +382,12 @@ def run_steps(args: argparse.Namespace, runs: list[Run], work: Path, silence: Pa
                         e,
                         "--force",
                         *extra_pre,
+                        *f,
                     ],
                     work / "logs" / f"preprocess_{d.name}.txt",
                 ),
             )
-            for d, (c, e) in datasets.items()
+            for d, (c, e, f) in datasets.items()
             if not (d / "preprocess.json").is_file()
         ],
         args.parallel,

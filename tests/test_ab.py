@@ -21,6 +21,12 @@ TINY = "--init_points 300 --triplane_resolutions 8 16 --triplane_channels 4 --to
 def test_arms_parse_with_an_extractor_and_bad_ones_are_refused() -> None:
     assert ab.parse_arm("lips=--audio_code lips") == ab.Arm("lips", "visemes", ("--audio_code", "lips"))
     assert ab.parse_arm("ph:phonemes=") == ab.Arm("ph", "phonemes", ())
+    aligned = ab.parse_arm("al:visemes --align_audio=--seed 1")
+    assert aligned == ab.Arm("al", "visemes", ("--seed", "1"), ("--align_audio",))
+    assert ab.parse_arm("al2:--align_audio=") == ab.Arm("al2", "visemes", (), ("--align_audio",))
+    arms = [ab.parse_arm("base="), aligned, ab.parse_arm("x:visemes=")]
+    runs = ab.plan([Path("c.mp4")], arms, [0], Path("w"))
+    assert [r.data.name for r in runs] == ["c__visemes", "c__visemes__align_audio", "c__visemes"]
     for bad in ("lips", "=--seed 1", "a b=--seed 1"):
         with pytest.raises(UserError, match="NAME=TRAIN_ARGS"):
             ab.parse_arm(bad)
