@@ -83,6 +83,12 @@ class Run:
         return self.work / "val" / self.name
 
     @property
+    def val_tracked(self) -> Path:
+        """Its held-out frames with the tracked lip measures driving the lip code (render_direct.sh
+        --tracked_lips; lip-code models only): work/val_tracked/<name>."""
+        return self.work / "val_tracked" / self.name
+
+    @property
     def cross(self) -> Path:
         """Its cross-driven renders and report (bench.cross_driven): work/cross/<name>."""
         return self.work / "cross" / self.name
@@ -201,6 +207,9 @@ def run_scores(run: Run, silence: Path) -> dict:
         "val_face_psnr": val.get("face_psnr"),
         "lmd_mouth": val.get("lmd_mouth"),
         "lmd_mouth_shape": val.get("lmd_mouth_shape"),
+        "lmd_mouth_tracked_lips": read_json(run.val_tracked / "metrics.json").get("lmd_mouth")
+        if (run.val_tracked / "metrics.json").is_file()
+        else None,
         "lipsync": {name: render["score"] for name, render in driving.items()},
         "video_corr": {
             name: render["video_reference"]["corr"]
@@ -215,7 +224,14 @@ def run_scores(run: Run, silence: Path) -> dict:
     }
 
 
-AVERAGED_SCORES = ("val_psnr", "val_face_psnr", "lmd_mouth", "lmd_mouth_shape", "train_seconds")
+AVERAGED_SCORES = (
+    "val_psnr",
+    "val_face_psnr",
+    "lmd_mouth",
+    "lmd_mouth_shape",
+    "lmd_mouth_tracked_lips",
+    "train_seconds",
+)
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -249,7 +265,7 @@ def table(rows: dict[str, dict], runs: list[Run]) -> list[dict]:
                     "ratio_to_real": round(mean_sync / real, 3) if mean_sync is not None and real else None,
                     "video_corr": video_corr,
                     **{
-                        k: _mean([sc.get(k) for sc in scores])  # lmd_mouth_shape: not in older reports
+                        k: _mean([sc.get(k) for sc in scores])  # the LMD parts: not in older reports
                         for k in AVERAGED_SCORES
                     },
                     "silence_opening": _mean([sc["silence_opening"]["mean"] for sc in scores]),
@@ -273,7 +289,7 @@ def markdown(rows: list[dict]) -> str:
         "ratio",
         "video corr",
         "val PSNR / face",
-        "LMD mouth (shape)",
+        "LMD mouth (shape) / tracked lips",
         "silence open (std) / real",
         "train s",
     ]
@@ -292,7 +308,8 @@ def markdown(rows: list[dict]) -> str:
         ]
         cells += [
             f"{fmt(r['val_psnr'])} / {fmt(r['val_face_psnr'])}",
-            f"{fmt(r['lmd_mouth'])} ({fmt(r.get('lmd_mouth_shape'))})",
+            f"{fmt(r['lmd_mouth'])} ({fmt(r.get('lmd_mouth_shape'))})"
+            f" / {fmt(r.get('lmd_mouth_tracked_lips'))}",
             f"{fmt(r['silence_opening'], 3)} ({fmt(r['silence_opening_std'], 3)})"
             f" / {fmt(r['real_clip_silence_opening'], 3)}",
             fmt(r["train_seconds"], 0),
@@ -442,8 +459,8 @@ def run_steps(args: argparse.Namespace, runs: list[Run], work: Path, silence: Pa
         ]
 
     def evaluate(r: Run) -> str | None:
-        """render_direct, cross_driven and the silence statistics of one run, each skipped when its output
-        exists."""
+        """render_direct (and, for a lip-code model, render_direct --tracked_lips), cross_driven and the
+        silence statistics of one run, each skipped when its output exists."""
         if not (r.val / "metrics.json").is_file():
             cmd = [
                 *wrapper("render_direct.sh"),
@@ -457,6 +474,16 @@ def run_steps(args: argparse.Namespace, runs: list[Run], work: Path, silence: Pa
                 *shlex.split(extra_predict),
             ]
             if error := run_step(cmd, work / "logs" / f"val_{r.name}.txt"):
+                return error
+        lip_code = read_json(r.model / "cfg_args").get("deform", {}).get("audio_code") == "lips"
+        if lip_code and not (r.val_tracked / "metrics.json").is_file():
+            cmd = [
+                *wrapper("render_direct.sh"),
+                *("--model_path", str(r.model), "--reference_path", str(r.data)),
+                *("--output_dir", str(r.val_tracked), "--tracked_lips", "--no_lipsync", "--force"),
+                *shlex.split(extra_predict),
+            ]
+            if error := run_step(cmd, work / "logs" / f"val_tracked_{r.name}.txt"):
                 return error
         if not (r.cross / "report.json").is_file() and (
             error := run_step(cross_cmd(r), work / "logs" / f"cross_{r.name}.txt")

@@ -81,6 +81,10 @@ def test_ab_trains_scores_reports_failures_and_reruns_nothing(
     assert "| video corr |" in (work / "report.md").read_text()
     logs = {p: p.stat().st_mtime_ns for p in (work / "logs").glob("*__base__*")}
     assert len(logs) == 3  # train, render_direct, cross_driven
+    assert len(list((work / "logs").glob("*__lips__*"))) == 4  # and render_direct --tracked_lips
+    tracked = json.loads((work / "val_tracked" / "clip__lips__s0" / "metrics.json").read_text())
+    assert tracked["tracked_lips"] is True and not (work / "val_tracked" / "clip__base__s0").exists()
+    assert all("lmd_mouth_tracked_lips" in row for row in report["table"])
     # each evaluation keeps its silence statistics, so the table needs only the JSON files of the runs
     silence = json.loads((work / "cross" / "clip__base__s0" / "silence_opening.json").read_text())
     assert set(silence) == {"mean", "std", "p95"}
@@ -136,6 +140,6 @@ def test_table_averages_the_video_correlation_over_speakers_and_seeds(tmp_path: 
     }
     scores[runs[0].name]["lmd_mouth_shape"] = 1.5  # the other run's report predates the shape
     (row,) = ab.table(scores, runs)
-    assert row["lmd_mouth_shape"] == 1.5 and "| 2.00 (1.50) |" in ab.markdown([row])
+    assert row["lmd_mouth_shape"] == 1.5 and "| 2.00 (1.50) / n/a |" in ab.markdown([row])
     assert row["video_corr"] == pytest.approx((0.3 + 0.1) / 2) and row["lipsync_mean"] == pytest.approx(0.4)
     assert "| 0.20 |" in ab.markdown([row])
