@@ -461,28 +461,18 @@ def run_steps(args: argparse.Namespace, runs: list[Run], work: Path, silence: Pa
     def evaluate(r: Run) -> str | None:
         """render_direct (and, for a lip-code model, render_direct --tracked_lips), cross_driven and the
         silence statistics of one run, each skipped when its output exists."""
-        if not (r.val / "metrics.json").is_file():
-            cmd = [
-                *wrapper("render_direct.sh"),
-                "--model_path",
-                str(r.model),
-                "--reference_path",
-                str(r.data),
-                "--output_dir",
-                str(r.val),
-                "--force",
-                *shlex.split(extra_predict),
-            ]
-            if error := run_step(cmd, work / "logs" / f"val_{r.name}.txt"):
-                return error
+
+        def render_direct(out: Path, *flags: str) -> list[str]:
+            """render_direct.sh of the run's model on its dataset into `out`."""
+            paths = ("--model_path", str(r.model), "--reference_path", str(r.data), "--output_dir", str(out))
+            return [*wrapper("render_direct.sh"), *paths, *flags, "--force", *shlex.split(extra_predict)]
+
+        plain = not (r.val / "metrics.json").is_file()
+        if plain and (error := run_step(render_direct(r.val), work / "logs" / f"val_{r.name}.txt")):
+            return error
         lip_code = read_json(r.model / "cfg_args").get("deform", {}).get("audio_code") == "lips"
         if lip_code and not (r.val_tracked / "metrics.json").is_file():
-            cmd = [
-                *wrapper("render_direct.sh"),
-                *("--model_path", str(r.model), "--reference_path", str(r.data)),
-                *("--output_dir", str(r.val_tracked), "--tracked_lips", "--no_lipsync", "--force"),
-                *shlex.split(extra_predict),
-            ]
+            cmd = render_direct(r.val_tracked, "--tracked_lips", "--no_lipsync")
             if error := run_step(cmd, work / "logs" / f"val_tracked_{r.name}.txt"):
                 return error
         if not (r.cross / "report.json").is_file() and (

@@ -180,11 +180,11 @@ def _lipsync_warnings(sync: dict | None) -> list[str]:
         return []
     out = []
     if abs(sync["offset_frames"]) >= AV_OFFSET_WARN_FRAMES:
-        way = "ahead of" if sync["offset_frames"] < 0 else "behind"
         out.append(
-            f"the mouth runs {abs(sync['offset_frames'])} frames ({abs(sync['offset_ms'])} ms) {way} the"
-            " speech (where they match best); if the recording's sound is out of sync, fix it (e.g. ffmpeg"
-            " -itsoffset) before preprocessing: the audio features see only a few frames either way"
+            f"the mouth runs {abs(sync['offset_frames'])} frames ({abs(sync['offset_ms'])} ms)"
+            f" {_ahead_or_behind(sync['offset_frames'])} the speech (where they match best); if the"
+            " recording's sound is out of sync, fix it (e.g. ffmpeg -itsoffset) before preprocessing: the"
+            " audio features see only a few frames either way"
         )
     if sync["score"] < LOW_LIPSYNC:
         out.append(
@@ -194,12 +194,17 @@ def _lipsync_warnings(sync: dict | None) -> list[str]:
     return out
 
 
+def _ahead_or_behind(offset: float) -> str:
+    """How the mouth stands to its sound at a clip_sync offset (negative: the mouth first)."""
+    return "ahead of" if offset < 0 else "behind"
+
+
 def _lipsync_row(sync: dict) -> str:
     """The lip-sync line of the report table."""
     if not sync["judged"]:
         return f"not judged ({sync['reason']})"
     ms = sync["offset_ms"]
-    where = "in step" if ms == 0 else f"{abs(ms)} ms {'ahead of' if ms < 0 else 'behind'} the sound"
+    where = "in step" if ms == 0 else f"{abs(ms)} ms {_ahead_or_behind(ms)} the sound"
     return (
         f"{sync['score']:.2f} (0 = chance, 1 = perfect; {sync['open_frames']} open-vowel and"
         f" {sync['labial_frames']} labial frames), the mouth {where} at the best match"

@@ -82,7 +82,7 @@ def cross_validate(
     Returns the MSE, that of each block's training mean, and each measure's correlation within the blocks
     (each block's means removed, so the shift of a left-out mean does not count)."""
     n = len(lips)
-    face = np.abs(lips).sum(axis=1) > 0
+    face = with_face(lips)
     block = np.arange(n) * folds // n
     predicted, means = np.zeros_like(lips), np.zeros_like(lips)
     for f in range(folds):
@@ -114,11 +114,17 @@ def predicted_opening(nets: list[DeformationNetwork], windows: torch.Tensor) -> 
     return predicted_lips(nets, windows)[:, OPENING]
 
 
+def with_face(lips: np.ndarray) -> np.ndarray:
+    """Which frames of standardised tracked lip measures [T,3] have a face (the dataset gives 0s without one)
+    -> bool [T]."""
+    return np.isfinite(lips).all(axis=1) & (np.abs(lips).sum(axis=1) > 0)
+
+
 def held_out_errors(predicted: np.ndarray, tracked: np.ndarray) -> dict:
     """Errors of predicted lip measures [T,3] against the tracked ones [T,3] (both standardised by the
     training clip; frames without a face, all 0, left out): mean squared error, that of always predicting the
     training mean (0), and the correlation of each measure."""
-    ok = np.isfinite(tracked).all(axis=1) & (np.abs(tracked).sum(axis=1) > 0)
+    ok = with_face(tracked)
     p, t = predicted[ok], tracked[ok]
     return {
         "val_mse": round(float(np.mean((p - t) ** 2)), 4),
