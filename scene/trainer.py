@@ -35,6 +35,7 @@ from scene.deformation import DeformationNetwork, Deltas, mouth_region
 from scene.densify import DensifyStrategy
 from scene.fingerprint import dataset_fingerprint
 from scene.gaussians import PARAM_NAMES, init_from_track
+from scene.lip_corpus import LipPool, lip_pool
 from scene.pose_correction import PoseCorrection
 from scene.train_config import RUN_CONTROL, TrainConfig
 from utils.atomic import atomic_write_bytes
@@ -95,10 +96,23 @@ def augment_audio(audio: Tensor, cfg: TrainConfig, norm: dict, generator: torch.
     return audio
 
 
-def lip_loss(deform: DeformationNetwork, audio: Tensor, lips: Tensor, cfg: TrainConfig) -> Tensor:
+def lip_loss(
+    deform: DeformationNetwork,
+    audio: Tensor,
+    lips: Tensor,
+    cfg: TrainConfig,
+    pool: LipPool | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
     """lambda_lips x the mean squared error of the lip measures the network predicts from audio [B,C,W]
-    against the tracked ones [B,3] (audio_code 'lips') -> scalar."""
-    return cfg.optim.lambda_lips * (deform.predict_lips(audio) - lips).square().mean()
+    against the tracked ones [B,3] (audio_code 'lips') -> scalar; with a lip corpus `pool`, that of
+    lip_corpus_frames of its frames (drawn with `generator`) is weighed in by the corpus's share."""
+    own = (deform.predict_lips(audio) - lips).square().mean()
+    if pool is None:
+        return cfg.optim.lambda_lips * own
+    windows, corpus_lips = pool.sample(cfg.optim.lip_corpus_frames, generator)
+    corpus = (deform.predict_lips(windows) - corpus_lips).square().mean()
+    return cfg.optim.lambda_lips * (pool.share * own + (1 - pool.share) * corpus)
 
 
 def compute_loss(
@@ -205,6 +219,7 @@ class Trainer:
     elapsed: float = 0.0
     perceptual: LPIPS | None = None
     pose: PoseCorrection | None = None
+    lip_pool: LipPool | None = None
 
     @property
     def model_path(self) -> Path:
@@ -243,7 +258,9 @@ class Trainer:
         with record_function("train.loss"):
             loss = compute_loss(out.image, batch, deltas, self.avatar, self.cfg, self.perceptual)
             if lip_code:
-                loss = loss + lip_loss(self.avatar.deform, batch.audio, batch.lips, self.cfg)
+                loss = loss + lip_loss(
+                    self.avatar.deform, batch.audio, batch.lips, self.cfg, self.lip_pool, self.generator
+                )
         with record_function("train.backward"):
             loss.backward()
         with record_function("train.optimizer"):
@@ -386,6 +403,10 @@ def setup(cfg: TrainConfig, given: dict[str, Any], resume: bool, device: torch.d
     strategy = DensifyStrategy(cfg.densify, scene_scale, cfg.densify.refine_until(cfg.schedule.iterations))
     generator = torch.Generator(device=device).manual_seed(cfg.schedule.seed)
     perceptual, lpips_weights = _perceptual_loss(cfg, device)
+    pool = None
+    if cfg.deform.audio_code == "lips":
+        pool, pool_line = lip_pool(cfg.optim.lip_corpus, train_set)
+        print(pool_line, file=sys.stderr)
     config = {
         "train": asdict(cfg),
         "deform": avatar.deform_cfg.to_dict(),
@@ -398,7 +419,7 @@ def setup(cfg: TrainConfig, given: dict[str, Any], resume: bool, device: torch.d
     trainer = Trainer(
         cfg, avatar, train_set, val_set, optimizers, schedulers, strategy,
         strategy.initialize_state(avatar.gaussians.num_gaussians, device), generator, config,
-        perceptual=perceptual, pose=pose,
+        perceptual=perceptual, pose=pose, lip_pool=pool,
     )  # fmt: skip
     if checkpoint:
         for k, o in optimizers.items():

@@ -31,6 +31,7 @@ from data_utils.lips import LIP_MEASURES
 from evaluation.lipsync import frame_phones, score_phones
 from scene.dataset import TalkingHeadDataset
 from scene.deformation import DeformationNetwork
+from scene.lip_corpus import LipPool, lip_pool
 from scene.train_config import TrainConfig
 from scene.trainer import augment_audio, lip_loss, network_lr_decay
 from utils.cli import ArgumentParser, UserError, run_cli
@@ -51,11 +52,19 @@ def predictor(train_set: TalkingHeadDataset, cfg: TrainConfig) -> DeformationNet
 
 
 def train_predictor(
-    net: DeformationNetwork, audio: torch.Tensor, lips: torch.Tensor, norm: dict, cfg: TrainConfig
+    net: DeformationNetwork,
+    audio: torch.Tensor,
+    lips: torch.Tensor,
+    norm: dict,
+    cfg: TrainConfig,
+    pool: LipPool | None = None,
 ) -> list[float]:
     """Fit net.predict_lips to the tracked lip measures [T,3] of audio windows [T,C,W] (normalised by `norm`)
     as the fine stage of train.sh does (its optimiser, learning-rate decay, batch size, audio noise and
-    augmentation); return the loss every 100 steps."""
+    augmentation, and the lip corpus `pool`, weighed by its share of T frames and the pool's); return the
+    loss every 100 steps."""
+    if pool is not None:
+        pool = dataclasses.replace(pool, share=len(lips) / (len(lips) + len(pool.lips)))
     params = [*net.audio_encoder.parameters(), *net.lip_head.parameters()]
     opt = torch.optim.Adam(params, lr=cfg.optim.lr_deform)
     decay = network_lr_decay(opt, cfg)
@@ -63,7 +72,7 @@ def train_predictor(
     losses = []
     for step in range(cfg.schedule.fine_steps()):
         idx = torch.randint(len(audio), (cfg.schedule.batch_size,), generator=generator)
-        loss = lip_loss(net, augment_audio(audio[idx], cfg, norm, generator), lips[idx], cfg)
+        loss = lip_loss(net, augment_audio(audio[idx], cfg, norm, generator), lips[idx], cfg, pool, generator)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -179,17 +188,21 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float | None:
 
 
 def cross_validate_clip(
-    train_set: TalkingHeadDataset, val_set: TalkingHeadDataset, cfg: TrainConfig, folds: int
+    train_set: TalkingHeadDataset,
+    val_set: TalkingHeadDataset,
+    cfg: TrainConfig,
+    folds: int,
+    pool: LipPool | None = None,
 ) -> dict:
     """cross_validate over all the frames of the clip (training then held-out, in time order) with one
-    predictor trained as train_predictor per block."""
+    predictor trained as train_predictor (with the lip corpus `pool`) per block."""
     audio = torch.cat([train_set.audio, val_set.audio])
     lips = torch.cat([train_set.lips, val_set.lips])
 
     def fit(ids: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
         torch.manual_seed(cfg.schedule.seed)
         net = predictor(train_set, cfg)
-        train_predictor(net, audio[ids], lips[ids], train_set.audio_norm, cfg)
+        train_predictor(net, audio[ids], lips[ids], train_set.audio_norm, cfg, pool)
         net.eval()
         return lambda test: predicted_lips([net], audio[test])
 
@@ -231,6 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
         "a predictor trained on the frames more than 8 frames away (K more trainings; default 0: off). The "
         "held-out second alone is 25 frames of a short clip, a noisy judge",
     )
+    p.add_argument(
+        "--lip_corpus",
+        default="default",
+        metavar="FILE|default|none",
+        help="train.sh --lip_corpus to mirror (default: the shipped corpus, less this clip's recording)",
+    )
     p.add_argument("--out", type=Path, help="JSON report (default: print only)")
     return p
 
@@ -258,12 +277,16 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("--ensemble must be at least 1")
     if args.folds == 1 or args.folds < 0:
         raise UserError("--folds must be 0 (off) or at least 2")
+    pool, pool_line = lip_pool(args.lip_corpus, train_set)
+    print(pool_line, file=sys.stderr)
     nets, losses = [], []
     for k in range(args.ensemble):
         member = cfg.with_values({"seed": args.seed + k})
         torch.manual_seed(args.seed + k)
         nets.append(predictor(train_set, member))
-        losses = train_predictor(nets[-1], train_set.audio, train_set.lips, train_set.audio_norm, member)
+        losses = train_predictor(
+            nets[-1], train_set.audio, train_set.lips, train_set.audio_norm, member, pool
+        )
         nets[-1].eval()
     val_lips = predicted_lips(nets, val_set.audio)
     tracked = val_set.lips[:, OPENING].numpy()
@@ -273,13 +296,14 @@ def main(argv: list[str] | None = None) -> int:
         "fine_steps": cfg.schedule.fine_steps(),
         "final_loss": losses[-1],
         "ensemble": args.ensemble,
+        "lip_corpus": pool_line,
         "val_corr": correlation(val_lips[:, OPENING], tracked),
         **held_out_errors(val_lips, val_set.lips.numpy()),
         "audio": {path.name: score_audio(nets, train_set, path) for path in args.audio},
         "cross": {str(path): cross_correlation(nets, train_set, path) for path in args.cross},
     }
     if args.folds:
-        report.update(cross_validate_clip(train_set, val_set, cfg, args.folds))
+        report.update(cross_validate_clip(train_set, val_set, cfg, args.folds, pool))
     print(
         f"{report['dataset']} ({report['extractor']}): held-out opening corr {report['val_corr']}, "
         f"lip measures' MSE {report['val_mse']} (the training mean's: {report['val_mse_of_mean']})"
