@@ -24,6 +24,17 @@ from utils.cli import ArgumentParser, UserError, run_cli
 
 DEFAULT_CORPUS = Path(__file__).parent / "assets" / "lip_corpus_visemes.npz"
 FORMAT_VERSION = 1
+# The clip's own frames weigh at least this part of the lip loss. At their share of the pooled frames (5-8 %
+# for a 5-8 s clip beside the shipped corpus) the corpus's mapping overrode the clip's: vrt_face1's held-out
+# render lost 4.6 dB. At half, the cross-validated predictor kept the clip's fit and the corpus's gains
+# (docs/experiments/2026-12-02-lip-corpus.md).
+MIN_OWN_SHARE = 0.5
+
+
+def own_share(own_frames: int, corpus_frames: int) -> float:
+    """The part of the lip loss the clip's frames weigh beside a corpus: their share of the pooled frames,
+    at least MIN_OWN_SHARE."""
+    return max(own_frames / (own_frames + corpus_frames), MIN_OWN_SHARE)
 
 
 @dataclass
@@ -135,7 +146,7 @@ def load_corpus(path: Path) -> LipCorpus:
 @dataclass
 class LipPool:
     """A corpus on the training device, drawn from beside the subject's own frames: the lip loss weighs the
-    subject's frames by `share` (its part of the pooled frames) and the corpus's by 1 - share."""
+    subject's frames by `share` (own_share) and the corpus's by 1 - share."""
 
     windows: Tensor  # [N,C,W]
     lips: Tensor  # [N,3]
@@ -176,7 +187,7 @@ def lip_pool(setting: str, dataset: TalkingHeadDataset) -> tuple[LipPool | None,
     pool = LipPool(
         torch.from_numpy(left.windows).to(dataset.device),
         torch.from_numpy(left.lips).to(dataset.device),
-        count / (count + len(left.lips)),
+        own_share(count, len(left.lips)),
     )
     dropped = " (this recording left out)" if left is not corpus else ""
     return pool, (

@@ -13,7 +13,6 @@ from utils.config_cli import flat, from_dict, option, section, unknown_settings,
 
 RUN_CONTROL = ("iterations", "stop_at", "eval_every", "preview_every", "save_every", "log_every")
 REMOVED_SETTINGS = ("compile", "train_split")  # saved by older versions; dropped on load
-SAVED_BEFORE_LIP_CORPUS = {"lip_corpus": "none"}  # what a model saved before --lip_corpus existed ran with
 
 
 @dataclass
@@ -123,11 +122,12 @@ class OptimConfig:
         1.0, "weight of the audio-to-lip-measure loss when the deformation's audio_code is 'lips'"
     )
     lip_corpus: str = option(
-        "default",
+        "none",
         "other subjects' audio windows and lip measures that the audio-to-lip-measure loss learns from "
         "beside the clip's own frames (audio_code 'lips'): a file of python -m scene.lip_corpus, 'default' "
-        "(the one shipped: visemes features of five development clips) or 'none'; the clip's own recording "
-        "is left out of it",
+        "(the one shipped: visemes features of five development clips; the clip's own recording is left "
+        "out) or 'none'. Experimental: it follows other voices better but fits the clip's own mouth worse "
+        "(docs/experiments/2026-12-02-lip-corpus.md)",
         metavar="FILE|default|none",
     )
     lip_corpus_frames: int = option(4, "corpus frames drawn per iteration for that loss")
@@ -185,8 +185,6 @@ class TrainConfig:
         what = "the model's saved training config"
         saved = {k: v for k, v in saved.items() if k not in REMOVED_SETTINGS}
         saved["deform"] = {**SAVED_BEFORE_AUDIO_CODE, **saved.get("deform", {})}
-        if "optim" in saved:
-            saved["optim"] = {**SAVED_BEFORE_LIP_CORPUS, **saved["optim"]}
         if set(saved) <= {f.name for f in dataclasses.fields(cls)}:
             return from_dict(cls, saved, what)
         values = {k: v for k, v in saved.items() if k != "deform"}

@@ -3,7 +3,6 @@ without the subject being trained, and weighed into the lip code's loss by train
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -88,7 +87,8 @@ def test_pool_leaves_out_the_own_recording_and_weighs_by_frames(
     train_set = TalkingHeadDataset(subjects[0], "train", 16, targets=False, lips=True)
     pool, line = lip_corpus.lip_pool(str(corpus_file), train_set)
     assert len(pool.lips) == 16 and "left out" in line  # only the other subject's frames
-    assert pool.share == pytest.approx(len(train_set.lips) / (len(train_set.lips) + 16))
+    assert pool.share == pytest.approx(max(len(train_set.lips) / (len(train_set.lips) + 16), 0.5))
+    assert lip_corpus.own_share(10, 90) == lip_corpus.MIN_OWN_SHARE and lip_corpus.own_share(90, 10) == 0.9
     own = corpus_file.parent / "own.npz"
     lip_corpus.save_corpus(
         own, lip_corpus.load_corpus(corpus_file).without(lip_corpus.source_id(subjects[1]))
@@ -138,9 +138,19 @@ def test_train_learns_from_the_corpus_and_records_it(
     assert checkpoint["config"]["train"]["optim"]["lip_corpus"] == str(corpus_file)
 
 
-def test_models_saved_before_the_corpus_resume_without_it() -> None:
-    saved = json.loads(json.dumps(dataclasses.asdict(TrainConfig())))
-    for key in ("lip_corpus", "lip_corpus_frames"):
-        del saved["optim"][key]
-    cfg = TrainConfig.from_saved(saved)
-    assert cfg.optim.lip_corpus == "none" and TrainConfig().optim.lip_corpus == "default"
+def test_the_lip_predictor_diagnostic_mirrors_the_corpus(
+    corpus_file: Path, subjects: list[Path], tmp_path: Path, speech_wav: Path
+) -> None:
+    from bench.diagnostics import lip_predictor
+
+    out = tmp_path / "report.json"
+    argv = ["--reference_path", str(subjects[0]), "--audio", str(speech_wav), "--iterations", "60"]
+    assert (
+        lip_predictor.main([*argv, "--lip_corpus", str(corpus_file), "--folds", "2", "--out", str(out)]) == 0
+    )
+    report = json.loads(out.read_text())
+    assert (
+        report["lip_corpus"].startswith("lip corpus: 1 other subjects, 16 frames") and report["cv_folds"] == 2
+    )
+    assert lip_predictor.main([*argv, "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["lip_corpus"] == "lip corpus: none"

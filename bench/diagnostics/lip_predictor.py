@@ -31,7 +31,7 @@ from data_utils.lips import LIP_MEASURES
 from evaluation.lipsync import frame_phones, score_phones
 from scene.dataset import TalkingHeadDataset
 from scene.deformation import DeformationNetwork
-from scene.lip_corpus import LipPool, lip_pool
+from scene.lip_corpus import LipPool, lip_pool, own_share
 from scene.train_config import TrainConfig
 from scene.trainer import augment_audio, lip_loss, network_lr_decay
 from utils.cli import ArgumentParser, UserError, run_cli
@@ -61,10 +61,10 @@ def train_predictor(
 ) -> list[float]:
     """Fit net.predict_lips to the tracked lip measures [T,3] of audio windows [T,C,W] (normalised by `norm`)
     as the fine stage of train.sh does (its optimiser, learning-rate decay, batch size, audio noise and
-    augmentation, and the lip corpus `pool`, weighed by its share of T frames and the pool's); return the
+    augmentation, and the lip corpus `pool`, weighed by own_share of T frames and the pool's); return the
     loss every 100 steps."""
     if pool is not None:
-        pool = dataclasses.replace(pool, share=len(lips) / (len(lips) + len(pool.lips)))
+        pool = dataclasses.replace(pool, share=own_share(len(lips), len(pool.lips)))
     params = [*net.audio_encoder.parameters(), *net.lip_head.parameters()]
     opt = torch.optim.Adam(params, lr=cfg.optim.lr_deform)
     decay = network_lr_decay(opt, cfg)
@@ -246,9 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--lip_corpus",
-        default="default",
+        default=TrainConfig().optim.lip_corpus,
         metavar="FILE|default|none",
-        help="train.sh --lip_corpus to mirror (default: the shipped corpus, less this clip's recording)",
+        help="train.sh --lip_corpus to mirror (default: train.sh's)",
     )
     p.add_argument("--out", type=Path, help="JSON report (default: print only)")
     return p
