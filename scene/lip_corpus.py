@@ -29,6 +29,7 @@ FORMAT_VERSION = 1
 # render lost 4.6 dB. At half, the cross-validated predictor kept the clip's fit and the corpus's gains
 # (docs/experiments/2026-12-02-lip-corpus.md).
 MIN_OWN_SHARE = 0.5
+LOAD_SIZE = 16  # px the datasets are loaded at: only their audio windows and lip measures are read
 
 
 def own_share(own_frames: int, corpus_frames: int) -> float:
@@ -76,9 +77,15 @@ def corpus_from_datasets(datasets: list[Path]) -> LipCorpus:
     extractor and frame rate; UserError otherwise."""
     windows, lips, subject, subjects, extractor, fps = [], [], [], [], None, None
     for k, root in enumerate(datasets):
-        train = TalkingHeadDataset(root, "train", 16, targets=False, lips=True)
+        train = TalkingHeadDataset(root, "train", LOAD_SIZE, targets=False, lips=True)
         val = TalkingHeadDataset(
-            root, "val", 16, audio_norm=train.audio_norm, targets=False, lips=True, lip_norm=train.lip_norm
+            root,
+            "val",
+            LOAD_SIZE,
+            audio_norm=train.audio_norm,
+            targets=False,
+            lips=True,
+            lip_norm=train.lip_norm,
         )
         if extractor is None:
             extractor, fps = train.audio_extractor, train.fps

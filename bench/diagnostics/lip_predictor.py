@@ -31,14 +31,13 @@ from data_utils.lips import LIP_MEASURES
 from evaluation.lipsync import frame_phones, score_phones
 from scene.dataset import TalkingHeadDataset
 from scene.deformation import DeformationNetwork
-from scene.lip_corpus import LipPool, lip_pool, own_share
+from scene.lip_corpus import LOAD_SIZE, LipPool, lip_pool, own_share
 from scene.train_config import TrainConfig
 from scene.trainer import augment_audio, lip_loss, network_lr_decay
 from utils.cli import ArgumentParser, UserError, run_cli
 from utils.metrics import best_lag_correlation
 
 OPENING = LIP_MEASURES.index("outer_opening")  # the measure the lip-sync score reads (lip_opening)
-LOAD_SIZE = 16  # px: the frames are not used, only the audio windows and lip measures
 CV_GAP_FRAMES = 8  # frames left out on each side of a cross-validation block: an audio window spans 8
 
 
