@@ -169,22 +169,17 @@ class LipPool:
 def lip_pool(setting: str, dataset: TalkingHeadDataset) -> tuple[LipPool | None, str]:
     """The corpus that --lip_corpus `setting` names ('default', 'none' or a file) for the training split
     `dataset`, less the dataset's own recording, on its device -> (pool or None, a line saying what is used).
-    UserError when a named file does not match the dataset's audio features; the default is then not used."""
+    UserError when the corpus's audio features differ from the dataset's."""
     if setting == "none":
         return None, "lip corpus: none"
     corpus = load_corpus(DEFAULT_CORPUS if setting == "default" else Path(setting))
     want = {**dataset.audio_extractor, "fps": dataset.fps}
     if corpus.extractor != want:
-        if setting != "default":
-            raise UserError(
-                f"lip corpus '{setting}' has {corpus.extractor['name']} features "
-                f"({corpus.extractor.get('settings')}, {corpus.extractor.get('fps')} fps), the dataset "
-                f"{want['name']} ({want['settings']}, {want['fps']} fps); make a corpus from datasets "
-                "preprocessed like it, or pass --lip_corpus none"
-            )
-        return None, (
-            f"lip corpus: not used (the default one has {corpus.extractor['name']} features, this dataset "
-            f"{want['name']})"
+        raise UserError(
+            f"lip corpus '{setting}' has {corpus.extractor['name']} features "
+            f"({corpus.extractor.get('settings')}, {corpus.extractor.get('fps')} fps), the dataset "
+            f"{want['name']} ({want['settings']}, {want['fps']} fps); make a corpus from datasets "
+            "preprocessed like it (python -m scene.lip_corpus), or pass --lip_corpus none"
         )
     own = source_id(dataset.root)
     left = corpus.without(own)

@@ -95,11 +95,9 @@ def test_pool_leaves_out_the_own_recording_and_weighs_by_frames(
     )
     assert lip_corpus.lip_pool(str(own), train_set)[0] is None
     assert lip_corpus.lip_pool("none", train_set) == (None, "lip corpus: none")
-    # the shipped corpus has visemes: not used with these log-mel features, but a named file must match
-    pool, line = lip_corpus.lip_pool("default", train_set)
-    assert pool is None and "not used" in line
-    with pytest.raises(UserError, match="has visemes features"):
-        lip_corpus.lip_pool(str(lip_corpus.DEFAULT_CORPUS), train_set)
+    # the shipped corpus has visemes, these log-mel features: one clear error
+    with pytest.raises(UserError, match="lip corpus 'default' has visemes features"):
+        lip_corpus.lip_pool("default", train_set)
 
 
 def test_the_shipped_corpus_has_the_default_features() -> None:
