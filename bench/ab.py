@@ -1,6 +1,6 @@
 """A/B of training settings on several clips at once: every arm trained on every clip (and seed), several runs
-sharing one GPU, then each model scored on its held-out frames (render_direct.sh) and driven by other speakers
-and by silence (bench.cross_driven); one table per clip and arm.
+sharing one GPU, each model scored as soon as it is trained, on its held-out frames (render_direct.sh) and
+driven by other speakers and by silence (bench.cross_driven); one table per clip and arm.
 
 Usage: python -m bench.ab --videos A.mp4 B.mp4 --audio X.wav Y.wav --arm base= \
            --arm free:logmel="--audio_code free --audio_scope everywhere"
@@ -17,6 +17,7 @@ import math
 import re
 import shlex
 import sys
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -123,22 +124,53 @@ def run_step(cmd: list[str], log: Path) -> str | None:
     return None if code == 0 else error_line(log.read_text(errors="replace"), code)
 
 
+def _report_end(label: str, error: str | None, errors: dict[str, str]) -> None:
+    """Print a step's end and keep its error under `label`."""
+    print(
+        f"  {'FAILED' if error else 'done'}: {label}{': ' + error if error else ''}",
+        file=sys.stderr,
+        flush=True,
+    )
+    if error:
+        errors[label] = error
+
+
 def run_parallel(jobs: list[tuple[str, Callable[[], str | None]]], parallel: int) -> dict[str, str]:
     """Run (label, job) pairs `parallel` at a time, printing each end; return {label: error} of the failed."""
     errors: dict[str, str] = {}
-
-    def one(label: str, job: Callable[[], str | None]) -> None:
-        error = job()
-        print(
-            f"  {'FAILED' if error else 'done'}: {label}{': ' + error if error else ''}",
-            file=sys.stderr,
-            flush=True,
-        )
-        if error:
-            errors[label] = error
-
     with ThreadPoolExecutor(max_workers=max(parallel, 1)) as pool:
-        for future in [pool.submit(one, label, job) for label, job in jobs]:
+        for future in [pool.submit(lambda lj=lj: _report_end(lj[0], lj[1](), errors)) for lj in jobs]:
+            future.result()
+    return errors
+
+
+def run_pipelined(
+    runs: list[Run],
+    train: Callable[[Run], str | None],
+    evaluate: Callable[[Run], str | None],
+    is_trained: Callable[[Run], bool],
+    parallel: int,
+    eval_parallel: int,
+) -> dict[str, str]:
+    """Train the runs not yet trained (`parallel` at a time) and evaluate each as soon as it is trained
+    (`eval_parallel` at a time, beside the trainings), so that what has finished is scored even when the
+    machine goes before the last training ends; return {label: error} of the failed steps."""
+    errors: dict[str, str] = {}
+    slots = {"train": threading.Semaphore(parallel), "evaluate": threading.Semaphore(eval_parallel)}
+
+    def step(kind: str, run: Run, job: Callable[[Run], str | None]) -> None:
+        with slots[kind]:
+            error = job(run)
+        _report_end(f"{kind} {run.name}", error, errors)
+
+    def one(run: Run) -> None:
+        if not is_trained(run):
+            step("train", run, train)
+        if is_trained(run):
+            step("evaluate", run, evaluate)
+
+    with ThreadPoolExecutor(max_workers=max(parallel + eval_parallel, 1)) as pool:
+        for future in [pool.submit(one, run) for run in runs]:
             future.result()
     return errors
 
@@ -374,8 +406,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run_steps(args: argparse.Namespace, runs: list[Run], work: Path, silence: Path) -> dict[str, str]:
-    """Preprocess, train and evaluate every run, each step skipped when its output is complete; return the
-    failed steps {label: error}."""
+    """Preprocess every dataset, then train and evaluate every run (run_pipelined), each step skipped when
+    its output is complete; return the failed steps {label: error}."""
     for path in [*args.videos, *args.audio]:
         if not path.is_file():
             raise UserError(f"'{path}' not found; pass existing files to --videos and --audio")
@@ -410,33 +442,15 @@ def run_steps(args: argparse.Namespace, runs: list[Run], work: Path, silence: Pa
         args.parallel,
     )
     ready = [r for r in runs if (r.data / "preprocess.json").is_file()]
-    errors |= run_parallel(
-        [
-            (
-                f"train {r.name}",
-                lambda r=r: run_step(
-                    [
-                        *wrapper("train.sh"),
-                        "-s",
-                        str(r.data),
-                        "--model_path",
-                        str(r.model),
-                        "--iterations",
-                        str(args.iterations),
-                        "--seed",
-                        str(r.seed),
-                        "--force",
-                        *r.arm.train_args,
-                    ],
-                    work / "logs" / f"train_{r.name}.txt",
-                ),
-            )
-            for r in ready
-            if not trained(r, args.iterations)
-        ],
-        args.parallel,
-    )
-    done = [r for r in ready if trained(r, args.iterations)]
+
+    def train(r: Run) -> str | None:
+        """train.sh of one run."""
+        cmd = [
+            *wrapper("train.sh"),
+            *("-s", str(r.data), "--model_path", str(r.model), "--iterations", str(args.iterations)),
+            *("--seed", str(r.seed), "--force", *r.arm.train_args),
+        ]
+        return run_step(cmd, work / "logs" / f"train_{r.name}.txt")
 
     def cross_cmd(r: Run) -> list[str]:
         """The bench.cross_driven command of one run."""
@@ -486,8 +500,8 @@ def run_steps(args: argparse.Namespace, runs: list[Run], work: Path, silence: Pa
                 return f"silence statistics: {type(e).__name__}: {e}"
         return None
 
-    errors |= run_parallel(
-        [(f"evaluate {r.name}", lambda r=r: evaluate(r)) for r in done], args.eval_parallel
+    errors |= run_pipelined(
+        ready, train, evaluate, lambda r: trained(r, args.iterations), args.parallel, args.eval_parallel
     )
     return errors
 

@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -46,13 +47,13 @@ def test_ab_trains_scores_reports_failures_and_reruns_nothing(
     tmp_path: Path, speech_wav: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     at_once: dict[str, int] = {}
-    run_parallel = ab.run_parallel
+    run_pipelined = ab.run_pipelined
 
-    def recorded(jobs: list, parallel: int) -> dict[str, str]:
-        at_once.update({label.split()[0]: parallel for label, _ in jobs})
-        return run_parallel(jobs, parallel)
+    def recorded(runs: list, train, evaluate, is_trained, parallel: int, eval_parallel: int) -> dict:
+        at_once.update(train=parallel, evaluate=eval_parallel)
+        return run_pipelined(runs, train, evaluate, is_trained, parallel, eval_parallel)
 
-    monkeypatch.setattr(ab, "run_parallel", recorded)
+    monkeypatch.setattr(ab, "run_pipelined", recorded)
     work = tmp_path / "ab"
     video = tmp_path / "clip.mp4"
     video.write_bytes(b"not read: the dataset below is already preprocessed")
@@ -117,6 +118,38 @@ def test_ab_trains_scores_reports_failures_and_reruns_nothing(
                 "x=",
             ]
         )
+
+
+def test_each_run_is_evaluated_as_soon_as_it_is_trained(tmp_path: Path) -> None:
+    arm = ab.parse_arm("a=")
+    runs = [ab.Run(clip, arm, 0, tmp_path) for clip in ("slow", "fast", "broken")]
+    done: set[str] = set()
+    order: list[str] = []
+    fast_evaluated = threading.Event()
+
+    def train(run: ab.Run) -> str | None:
+        if run.clip == "slow":  # ends only once the fast run is scored: no waiting for every training
+            assert fast_evaluated.wait(10)
+        order.append(f"train {run.clip}")
+        if run.clip == "broken":
+            return "no model"
+        done.add(run.clip)
+        return None
+
+    def evaluate(run: ab.Run) -> str | None:
+        order.append(f"evaluate {run.clip}")
+        if run.clip == "fast":
+            fast_evaluated.set()
+        return None
+
+    errors = ab.run_pipelined(runs, train, evaluate, lambda r: r.clip in done, 2, 1)
+    assert errors == {"train broken__a__s0": "no model"}
+    assert order.index("evaluate fast") < order.index("train slow") < order.index("evaluate slow")
+    assert "evaluate broken" not in order
+    done.add("broken")  # trained meanwhile: a rerun evaluates it only
+    order.clear()
+    assert ab.run_pipelined(runs[2:], train, evaluate, lambda r: r.clip in done, 2, 1) == {}
+    assert order == ["evaluate broken"]
 
 
 def test_table_averages_the_video_correlation_over_speakers_and_seeds(tmp_path: Path) -> None:
