@@ -330,6 +330,32 @@ class TalkingHeadDataset:
         return torch.tensor([math.floor(i * len(self) / n) for i in range(n)], device=self.device)
 
 
+def load_splits(
+    root: Path | str,
+    resolution: int | None = None,
+    device: torch.device | str = "cpu",
+    audio_norm: dict | None = None,
+    targets: bool = True,
+    lips: bool = False,
+) -> tuple[TalkingHeadDataset, TalkingHeadDataset]:
+    """The train and val splits of a subject (TalkingHeadDataset's arguments), the val split's audio and lip
+    measures normalised by the train split's statistics (or the audio by `audio_norm`)."""
+    train = TalkingHeadDataset(
+        root, "train", resolution, device, audio_norm=audio_norm, targets=targets, lips=lips
+    )
+    val = TalkingHeadDataset(
+        root, "val", resolution, device, audio_norm=train.audio_norm, targets=targets, lips=lips,
+        lip_norm=train.lip_norm,
+    )  # fmt: skip
+    return train, val
+
+
+def with_face(lips: np.ndarray) -> np.ndarray:
+    """Which frames of standardised tracked lip measures [T,3] have a face (the dataset gives 0s without one)
+    -> bool [T]."""
+    return np.isfinite(lips).all(axis=1) & (np.abs(lips).sum(axis=1) > 0)
+
+
 def split_audio(root: Path, frames: list[dict], fps: float) -> np.ndarray:
     """The samples [n] of root/aud.wav (SAMPLE_RATE) under `frames` of a split: len(frames) frames at `fps`
     from the first frame's aud_id."""

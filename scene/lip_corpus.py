@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from data_utils.schema import PREPROCESS_JSON
-from scene.dataset import TalkingHeadDataset
+from scene.dataset import TalkingHeadDataset, load_splits, with_face
 from utils.atomic import atomic_write_bytes
 from utils.cli import ArgumentParser, UserError, run_cli
 
@@ -77,16 +77,7 @@ def corpus_from_datasets(datasets: list[Path]) -> LipCorpus:
     extractor and frame rate; UserError otherwise."""
     windows, lips, subject, subjects, extractor, fps = [], [], [], [], None, None
     for k, root in enumerate(datasets):
-        train = TalkingHeadDataset(root, "train", LOAD_SIZE, targets=False, lips=True)
-        val = TalkingHeadDataset(
-            root,
-            "val",
-            LOAD_SIZE,
-            audio_norm=train.audio_norm,
-            targets=False,
-            lips=True,
-            lip_norm=train.lip_norm,
-        )
+        train, val = load_splits(root, LOAD_SIZE, targets=False, lips=True)
         if extractor is None:
             extractor, fps = train.audio_extractor, train.fps
         elif train.audio_extractor != extractor or train.fps != fps:
@@ -96,7 +87,7 @@ def corpus_from_datasets(datasets: list[Path]) -> LipCorpus:
             )
         w = np.concatenate([train.audio.numpy(), val.audio.numpy()])
         m = np.concatenate([train.lips.numpy(), val.lips.numpy()])
-        face = np.abs(m).sum(axis=1) > 0  # the dataset gives 0s for a frame without a face
+        face = with_face(m)
         windows.append(w[face])
         lips.append(m[face])
         subject.append(np.full(int(face.sum()), k))

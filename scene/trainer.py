@@ -30,7 +30,7 @@ from scene.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from scene.dataset import FrameBatch, TalkingHeadDataset, read_json
+from scene.dataset import FrameBatch, TalkingHeadDataset, load_splits, read_json
 from scene.deformation import DeformationNetwork, Deltas, mouth_region
 from scene.densify import DensifyStrategy
 from scene.fingerprint import dataset_fingerprint
@@ -107,11 +107,11 @@ def lip_loss(
     """lambda_lips x the mean squared error of the lip measures the network predicts from audio [B,C,W]
     against the tracked ones [B,3] (audio_code 'lips') -> scalar; with a lip corpus `pool`, that of
     lip_corpus_frames of its frames (drawn with `generator`) is weighed in by the corpus's share."""
-    own = (deform.predict_lips(audio) - lips).square().mean()
     if pool is None:
-        return cfg.optim.lambda_lips * own
+        return cfg.optim.lambda_lips * (deform.predict_lips(audio) - lips).square().mean()
     windows, corpus_lips = pool.sample(cfg.optim.lip_corpus_frames, generator)
-    corpus = (deform.predict_lips(windows) - corpus_lips).square().mean()
+    error = (deform.predict_lips(torch.cat([audio, windows])) - torch.cat([lips, corpus_lips])).square()
+    own, corpus = error[: len(audio)].mean(), error[len(audio) :].mean()  # one encoder pass for both
     return cfg.optim.lambda_lips * (pool.share * own + (1 - pool.share) * corpus)
 
 
@@ -314,13 +314,8 @@ def _load_data(
 ) -> tuple[TalkingHeadDataset, TalkingHeadDataset]:
     """Train and val splits at the schedule's resolution on device (val normalised with the train
     statistics)."""
-    size, lips = cfg.schedule.resolution, cfg.deform.audio_code == "lips"
-    train_set = TalkingHeadDataset(cfg.source_path, "train", size, device, audio_norm=audio_norm, lips=lips)
-    val_set = TalkingHeadDataset(
-        cfg.source_path, "val", size, device, audio_norm=train_set.audio_norm, lips=lips,
-        lip_norm=train_set.lip_norm,
-    )  # fmt: skip
-    return train_set, val_set
+    lips = cfg.deform.audio_code == "lips"
+    return load_splits(cfg.source_path, cfg.schedule.resolution, device, audio_norm=audio_norm, lips=lips)
 
 
 def _new_avatar(cfg: TrainConfig, train_set: TalkingHeadDataset, device: torch.device) -> Avatar:

@@ -29,7 +29,7 @@ from data_utils.audio_features import get_extractor, normalise_windows, num_vide
 from data_utils.audio_io import SAMPLE_RATE, load_audio
 from data_utils.lips import LIP_MEASURES
 from evaluation.lipsync import frame_phones, score_phones
-from scene.dataset import TalkingHeadDataset
+from scene.dataset import TalkingHeadDataset, load_splits, with_face
 from scene.deformation import DeformationNetwork
 from scene.lip_corpus import LOAD_SIZE, LipPool, lip_pool, own_share
 from scene.train_config import TrainConfig
@@ -120,12 +120,6 @@ def predicted_lips(nets: list[DeformationNetwork], windows: torch.Tensor) -> np.
 def predicted_opening(nets: list[DeformationNetwork], windows: torch.Tensor) -> np.ndarray:
     """Predicted (standardised) outer-lip opening [T] of audio windows [T,C,W], averaged over `nets`."""
     return predicted_lips(nets, windows)[:, OPENING]
-
-
-def with_face(lips: np.ndarray) -> np.ndarray:
-    """Which frames of standardised tracked lip measures [T,3] have a face (the dataset gives 0s without one)
-    -> bool [T]."""
-    return np.isfinite(lips).all(axis=1) & (np.abs(lips).sum(axis=1) > 0)
 
 
 def held_out_errors(predicted: np.ndarray, tracked: np.ndarray) -> dict:
@@ -262,16 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = TrainConfig().with_values(
         {"iterations": args.iterations, "seed": args.seed, "audio_augment": args.audio_augment}
     )
-    train_set = TalkingHeadDataset(args.reference_path, "train", LOAD_SIZE, targets=False, lips=True)
-    val_set = TalkingHeadDataset(
-        args.reference_path,
-        "val",
-        LOAD_SIZE,
-        audio_norm=train_set.audio_norm,
-        targets=False,
-        lips=True,
-        lip_norm=train_set.lip_norm,
-    )
+    train_set, val_set = load_splits(args.reference_path, LOAD_SIZE, targets=False, lips=True)
     if args.ensemble < 1:
         raise UserError("--ensemble must be at least 1")
     if args.folds == 1 or args.folds < 0:
