@@ -18,6 +18,7 @@ from utils.config_cli import unknown_settings
 DELTA_DIMS = {"xyz": 3, "rot": 4, "scale": 3, "opacity": 1, "color": 3}
 AUDIO_SCOPES = ("everywhere", "mouth")
 AUDIO_CODES = ("free", "lips")
+LIP_PREDICTORS = (1, 2)  # 2: the mean of one learnt from the clip's frames and one also from a lip corpus
 TOKENS = ("audio", "eye", "camera", "null")
 MIN_REGION_WEIGHT = 1e-4
 MOUTH_REGION_SCALE = 1.2  # radius of the mouth region over the mouth width: lips, jaw and chin
@@ -52,6 +53,7 @@ class DeformConfig:
     use_camera: bool = True
     audio_scope: str = "mouth"
     audio_code: str = "lips"
+    lip_predictors: int = 1
     mouth_centre: tuple[float, float, float] = (0.0, 0.0, 0.0)
     mouth_radius: float = 0.0
     scale_xyz: float = 0.1
@@ -66,6 +68,8 @@ class DeformConfig:
             raise ValueError(f"audio_scope must be one of {AUDIO_SCOPES}, got {self.audio_scope!r}")
         if self.audio_code not in AUDIO_CODES:
             raise ValueError(f"audio_code must be one of {AUDIO_CODES}, got {self.audio_code!r}")
+        if self.lip_predictors not in LIP_PREDICTORS:
+            raise ValueError(f"lip_predictors must be one of {LIP_PREDICTORS}, got {self.lip_predictors!r}")
 
     def to_dict(self) -> dict:
         """Return a JSON-serialisable dict of all fields."""
@@ -125,6 +129,9 @@ class DeformationNetwork(nn.Module):
         self.audio_encoder = AudioEncoder(cfg.audio_channels, cfg.audio_window, dim, cfg.heads)
         if cfg.audio_code == "lips":
             self.lip_head = nn.Linear(dim, len(LIP_MEASURES))
+            if cfg.lip_predictors == 2:  # the second predictor, which also learns from a lip corpus
+                self.corpus_audio_encoder = AudioEncoder(cfg.audio_channels, cfg.audio_window, dim, cfg.heads)
+                self.corpus_lip_head = nn.Linear(dim, len(LIP_MEASURES))
             self.lip_mlp = _token_mlp(len(LIP_MEASURES), dim)
         self.eye_mlp = _token_mlp(1, dim)
         self.cam_mlp = _token_mlp(cfg.camera_dim, dim)
@@ -150,10 +157,25 @@ class DeformationNetwork(nn.Module):
         bias[:, TOKENS.index("audio")] = torch.log(self.mouth_weight(xyz.detach()) + MIN_REGION_WEIGHT)
         return Spatial(feat, bias)
 
+    def lip_predictions(self, audio: Tensor) -> Tensor:
+        """Each lip predictor's standardised lip measures (LIP_MEASURES) from audio features [B,C,W] ->
+        [P,B,3], P = lip_predictors: the clip's own predictor first, then the corpus one (audio_code 'lips')."""
+        own = self.lip_head(self.audio_encoder(audio))
+        if self.cfg.lip_predictors == 1:
+            return own[None]
+        return torch.stack([own, self.corpus_lip_head(self.corpus_audio_encoder(audio))])
+
+    def lip_predictor_parameters(self) -> list[nn.Parameter]:
+        """The parameters of the lip predictors (audio encoders and lip heads; audio_code 'lips')."""
+        modules = [self.audio_encoder, self.lip_head]
+        if self.cfg.lip_predictors == 2:
+            modules += [self.corpus_audio_encoder, self.corpus_lip_head]
+        return [p for m in modules for p in m.parameters()]
+
     def predict_lips(self, audio: Tensor) -> Tensor:
-        """Standardised lip measures (LIP_MEASURES) predicted from audio features [B,C,W] -> [B,3]
-        (audio_code 'lips' only)."""
-        return self.lip_head(self.audio_encoder(audio))
+        """Standardised lip measures predicted from audio features [B,C,W]: the mean of lip_predictions ->
+        [B,3] (audio_code 'lips' only)."""
+        return self.lip_predictions(audio).mean(dim=0)
 
     def audio_token(self, audio: Tensor, lips: Tensor | None = None) -> Tensor:
         """The audio token [B,D]: the encoded audio [B,C,W] (audio_code 'free'), or, with 'lips', a code of

@@ -8,7 +8,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from gaussian_renderer import BACKENDS
-from scene.deformation import AUDIO_CODES, AUDIO_SCOPES, SAVED_BEFORE_AUDIO_CODE, DeformConfig
+from scene.deformation import (
+    AUDIO_CODES,
+    AUDIO_SCOPES,
+    LIP_PREDICTORS,
+    SAVED_BEFORE_AUDIO_CODE,
+    DeformConfig,
+)
 from utils.config_cli import flat, from_dict, option, section, unknown_settings, with_values
 
 RUN_CONTROL = ("iterations", "stop_at", "eval_every", "preview_every", "save_every", "log_every")
@@ -145,6 +151,9 @@ DEFORM_HELP = {
     "use_camera": "condition the deformation on a camera token",
     "audio_scope": "where the audio acts: everywhere, or fading out away from the tracked mouth",
     "audio_code": "the audio token: free (encoded audio), or lips (through the three tracked lip measures)",
+    "lip_predictors": "audio-to-lip predictors whose mean drives the mouth (audio_code lips): 1, or 2: one "
+    "learnt from the clip's frames alone and one also from --lip_corpus, which 2 needs. Experimental "
+    "(docs/experiments/2026-12-02-lip-corpus.md)",
     "scale_xyz": "output scale of the position offsets",
     "scale_rot": "output scale of the rotation offsets",
     "scale_scale": "output scale of the log-scale offsets",
@@ -155,6 +164,7 @@ DEFORM_CHOICES = {
     "triplane_combine": ("product", "sum"),
     "audio_scope": AUDIO_SCOPES,
     "audio_code": AUDIO_CODES,
+    "lip_predictors": LIP_PREDICTORS,
 }
 DEFORM_FROM_DATA = ("audio_channels", "audio_window", "camera_dim", "mouth_centre", "mouth_radius")
 

@@ -105,14 +105,16 @@ def lip_loss(
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """lambda_lips x the mean squared error of the lip measures the network predicts from audio [B,C,W]
-    against the tracked ones [B,3] (audio_code 'lips') -> scalar; with a lip corpus `pool`, that of
-    lip_corpus_frames of its frames (drawn with `generator`) is weighed in by the corpus's share."""
+    against the tracked ones [B,3] (audio_code 'lips') -> scalar. With a lip corpus `pool`, the error on
+    lip_corpus_frames of its frames (drawn with `generator`) is weighed in by the corpus's share; with two
+    lip predictors, only the second learns from the corpus and the first from the clip's frames alone (each
+    predictor's error is summed: they share no weights)."""
     if pool is None:
-        return cfg.optim.lambda_lips * (deform.predict_lips(audio) - lips).square().mean()
+        return cfg.optim.lambda_lips * (deform.lip_predictions(audio) - lips).square().mean(dim=(1, 2)).sum()
     windows, corpus_lips = pool.sample(cfg.optim.lip_corpus_frames, generator)
-    error = (deform.predict_lips(torch.cat([audio, windows])) - torch.cat([lips, corpus_lips])).square()
-    own, corpus = error[: len(audio)].mean(), error[len(audio) :].mean()  # one encoder pass for both
-    return cfg.optim.lambda_lips * (pool.share * own + (1 - pool.share) * corpus)
+    error = (deform.lip_predictions(torch.cat([audio, windows])) - torch.cat([lips, corpus_lips])).square()
+    own, corpus = error[:, : len(audio)].mean(dim=(1, 2)), error[-1, len(audio) :].mean()  # one pass
+    return cfg.optim.lambda_lips * (own[:-1].sum() + pool.share * own[-1] + (1 - pool.share) * corpus)
 
 
 def compute_loss(
@@ -374,6 +376,11 @@ def setup(cfg: TrainConfig, given: dict[str, Any], resume: bool, device: torch.d
             print(f"note: --resume keeps the saved settings; ignoring {', '.join(ignored)}", file=sys.stderr)
         control = {"stop_at": None, **{k: v for k, v in given.items() if k in RUN_CONTROL}}
         cfg = saved.with_values({"model_path": cfg.model_path, "source_path": cfg.source_path, **control})
+    if cfg.deform.lip_predictors > 1 and (cfg.deform.audio_code != "lips" or cfg.optim.lip_corpus == "none"):
+        raise UserError(
+            "--lip_predictors 2 learns its second lip predictor from a lip corpus: use it with --audio_code "
+            "lips and --lip_corpus default (or a corpus file)"
+        )
     if cfg.optim.audio_augment > 0:
         extractor = read_json(Path(cfg.source_path), PREPROCESS_JSON).get("audio_extractor", {}).get("name")
         if extractor not in (None, "logmel"):

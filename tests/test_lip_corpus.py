@@ -152,3 +152,57 @@ def test_the_lip_predictor_diagnostic_mirrors_the_corpus(
     )
     assert lip_predictor.main([*argv, "--out", str(out)]) == 0
     assert json.loads(out.read_text())["lip_corpus"] == "lip corpus: none"
+
+
+def test_two_lip_predictors_learn_apart_and_drive_the_mouth_by_their_mean(
+    corpus_file: Path, subjects: list[Path]
+) -> None:
+    from bench.diagnostics.lip_predictor import predictor
+
+    train_set = TalkingHeadDataset(subjects[0], "train", 16, targets=False, lips=True)
+    cfg = TrainConfig().with_values({"lip_corpus_frames": 3, "lip_predictors": 2})
+    net = predictor(train_set, cfg)
+    pool, _ = lip_corpus.lip_pool(str(corpus_file), train_set)
+    audio, lips = train_set.audio[:4], train_set.lips[:4]
+    each = net.lip_predictions(audio)
+    assert each.shape == (2, 4, 3) and not torch.allclose(each[0], each[1])  # two sets of weights
+    torch.testing.assert_close(net.predict_lips(audio), each.mean(dim=0))
+    own_params = [*net.audio_encoder.parameters(), *net.lip_head.parameters()]
+    corpus_params = [*net.corpus_audio_encoder.parameters(), *net.corpus_lip_head.parameters()]
+    assert len(net.lip_predictor_parameters()) == len(own_params) + len(corpus_params)
+
+    def grads(loss: torch.Tensor, params: list) -> list[torch.Tensor]:
+        return torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+
+    loss = lip_loss(net, audio, lips, cfg, pool, torch.Generator().manual_seed(5))
+    windows, corpus_lips = pool.sample(3, torch.Generator().manual_seed(5))
+    alone = (net.lip_predictions(audio)[0] - lips).square().mean()  # the first: own frames only
+    pooled = pool.share * (net.lip_predictions(audio)[1] - lips).square().mean() + (1 - pool.share) * (
+        net.lip_predictions(windows)[1] - corpus_lips
+    ).square().mean()
+    torch.testing.assert_close(loss, alone + pooled)
+    for got, want in zip(grads(loss, own_params), grads(alone, own_params)):
+        torch.testing.assert_close(got, want)  # the corpus does not reach the clip's own predictor
+    for got, want in zip(grads(loss, corpus_params), grads(pooled, corpus_params)):
+        torch.testing.assert_close(got, want)
+
+
+def test_train_with_two_lip_predictors_saves_them_and_needs_a_corpus(
+    corpus_file: Path, subjects: list[Path], tmp_path: Path
+) -> None:
+    from scene.checkpoint import avatar_from_checkpoint
+
+    argv = _args(
+        subjects[0], tmp_path / "m", "--iterations", "20", "--coarse_iterations", "10", "--eval_every", "20"
+    )
+    with pytest.raises(UserError, match="--lip_predictors 2 learns its second lip predictor from a lip corpus"):
+        train.main([*argv, "--audio_code", "lips", "--lip_predictors", "2"])
+    assert not (tmp_path / "m" / "chkpnt20.pth").exists()
+    given = ["--audio_code", "lips", "--lip_predictors", "2", "--lip_corpus", str(corpus_file)]
+    assert train.main([*argv, *given, "--force"]) == 0
+    checkpoint = load_checkpoint(tmp_path / "m" / "chkpnt20.pth", torch.device("cpu"))
+    avatar = avatar_from_checkpoint(checkpoint, torch.device("cpu"))
+    assert avatar.deform_cfg.lip_predictors == 2
+    train_set = TalkingHeadDataset(subjects[0], "train", 16, targets=False, lips=True)
+    each = avatar.deform.lip_predictions(train_set.audio[:3].float())
+    assert each.shape[0] == 2 and torch.isfinite(each).all()

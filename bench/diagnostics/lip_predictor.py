@@ -30,7 +30,7 @@ from data_utils.audio_io import SAMPLE_RATE, load_audio
 from data_utils.lips import LIP_MEASURES
 from evaluation.lipsync import frame_phones, score_phones
 from scene.dataset import TalkingHeadDataset, load_splits, with_face
-from scene.deformation import DeformationNetwork
+from scene.deformation import LIP_PREDICTORS, DeformationNetwork
 from scene.lip_corpus import LOAD_SIZE, LipPool, lip_pool, own_share
 from scene.train_config import TrainConfig
 from scene.trainer import augment_audio, lip_loss, network_lr_decay
@@ -64,8 +64,7 @@ def train_predictor(
     loss every 100 steps."""
     if pool is not None:
         pool = dataclasses.replace(pool, share=own_share(len(lips), len(pool.lips)))
-    params = [*net.audio_encoder.parameters(), *net.lip_head.parameters()]
-    opt = torch.optim.Adam(params, lr=cfg.optim.lr_deform)
+    opt = torch.optim.Adam(net.lip_predictor_parameters(), lr=cfg.optim.lr_deform)
     decay = network_lr_decay(opt, cfg)
     generator = torch.Generator().manual_seed(cfg.schedule.seed)
     losses = []
@@ -243,6 +242,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE|default|none",
         help="train.sh --lip_corpus to mirror (default: train.sh's)",
     )
+    p.add_argument(
+        "--lip_predictors",
+        type=int,
+        choices=LIP_PREDICTORS,
+        default=TrainConfig().deform.lip_predictors,
+        help="train.sh --lip_predictors to mirror (2 needs --lip_corpus; default: train.sh's)",
+    )
     p.add_argument("--out", type=Path, help="JSON report (default: print only)")
     return p
 
@@ -254,7 +260,12 @@ def main(argv: list[str] | None = None) -> int:
         if not path.is_file():
             raise UserError(f"'{path}' not found; pass existing speech files to --audio")
     cfg = TrainConfig().with_values(
-        {"iterations": args.iterations, "seed": args.seed, "audio_augment": args.audio_augment}
+        {
+            "iterations": args.iterations,
+            "seed": args.seed,
+            "audio_augment": args.audio_augment,
+            "lip_predictors": args.lip_predictors,
+        }
     )
     train_set, val_set = load_splits(args.reference_path, LOAD_SIZE, targets=False, lips=True)
     if args.ensemble < 1:
@@ -262,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.folds == 1 or args.folds < 0:
         raise UserError("--folds must be 0 (off) or at least 2")
     pool, pool_line = lip_pool(args.lip_corpus, train_set)
+    if args.lip_predictors > 1 and pool is None:
+        raise UserError("--lip_predictors 2 learns its second predictor from a lip corpus: pass --lip_corpus")
     print(pool_line, file=sys.stderr)
     nets, losses = [], []
     for k in range(args.ensemble):
@@ -281,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         "final_loss": losses[-1],
         "ensemble": args.ensemble,
         "lip_corpus": pool_line,
+        "lip_predictors": args.lip_predictors,
         "val_corr": correlation(val_lips[:, OPENING], tracked),
         **held_out_errors(val_lips, val_set.lips.numpy()),
         "audio": {path.name: score_audio(nets, train_set, path) for path in args.audio},
