@@ -159,7 +159,7 @@ class DeformationNetwork(nn.Module):
 
     def lip_predictions(self, audio: Tensor) -> Tensor:
         """Each lip predictor's standardised lip measures (LIP_MEASURES) from audio features [B,C,W] ->
-        [P,B,3], P = lip_predictors: the clip's own predictor first, then the corpus one (audio_code 'lips')."""
+        [P,B,3], P = lip_predictors: the clip's own predictor first, then the corpus one (audio_code lips)."""
         own = self.lip_head(self.audio_encoder(audio))
         if self.cfg.lip_predictors == 1:
             return own[None]

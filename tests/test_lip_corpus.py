@@ -177,13 +177,14 @@ def test_two_lip_predictors_learn_apart_and_drive_the_mouth_by_their_mean(
     loss = lip_loss(net, audio, lips, cfg, pool, torch.Generator().manual_seed(5))
     windows, corpus_lips = pool.sample(3, torch.Generator().manual_seed(5))
     alone = (net.lip_predictions(audio)[0] - lips).square().mean()  # the first: own frames only
-    pooled = pool.share * (net.lip_predictions(audio)[1] - lips).square().mean() + (1 - pool.share) * (
-        net.lip_predictions(windows)[1] - corpus_lips
-    ).square().mean()
+    pooled = (
+        pool.share * (net.lip_predictions(audio)[1] - lips).square().mean()
+        + (1 - pool.share) * (net.lip_predictions(windows)[1] - corpus_lips).square().mean()
+    )
     torch.testing.assert_close(loss, alone + pooled)
-    for got, want in zip(grads(loss, own_params), grads(alone, own_params)):
+    for got, want in zip(grads(loss, own_params), grads(alone, own_params), strict=True):
         torch.testing.assert_close(got, want)  # the corpus does not reach the clip's own predictor
-    for got, want in zip(grads(loss, corpus_params), grads(pooled, corpus_params)):
+    for got, want in zip(grads(loss, corpus_params), grads(pooled, corpus_params), strict=True):
         torch.testing.assert_close(got, want)
 
 
@@ -195,7 +196,7 @@ def test_train_with_two_lip_predictors_saves_them_and_needs_a_corpus(
     argv = _args(
         subjects[0], tmp_path / "m", "--iterations", "20", "--coarse_iterations", "10", "--eval_every", "20"
     )
-    with pytest.raises(UserError, match="--lip_predictors 2 learns its second lip predictor from a lip corpus"):
+    with pytest.raises(UserError, match="--lip_predictors 2 learns its second lip predictor from a lip"):
         train.main([*argv, "--audio_code", "lips", "--lip_predictors", "2"])
     assert not (tmp_path / "m" / "chkpnt20.pth").exists()
     given = ["--audio_code", "lips", "--lip_predictors", "2", "--lip_corpus", str(corpus_file)]
