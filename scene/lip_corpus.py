@@ -160,11 +160,17 @@ class LipPool:
 def lip_pool(setting: str, dataset: TalkingHeadDataset) -> tuple[LipPool | None, str]:
     """The corpus that --lip_corpus `setting` names ('default', 'none' or a file) for the training split
     `dataset`, less the dataset's own recording, on its device -> (pool or None, a line saying what is used).
-    UserError when the corpus's audio features differ from the dataset's."""
+    When the corpus's audio features differ from the dataset's: None for the shipped one, else UserError."""
     if setting == "none":
         return None, "lip corpus: none"
     corpus = load_corpus(DEFAULT_CORPUS if setting == "default" else Path(setting))
     want = {**dataset.audio_extractor, "fps": dataset.fps}
+    if corpus.extractor != want and setting == "default":
+        return None, (
+            f"lip corpus: none (the shipped one has {corpus.extractor['name']} features "
+            f"({corpus.extractor.get('settings')}, {corpus.extractor.get('fps')} fps), this dataset "
+            f"{want['name']} ({want['settings']}, {want['fps']} fps); python -m scene.lip_corpus makes one)"
+        )
     if corpus.extractor != want:
         raise UserError(
             f"lip corpus '{setting}' has {corpus.extractor['name']} features "
@@ -184,8 +190,8 @@ def lip_pool(setting: str, dataset: TalkingHeadDataset) -> tuple[LipPool | None,
     )
     dropped = " (this recording left out)" if left is not corpus else ""
     return pool, (
-        f"lip corpus: {len(left.subjects)} other subjects, {len(left.lips)} frames{dropped}; the clip's "
-        f"{count} frames weigh {pool.share:.0%} of the lip loss"
+        f"lip corpus: {len(left.subjects)} other subjects, {len(left.lips)} frames{dropped}; two lip "
+        f"predictors: the clip's own, and one where its {count} frames weigh {pool.share:.0%} beside these"
     )
 
 

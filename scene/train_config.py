@@ -11,7 +11,6 @@ from gaussian_renderer import BACKENDS
 from scene.deformation import (
     AUDIO_CODES,
     AUDIO_SCOPES,
-    LIP_PREDICTORS,
     SAVED_BEFORE_AUDIO_CODE,
     DeformConfig,
 )
@@ -128,11 +127,12 @@ class OptimConfig:
         1.0, "weight of the audio-to-lip-measure loss when the deformation's audio_code is 'lips'"
     )
     lip_corpus: str = option(
-        "none",
-        "other subjects' audio windows and lip measures that the audio-to-lip-measure loss learns from "
-        "beside the clip's own frames (audio_code 'lips'): a file of python -m scene.lip_corpus, 'default' "
-        "(the one shipped: visemes features of five development clips; the clip's own recording is left "
-        "out) or 'none'. Experimental: it follows other voices better but fits the clip's own mouth worse "
+        "default",
+        "other subjects' audio windows and lip measures for the lip code (audio_code 'lips'): the mouth then "
+        "follows the mean of two audio-to-lip predictors, one learnt from the clip's own frames and one also "
+        "from the corpus. A file of python -m scene.lip_corpus, 'default' (the one shipped: visemes features "
+        "of five development clips, the clip's own recording left out; skipped with a note for other "
+        "features) or 'none': one predictor, the clip's frames only "
         "(docs/experiments/2026-12-02-lip-corpus.md)",
         metavar="FILE|default|none",
     )
@@ -151,9 +151,6 @@ DEFORM_HELP = {
     "use_camera": "condition the deformation on a camera token",
     "audio_scope": "where the audio acts: everywhere, or fading out away from the tracked mouth",
     "audio_code": "the audio token: free (encoded audio), or lips (through the three tracked lip measures)",
-    "lip_predictors": "audio-to-lip predictors whose mean drives the mouth (audio_code lips): 1, or 2: one "
-    "learnt from the clip's frames alone and one also from --lip_corpus, which 2 needs. Experimental "
-    "(docs/experiments/2026-12-02-lip-corpus.md)",
     "scale_xyz": "output scale of the position offsets",
     "scale_rot": "output scale of the rotation offsets",
     "scale_scale": "output scale of the log-scale offsets",
@@ -164,9 +161,11 @@ DEFORM_CHOICES = {
     "triplane_combine": ("product", "sum"),
     "audio_scope": AUDIO_SCOPES,
     "audio_code": AUDIO_CODES,
-    "lip_predictors": LIP_PREDICTORS,
 }
-DEFORM_FROM_DATA = ("audio_channels", "audio_window", "camera_dim", "mouth_centre", "mouth_radius")
+# set by the trainer from the dataset (lip_predictors: 2 when it learns from a lip corpus)
+DEFORM_FROM_DATA = (
+    "audio_channels", "audio_window", "camera_dim", "mouth_centre", "mouth_radius", "lip_predictors",
+)  # fmt: skip
 
 
 @dataclass

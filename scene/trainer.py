@@ -105,10 +105,10 @@ def lip_loss(
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """lambda_lips x the mean squared error of the lip measures the network predicts from audio [B,C,W]
-    against the tracked ones [B,3] (audio_code 'lips') -> scalar. With a lip corpus `pool`, the error on
-    lip_corpus_frames of its frames (drawn with `generator`) is weighed in by the corpus's share; with two
-    lip predictors, only the second learns from the corpus and the first from the clip's frames alone (each
-    predictor's error is summed: they share no weights)."""
+    against the tracked ones [B,3] (audio_code 'lips') -> scalar, summed over the lip predictors (they
+    share no weights). With a lip corpus `pool`, the last predictor also learns from lip_corpus_frames of
+    its frames (drawn with `generator`), weighed in by the corpus's share; the first, of two, from the
+    clip's frames alone."""
     if pool is None:
         return cfg.optim.lambda_lips * (deform.lip_predictions(audio) - lips).square().mean(dim=(1, 2)).sum()
     windows, corpus_lips = pool.sample(cfg.optim.lip_corpus_frames, generator)
@@ -320,8 +320,11 @@ def _load_data(
     return load_splits(cfg.source_path, cfg.schedule.resolution, device, audio_norm=audio_norm, lips=lips)
 
 
-def _new_avatar(cfg: TrainConfig, train_set: TalkingHeadDataset, device: torch.device) -> Avatar:
-    """Dense Gaussians on the tracked face (coloured from the first frame) + a zero-initialised network."""
+def _new_avatar(
+    cfg: TrainConfig, train_set: TalkingHeadDataset, device: torch.device, lip_predictors: int = 1
+) -> Avatar:
+    """Dense Gaussians on the tracked face (coloured from the first frame) + a zero-initialised network
+    with `lip_predictors` audio-to-lip predictors (2 when learning from a lip corpus)."""
     track_path = Path(cfg.source_path) / "track_params.pt"
     if not track_path.is_file():
         raise UserError(f"dataset '{cfg.source_path}' has no track_params.pt; run ./preprocess.sh first")
@@ -349,6 +352,7 @@ def _new_avatar(cfg: TrainConfig, train_set: TalkingHeadDataset, device: torch.d
         **mouth_region(torch.as_tensor(track["shape"]).numpy()),
         audio_channels=channels,
         audio_window=window,
+        lip_predictors=lip_predictors,
     )
     return Avatar(gaussians, deform_cfg, torch.stack([bounds[0] - pad, bounds[1] + pad])).to(device)
 
@@ -376,11 +380,6 @@ def setup(cfg: TrainConfig, given: dict[str, Any], resume: bool, device: torch.d
             print(f"note: --resume keeps the saved settings; ignoring {', '.join(ignored)}", file=sys.stderr)
         control = {"stop_at": None, **{k: v for k, v in given.items() if k in RUN_CONTROL}}
         cfg = saved.with_values({"model_path": cfg.model_path, "source_path": cfg.source_path, **control})
-    if cfg.deform.lip_predictors > 1 and (cfg.deform.audio_code != "lips" or cfg.optim.lip_corpus == "none"):
-        raise UserError(
-            "--lip_predictors 2 learns its second lip predictor from a lip corpus: use it with --audio_code "
-            "lips and --lip_corpus default (or a corpus file)"
-        )
     if cfg.optim.audio_augment > 0:
         extractor = read_json(Path(cfg.source_path), PREPROCESS_JSON).get("audio_extractor", {}).get("name")
         if extractor not in (None, "logmel"):
@@ -393,7 +392,14 @@ def setup(cfg: TrainConfig, given: dict[str, Any], resume: bool, device: torch.d
         torch.set_float32_matmul_precision("high" if cfg.schedule.tf32 else "highest")
     audio_norm = checkpoint["config"]["audio_norm"] if checkpoint else None
     train_set, val_set = _load_data(cfg, device, audio_norm)
-    avatar = avatar_from_checkpoint(checkpoint, device) if checkpoint else _new_avatar(cfg, train_set, device)
+    pool = None
+    if cfg.deform.audio_code == "lips":
+        pool, pool_line = lip_pool(cfg.optim.lip_corpus, train_set)
+        print(pool_line, file=sys.stderr)
+    if checkpoint:
+        avatar = avatar_from_checkpoint(checkpoint, device)
+    else:
+        avatar = _new_avatar(cfg, train_set, device, lip_predictors=2 if pool is not None else 1)
     cfg = dataclasses.replace(cfg, deform=avatar.deform_cfg)  # saved whole: with the dataset's fields
     bounds = avatar.bounds
     scene_scale = avatar.scene_scale
@@ -405,10 +411,6 @@ def setup(cfg: TrainConfig, given: dict[str, Any], resume: bool, device: torch.d
     strategy = DensifyStrategy(cfg.densify, scene_scale, cfg.densify.refine_until(cfg.schedule.iterations))
     generator = torch.Generator(device=device).manual_seed(cfg.schedule.seed)
     perceptual, lpips_weights = _perceptual_loss(cfg, device)
-    pool = None
-    if cfg.deform.audio_code == "lips":
-        pool, pool_line = lip_pool(cfg.optim.lip_corpus, train_set)
-        print(pool_line, file=sys.stderr)
     config = {
         "train": asdict(cfg),
         "deform": avatar.deform_cfg.to_dict(),

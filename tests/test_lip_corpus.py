@@ -82,7 +82,7 @@ def test_the_command_refuses_to_overwrite_and_mixed_features(
 
 
 def test_pool_leaves_out_the_own_recording_and_weighs_by_frames(
-    corpus_file: Path, subjects: list[Path]
+    corpus_file: Path, subjects: list[Path], tmp_path: Path
 ) -> None:
     train_set = TalkingHeadDataset(subjects[0], "train", 16, targets=False, lips=True)
     pool, line = lip_corpus.lip_pool(str(corpus_file), train_set)
@@ -95,9 +95,16 @@ def test_pool_leaves_out_the_own_recording_and_weighs_by_frames(
     )
     assert lip_corpus.lip_pool(str(own), train_set)[0] is None
     assert lip_corpus.lip_pool("none", train_set) == (None, "lip corpus: none")
-    # the shipped corpus has visemes, these log-mel features: one clear error
-    with pytest.raises(UserError, match="lip corpus 'default' has visemes features"):
-        lip_corpus.lip_pool("default", train_set)
+    # the shipped corpus has visemes, these log-mel features: none, and a line that says why
+    pool, line = lip_corpus.lip_pool("default", train_set)
+    assert pool is None and line.startswith("lip corpus: none (the shipped one has visemes features")
+    faster = tmp_path / "faster.npz"  # a corpus named by the user that does not fit: one clear error
+    assert (
+        lip_corpus.main([str(make_dataset(tmp_path / "c", frames=16, size=32, fps=5)), "--out", str(faster)])
+        == 0
+    )
+    with pytest.raises(UserError, match=r"has logmel features \(.*5.0 fps\), the dataset logmel"):
+        lip_corpus.lip_pool(str(faster), train_set)
 
 
 def test_the_shipped_corpus_has_the_default_features() -> None:
@@ -107,7 +114,9 @@ def test_the_shipped_corpus_has_the_default_features() -> None:
     assert np.isfinite(corpus.windows).all() and np.abs(corpus.lips).sum(axis=1).min() > 0
 
 
-def test_lip_loss_weighs_the_corpus_by_its_share(corpus_file: Path, subjects: list[Path]) -> None:
+def test_lip_loss_of_one_predictor_weighs_the_corpus_by_its_share(
+    corpus_file: Path, subjects: list[Path]
+) -> None:  # one predictor with a corpus: a model saved before the second
     from bench.diagnostics.lip_predictor import predictor
 
     train_set = TalkingHeadDataset(subjects[0], "train", 16, targets=False, lips=True)
@@ -124,9 +133,11 @@ def test_lip_loss_weighs_the_corpus_by_its_share(corpus_file: Path, subjects: li
     torch.testing.assert_close(lip_loss(net, audio, lips, cfg), 2.0 * own)
 
 
-def test_train_learns_from_the_corpus_and_records_it(
+def test_train_learns_from_the_corpus_by_a_second_predictor_and_records_it(
     corpus_file: Path, subjects: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
+    from scene.checkpoint import avatar_from_checkpoint
+
     argv = _args(
         subjects[0], tmp_path / "m", "--iterations", "20", "--coarse_iterations", "10", "--eval_every", "20"
     )
@@ -134,6 +145,16 @@ def test_train_learns_from_the_corpus_and_records_it(
     assert "lip corpus: 1 other subjects, 16 frames (this recording left out)" in capsys.readouterr().err
     checkpoint = load_checkpoint(tmp_path / "m" / "chkpnt20.pth", torch.device("cpu"))
     assert checkpoint["config"]["train"]["optim"]["lip_corpus"] == str(corpus_file)
+    avatar = avatar_from_checkpoint(checkpoint, torch.device("cpu"))
+    assert avatar.deform_cfg.lip_predictors == 2 and checkpoint["config"]["deform"]["lip_predictors"] == 2
+    train_set = TalkingHeadDataset(subjects[0], "train", 16, targets=False, lips=True)
+    each = avatar.deform.lip_predictions(train_set.audio[:3])
+    assert each.shape == (2, 3, 3) and not torch.allclose(each[0], each[1])
+    # the default corpus does not fit these log-mel features: trained without it, one predictor
+    assert train.main([*argv, "--audio_code", "lips", "--force"]) == 0
+    assert "lip corpus: none (the shipped one has visemes features" in capsys.readouterr().err
+    checkpoint = load_checkpoint(tmp_path / "m" / "chkpnt20.pth", torch.device("cpu"))
+    assert checkpoint["config"]["deform"]["lip_predictors"] == 1
 
 
 def test_the_lip_predictor_diagnostic_mirrors_the_corpus(
@@ -150,8 +171,10 @@ def test_the_lip_predictor_diagnostic_mirrors_the_corpus(
     assert (
         report["lip_corpus"].startswith("lip corpus: 1 other subjects, 16 frames") and report["cv_folds"] == 2
     )
+    assert report["lip_predictors"] == 2
     assert lip_predictor.main([*argv, "--out", str(out)]) == 0
-    assert json.loads(out.read_text())["lip_corpus"] == "lip corpus: none"
+    report = json.loads(out.read_text())  # the default corpus does not fit these log-mel features
+    assert report["lip_corpus"].startswith("lip corpus: none (") and report["lip_predictors"] == 1
 
 
 def test_two_lip_predictors_learn_apart_and_drive_the_mouth_by_their_mean(
@@ -160,9 +183,9 @@ def test_two_lip_predictors_learn_apart_and_drive_the_mouth_by_their_mean(
     from bench.diagnostics.lip_predictor import predictor
 
     train_set = TalkingHeadDataset(subjects[0], "train", 16, targets=False, lips=True)
-    cfg = TrainConfig().with_values({"lip_corpus_frames": 3, "lip_predictors": 2})
-    net = predictor(train_set, cfg)
+    cfg = TrainConfig().with_values({"lip_corpus_frames": 3})
     pool, _ = lip_corpus.lip_pool(str(corpus_file), train_set)
+    net = predictor(train_set, cfg, pool)
     audio, lips = train_set.audio[:4], train_set.lips[:4]
     each = net.lip_predictions(audio)
     assert each.shape == (2, 4, 3) and not torch.allclose(each[0], each[1])  # two sets of weights
@@ -186,24 +209,3 @@ def test_two_lip_predictors_learn_apart_and_drive_the_mouth_by_their_mean(
         torch.testing.assert_close(got, want)  # the corpus does not reach the clip's own predictor
     for got, want in zip(grads(loss, corpus_params), grads(pooled, corpus_params), strict=True):
         torch.testing.assert_close(got, want)
-
-
-def test_train_with_two_lip_predictors_saves_them_and_needs_a_corpus(
-    corpus_file: Path, subjects: list[Path], tmp_path: Path
-) -> None:
-    from scene.checkpoint import avatar_from_checkpoint
-
-    argv = _args(
-        subjects[0], tmp_path / "m", "--iterations", "20", "--coarse_iterations", "10", "--eval_every", "20"
-    )
-    with pytest.raises(UserError, match="--lip_predictors 2 learns its second lip predictor from a lip"):
-        train.main([*argv, "--audio_code", "lips", "--lip_predictors", "2"])
-    assert not (tmp_path / "m" / "chkpnt20.pth").exists()
-    given = ["--audio_code", "lips", "--lip_predictors", "2", "--lip_corpus", str(corpus_file)]
-    assert train.main([*argv, *given, "--force"]) == 0
-    checkpoint = load_checkpoint(tmp_path / "m" / "chkpnt20.pth", torch.device("cpu"))
-    avatar = avatar_from_checkpoint(checkpoint, torch.device("cpu"))
-    assert avatar.deform_cfg.lip_predictors == 2
-    train_set = TalkingHeadDataset(subjects[0], "train", 16, targets=False, lips=True)
-    each = avatar.deform.lip_predictions(train_set.audio[:3].float())
-    assert each.shape[0] == 2 and torch.isfinite(each).all()

@@ -30,7 +30,7 @@ from data_utils.audio_io import SAMPLE_RATE, load_audio
 from data_utils.lips import LIP_MEASURES
 from evaluation.lipsync import frame_phones, score_phones
 from scene.dataset import TalkingHeadDataset, load_splits, with_face
-from scene.deformation import LIP_PREDICTORS, DeformationNetwork
+from scene.deformation import DeformationNetwork
 from scene.lip_corpus import LOAD_SIZE, LipPool, lip_pool, own_share
 from scene.train_config import TrainConfig
 from scene.trainer import augment_audio, lip_loss, network_lr_decay
@@ -41,11 +41,19 @@ OPENING = LIP_MEASURES.index("outer_opening")  # the measure the lip-sync score 
 CV_GAP_FRAMES = 8  # frames left out on each side of a cross-validation block: an audio window spans 8
 
 
-def predictor(train_set: TalkingHeadDataset, cfg: TrainConfig) -> DeformationNetwork:
-    """An untrained deformation network with the lip code, for the dataset's audio windows [C,W]."""
+def predictor(
+    train_set: TalkingHeadDataset, cfg: TrainConfig, pool: LipPool | None = None
+) -> DeformationNetwork:
+    """An untrained deformation network with the lip code, for the dataset's audio windows [C,W]: two lip
+    predictors with a lip corpus `pool`, as train.sh builds it."""
     channels, window = train_set.audio_shape
     deform = dataclasses.replace(  # the predictor alone: no Gaussians for the audio's scope to fade
-        cfg.deform, audio_code="lips", audio_scope="everywhere", audio_channels=channels, audio_window=window
+        cfg.deform,
+        audio_code="lips",
+        audio_scope="everywhere",
+        audio_channels=channels,
+        audio_window=window,
+        lip_predictors=1 if pool is None else 2,
     )
     return DeformationNetwork(deform, torch.tensor([[-1.0] * 3, [1.0] * 3]))
 
@@ -193,7 +201,7 @@ def cross_validate_clip(
 
     def fit(ids: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
         torch.manual_seed(cfg.schedule.seed)
-        net = predictor(train_set, cfg)
+        net = predictor(train_set, cfg, pool)
         train_predictor(net, audio[ids], lips[ids], train_set.audio_norm, cfg, pool)
         net.eval()
         return lambda test: predicted_lips([net], audio[test])
@@ -242,13 +250,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE|default|none",
         help="train.sh --lip_corpus to mirror (default: train.sh's)",
     )
-    p.add_argument(
-        "--lip_predictors",
-        type=int,
-        choices=LIP_PREDICTORS,
-        default=TrainConfig().deform.lip_predictors,
-        help="train.sh --lip_predictors to mirror (2 needs --lip_corpus; default: train.sh's)",
-    )
     p.add_argument("--out", type=Path, help="JSON report (default: print only)")
     return p
 
@@ -264,7 +265,6 @@ def main(argv: list[str] | None = None) -> int:
             "iterations": args.iterations,
             "seed": args.seed,
             "audio_augment": args.audio_augment,
-            "lip_predictors": args.lip_predictors,
         }
     )
     train_set, val_set = load_splits(args.reference_path, LOAD_SIZE, targets=False, lips=True)
@@ -273,14 +273,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.folds == 1 or args.folds < 0:
         raise UserError("--folds must be 0 (off) or at least 2")
     pool, pool_line = lip_pool(args.lip_corpus, train_set)
-    if args.lip_predictors > 1 and pool is None:
-        raise UserError("--lip_predictors 2 learns its second predictor from a lip corpus: pass --lip_corpus")
     print(pool_line, file=sys.stderr)
     nets, losses = [], []
     for k in range(args.ensemble):
         member = cfg.with_values({"seed": args.seed + k})
         torch.manual_seed(args.seed + k)
-        nets.append(predictor(train_set, member))
+        nets.append(predictor(train_set, member, pool))
         losses = train_predictor(
             nets[-1], train_set.audio, train_set.lips, train_set.audio_norm, member, pool
         )
@@ -294,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         "final_loss": losses[-1],
         "ensemble": args.ensemble,
         "lip_corpus": pool_line,
-        "lip_predictors": args.lip_predictors,
+        "lip_predictors": nets[0].cfg.lip_predictors,
         "val_corr": correlation(val_lips[:, OPENING], tracked),
         **held_out_errors(val_lips, val_set.lips.numpy()),
         "audio": {path.name: score_audio(nets, train_set, path) for path in args.audio},
