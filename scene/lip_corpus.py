@@ -1,6 +1,7 @@
-"""A lip corpus: other speakers' audio windows and tracked lip measures, which the lip code's audio-to-lips
-predictor learns from beside the subject's own few seconds (one speaker's 5-20 s cannot teach it which
-sounds open the mouth; several speakers' phones can). A corpus is made from datasets of preprocess.sh by
+"""A lip corpus: other speakers' audio windows and tracked lip measures, which the lip code's second
+audio-to-lips predictor learns from beside the subject's own few seconds (one speaker's 5-20 s cannot teach
+it which sounds open the mouth; several speakers' phones can); the first learns from the subject alone and
+the mouth follows their mean. A corpus is made from datasets of preprocess.sh by
 `python -m scene.lip_corpus DATA... --out FILE`; one made from the development clips ships with the
 package (DEFAULT_CORPUS)."""
 
@@ -24,10 +25,10 @@ from utils.cli import ArgumentParser, UserError, run_cli
 
 DEFAULT_CORPUS = Path(__file__).parent / "assets" / "lip_corpus_visemes.npz"
 FORMAT_VERSION = 1
-# The clip's own frames weigh at least this part of the lip loss. At their share of the pooled frames (5-8 %
-# for a 5-8 s clip beside the shipped corpus) the corpus's mapping overrode the clip's: vrt_face1's held-out
-# render lost 4.6 dB. At half, the cross-validated predictor kept the clip's fit and the corpus's gains
-# (docs/experiments/2026-12-02-lip-corpus.md).
+# The clip's own frames weigh at least this part of the corpus predictor's lip loss. At their share of the
+# pooled frames (5-8 % for a 5-8 s clip beside the shipped corpus) the corpus's mapping overrode the clip's
+# when it was the only predictor: vrt_face1's held-out render lost 4.6 dB. At half, the cross-validated
+# predictor kept the clip's fit and the corpus's gains (docs/experiments/2026-12-02-lip-corpus.md).
 MIN_OWN_SHARE = 0.5
 LOAD_SIZE = 16  # px the datasets are loaded at: only their audio windows and lip measures are read
 

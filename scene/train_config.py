@@ -8,12 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gaussian_renderer import BACKENDS
-from scene.deformation import (
-    AUDIO_CODES,
-    AUDIO_SCOPES,
-    SAVED_BEFORE_AUDIO_CODE,
-    DeformConfig,
-)
+from scene.deformation import AUDIO_CODES, AUDIO_SCOPES, SAVED_BEFORE_AUDIO_CODE, DeformConfig
 from utils.config_cli import flat, from_dict, option, section, unknown_settings, with_values
 
 RUN_CONTROL = ("iterations", "stop_at", "eval_every", "preview_every", "save_every", "log_every")

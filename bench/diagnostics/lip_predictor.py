@@ -261,11 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         if not path.is_file():
             raise UserError(f"'{path}' not found; pass existing speech files to --audio")
     cfg = TrainConfig().with_values(
-        {
-            "iterations": args.iterations,
-            "seed": args.seed,
-            "audio_augment": args.audio_augment,
-        }
+        {"iterations": args.iterations, "seed": args.seed, "audio_augment": args.audio_augment}
     )
     train_set, val_set = load_splits(args.reference_path, LOAD_SIZE, targets=False, lips=True)
     if args.ensemble < 1:
