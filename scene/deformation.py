@@ -175,7 +175,8 @@ class DeformationNetwork(nn.Module):
     def predict_lips(self, audio: Tensor) -> Tensor:
         """Standardised lip measures predicted from audio features [B,C,W]: the mean of lip_predictions ->
         [B,3] (audio_code 'lips' only)."""
-        return self.lip_predictions(audio).mean(dim=0)
+        each = self.lip_predictions(audio)
+        return each[0] if len(each) == 1 else each.mean(dim=0)
 
     def audio_token(self, audio: Tensor, lips: Tensor | None = None) -> Tensor:
         """The audio token [B,D]: the encoded audio [B,C,W] (audio_code 'free'), or, with 'lips', a code of

@@ -158,6 +158,16 @@ class LipPool:
         return self.windows[idx], self.lips[idx]
 
 
+def _features(extractor: dict) -> str:
+    """'NAME features (SETTINGS, FPS fps)' of an audio extractor record with its frame rate."""
+    return f"{extractor['name']} features ({extractor.get('settings')}, {extractor.get('fps')} fps)"
+
+
+def lip_predictor_count(pool: LipPool | None) -> int:
+    """How many audio-to-lip predictors a model learning from `pool` has: 2 with a corpus, else 1."""
+    return 1 if pool is None else 2
+
+
 def lip_pool(setting: str, dataset: TalkingHeadDataset) -> tuple[LipPool | None, str]:
     """The corpus that --lip_corpus `setting` names ('default', 'none' or a file) for the training split
     `dataset`, less the dataset's own recording, on its device -> (pool or None, a line saying what is used).
@@ -166,17 +176,13 @@ def lip_pool(setting: str, dataset: TalkingHeadDataset) -> tuple[LipPool | None,
         return None, "lip corpus: none"
     corpus = load_corpus(DEFAULT_CORPUS if setting == "default" else Path(setting))
     want = {**dataset.audio_extractor, "fps": dataset.fps}
-    if corpus.extractor != want and setting == "default":
-        return None, (
-            f"lip corpus: none (the shipped one has {corpus.extractor['name']} features "
-            f"({corpus.extractor.get('settings')}, {corpus.extractor.get('fps')} fps), this dataset "
-            f"{want['name']} ({want['settings']}, {want['fps']} fps); python -m scene.lip_corpus makes one)"
-        )
     if corpus.extractor != want:
+        theirs, mine = _features(corpus.extractor), _features(want)
+        if setting == "default":
+            note = f"the shipped one has {theirs}, this dataset {mine}; python -m scene.lip_corpus makes one"
+            return None, f"lip corpus: none ({note})"
         raise UserError(
-            f"lip corpus '{setting}' has {corpus.extractor['name']} features "
-            f"({corpus.extractor.get('settings')}, {corpus.extractor.get('fps')} fps), the dataset "
-            f"{want['name']} ({want['settings']}, {want['fps']} fps); make a corpus from datasets "
+            f"lip corpus '{setting}' has {theirs}, the dataset {mine}; make a corpus from datasets "
             "preprocessed like it (python -m scene.lip_corpus), or pass --lip_corpus none"
         )
     own = source_id(dataset.root)

@@ -35,7 +35,7 @@ from scene.deformation import DeformationNetwork, Deltas, mouth_region
 from scene.densify import DensifyStrategy
 from scene.fingerprint import dataset_fingerprint
 from scene.gaussians import PARAM_NAMES, init_from_track
-from scene.lip_corpus import LipPool, lip_pool
+from scene.lip_corpus import LipPool, lip_pool, lip_predictor_count
 from scene.pose_correction import PoseCorrection
 from scene.train_config import RUN_CONTROL, TrainConfig
 from utils.atomic import atomic_write_bytes
@@ -399,7 +399,7 @@ def setup(cfg: TrainConfig, given: dict[str, Any], resume: bool, device: torch.d
     if checkpoint:
         avatar = avatar_from_checkpoint(checkpoint, device)
     else:
-        avatar = _new_avatar(cfg, train_set, device, lip_predictors=2 if pool is not None else 1)
+        avatar = _new_avatar(cfg, train_set, device, lip_predictors=lip_predictor_count(pool))
     cfg = dataclasses.replace(cfg, deform=avatar.deform_cfg)  # saved whole: with the dataset's fields
     bounds = avatar.bounds
     scene_scale = avatar.scene_scale

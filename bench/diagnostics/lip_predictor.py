@@ -31,7 +31,7 @@ from data_utils.lips import LIP_MEASURES
 from evaluation.lipsync import frame_phones, score_phones
 from scene.dataset import TalkingHeadDataset, load_splits, with_face
 from scene.deformation import DeformationNetwork
-from scene.lip_corpus import LOAD_SIZE, LipPool, lip_pool, own_share
+from scene.lip_corpus import LOAD_SIZE, LipPool, lip_pool, lip_predictor_count, own_share
 from scene.train_config import TrainConfig
 from scene.trainer import augment_audio, lip_loss, network_lr_decay
 from utils.cli import ArgumentParser, UserError, run_cli
@@ -53,7 +53,7 @@ def predictor(
         audio_scope="everywhere",
         audio_channels=channels,
         audio_window=window,
-        lip_predictors=1 if pool is None else 2,
+        lip_predictors=lip_predictor_count(pool),
     )
     return DeformationNetwork(deform, torch.tensor([[-1.0] * 3, [1.0] * 3]))
 
