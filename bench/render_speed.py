@@ -45,8 +45,11 @@ class Setup:
     source: str
 
 
-def synthetic_avatar(num_gaussians: int, device: torch.device, seed: int = 0) -> Setup:
-    """Return an untrained avatar of N Gaussians on a head-sized ellipsoid, seen from 4 units away."""
+def synthetic_avatar(
+    num_gaussians: int, device: torch.device, lip_predictors: int = 1, seed: int = 0
+) -> Setup:
+    """Return an untrained avatar of N Gaussians on a head-sized ellipsoid with `lip_predictors` audio-to-lip
+    predictors (2: as trained with a lip corpus), seen from 4 units away."""
     gen = torch.Generator().manual_seed(seed)
     direction = torch.nn.functional.normalize(torch.randn(num_gaussians, 3, generator=gen), dim=-1)
     points = (
@@ -55,11 +58,13 @@ def synthetic_avatar(num_gaussians: int, device: torch.device, seed: int = 0) ->
     gaussians = GaussianParams(0)
     gaussians.set_from_points(points, torch.rand(num_gaussians, 3, generator=gen), init_opacity=0.5)
     mouth = {"mouth_centre": (0.0, -0.5, 0.7), "mouth_radius": 0.3}  # the ellipsoid's lower front
-    avatar = Avatar(gaussians, DeformConfig(**mouth), gaussians.bounds())
+    avatar = Avatar(gaussians, DeformConfig(**mouth, lip_predictors=lip_predictors), gaussians.bounds())
     c2w = torch.eye(4)
     c2w[2, 3] = -SYNTHETIC_DISTANCE
     K = torch.tensor([[1.7, 0.0, 0.5], [0.0, 1.7, 0.5], [0.0, 0.0, 1.0]])
-    return Setup(avatar.to(device), c2w, K, f"synthetic ({num_gaussians} Gaussians)")
+    plural = "s" * (lip_predictors > 1)
+    source = f"synthetic ({num_gaussians} Gaussians, {lip_predictors} lip predictor{plural})"
+    return Setup(avatar.to(device), c2w, K, source)
 
 
 def trained_avatar(
@@ -135,6 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument(
         "--synthetic", type=int, metavar="N", help="benchmark an untrained avatar of N Gaussians"
     )
+    p.add_argument(
+        "--lip_predictors",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="with --synthetic: audio-to-lip predictors (2: as train.sh builds with a lip corpus; default 1)",
+    )
     p.add_argument("--reference_path", type=Path, help="the model's dataset (for a camera)")
     p.add_argument("--iteration", type=int, help="checkpoint iteration (default: the latest)")
     p.add_argument("--resolution", type=int, default=512, help="square image size in pixels (default: 512)")
@@ -164,10 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.model_path is not None and args.reference_path is None:
         raise UserError("--model_path needs --reference_path (the dataset, for a camera)")
+    if args.model_path is not None and args.lip_predictors != 1:
+        raise UserError("--lip_predictors is for --synthetic; a trained model keeps the count it was trained")
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
     if args.synthetic is not None:
-        setup = synthetic_avatar(args.synthetic, device)
+        setup = synthetic_avatar(args.synthetic, device, args.lip_predictors)
     else:
         setup = trained_avatar(args.model_path, args.reference_path, args.iteration, device)
     setup.avatar.eval()

@@ -152,6 +152,27 @@ def test_render_speed_report_carries_metadata(tmp_path: Path) -> None:
     assert report["results"][0]["fps"] > 0
 
 
+def test_render_speed_times_a_synthetic_avatar_with_two_lip_predictors(tmp_path: Path) -> None:
+    import torch
+
+    from bench import render_speed
+    from utils.cli import UserError
+
+    setup = render_speed.synthetic_avatar(300, torch.device("cpu"), lip_predictors=2)
+    batch = render_speed.make_batch(setup, 2, 24, torch.device("cpu"))
+    with torch.no_grad():
+        lips = setup.avatar.deform.lip_predictions(batch.audio)
+    assert lips.shape == (2, 2, 3), "the second predictor is built and run"
+    out = tmp_path / "speed.json"
+    argv = ["--synthetic", "300", "--lip_predictors", "2", "--resolution", "24", "--batch_sizes", "1"]
+    argv += ["--warmup", "0", "--runs", "1", "--device", "cpu", "--variants", "fp32", "--out", str(out)]
+    assert render_speed.main(argv) == 0
+    assert "2 lip predictors" in json.loads(out.read_text())["source"]
+    refused = ["--model_path", str(tmp_path), "--reference_path", str(tmp_path), "--lip_predictors", "2"]
+    with pytest.raises(UserError, match="--synthetic"):
+        render_speed.main(refused)
+
+
 def test_render_speed_raw_report_carries_metadata(tmp_path: Path) -> None:
     from bench.diagnostics import render_speed_raw
 
