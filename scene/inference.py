@@ -20,6 +20,7 @@ from scene.avatar import Avatar
 from scene.dataset import FrameBatch
 from scene.deformation import Deltas, Spatial
 from scene.kan import fuse_rbf
+from scene.stacked_lips import StackedLipPredictors
 from utils.video_out import VideoWriter
 
 
@@ -33,7 +34,8 @@ class InferenceRenderer:
     features of the fixed canonical Gaussians computed once (`cache`), optionally bf16 autocast and
     torch.compile. With `fuse` on CUDA without `compile`, the KAN heads' RBF expansion runs as one compiled
     kernel (fuse_rbf; a few seconds to build at the first frame); training never fuses, since densification
-    changes the shapes. cache=False, fuse=False renders as training and validation do. With `tracked_lips`
+    changes the shapes. With `fuse`, an audio_code 'lips' model's lip predictors also run as one
+    (StackedLipPredictors). cache=False, fuse=False renders as training and validation do. With `tracked_lips`
     (audio_code 'lips' models) the batches' tracked lip measures drive the mouth instead of the audio's
     prediction of them, as in training."""
 
@@ -52,6 +54,8 @@ class InferenceRenderer:
         self.amp = bf16 and on_cuda
         deform = avatar.deform
         fuse_rbf(deform, fuse and on_cuda and not compile)
+        stack = fuse and deform.cfg.audio_code == "lips" and not tracked_lips
+        self.lip_predictors = StackedLipPredictors(deform) if stack else None
         self.forward = (
             torch.compile(deform.forward_with_features) if compile else deform.forward_with_features
         )
@@ -72,6 +76,8 @@ class InferenceRenderer:
         if self.tracked_lips and lips is None:
             raise ValueError("tracked_lips needs batches that carry lip measures (dataset loaded with lips)")
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+            if self.lip_predictors is not None:  # the mean of the predictors, as predict_lips gives it
+                lips = self.lip_predictors(batch.audio).mean(dim=0)
             d = self.forward(spatial, batch.audio, batch.eye, batch.cam, lips)
         return Deltas(*(t.float() for t in (d.d_xyz, d.d_rot, d.d_scale, d.d_opacity, d.d_color)))
 

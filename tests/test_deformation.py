@@ -9,6 +9,7 @@ from scene.attention import SpatialAudioAttention
 from scene.audio_encoder import AudioEncoder
 from scene.deformation import DeformationNetwork, DeformConfig, Deltas
 from scene.kan import KAN, KANHeads, KANLinear, fuse_rbf
+from scene.stacked_lips import StackedLipPredictors
 from scene.triplane import TriPlane
 from utils.cli import UserError
 
@@ -232,3 +233,36 @@ def test_fused_rbf_expansion_matches_eager_on_cuda() -> None:
         eager = net(xyz, *cond).d_xyz
         fuse_rbf(net, True)
         torch.testing.assert_close(net(xyz, *cond).d_xyz, eager, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("predictors", [1, 2])
+def test_stacked_lip_predictors_give_each_predictors_measures(predictors: int) -> None:
+    net = make_net(lip_predictors=predictors)
+    with torch.no_grad():  # trained-like weights: every layer, the LayerNorms and biases too, matters
+        for param in net.parameters():
+            param.normal_(0.0, 0.3)
+    stacked = StackedLipPredictors(net)
+    for batch in (1, 4):
+        audio = conditions(batch)[0]
+        with torch.no_grad():
+            expected = net.lip_predictions(audio)
+            got = stacked(audio)
+        assert got.shape == (predictors, batch, 3)
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    if predictors == 2:  # the two predictors differ, and the stack keeps them apart
+        assert not torch.allclose(got[0], got[1])
+    with pytest.raises(ValueError, match="audio features"):
+        stacked(torch.randn(1, C + 1, W))
+    with pytest.raises(ValueError, match="lip predictors"):
+        StackedLipPredictors(make_net(audio_code="free"))
+
+
+def test_stacked_lip_predictors_copy_the_weights() -> None:
+    net = make_net(lip_predictors=2)
+    stacked = StackedLipPredictors(net)
+    audio = conditions(2)[0]
+    with torch.no_grad():
+        before = stacked(audio)
+        net.corpus_lip_head.bias.add_(1.0)  # training goes on: the stack is what it copied
+        torch.testing.assert_close(stacked(audio), before)
+    assert not any(p.requires_grad for p in stacked.parameters())

@@ -137,6 +137,7 @@ def test_train_learns_from_the_corpus_by_a_second_predictor_and_records_it(
     corpus_file: Path, subjects: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     from scene.checkpoint import avatar_from_checkpoint
+    from scene.inference import InferenceRenderer
 
     argv = _args(
         subjects[0], tmp_path / "m", "--iterations", "20", "--coarse_iterations", "10", "--eval_every", "20"
@@ -150,6 +151,14 @@ def test_train_learns_from_the_corpus_by_a_second_predictor_and_records_it(
     train_set = TalkingHeadDataset(subjects[0], "train", 16, targets=False, lips=True)
     each = avatar.deform.lip_predictions(train_set.audio[:3])
     assert each.shape == (2, 3, 3) and not torch.allclose(each[0], each[1])
+    # inference runs the two predictors stacked and drives the mouth by their mean, as training does
+    with torch.no_grad():  # the output heads start at zero: random weights let the lip code show
+        for param in avatar.deform.parameters():
+            param.normal_(0.0, 0.3)
+        batch = train_set.get(torch.arange(2))
+        inferred = InferenceRenderer(avatar).deltas(batch).d_xyz
+        torch.testing.assert_close(inferred, avatar.deltas(batch).d_xyz, atol=1e-4, rtol=1e-4)
+    assert inferred.abs().max() > 0
     # the default corpus does not fit these log-mel features: trained without it, one predictor
     assert train.main([*argv, "--audio_code", "lips", "--force"]) == 0
     assert "lip corpus: none (the shipped one has visemes features" in capsys.readouterr().err
