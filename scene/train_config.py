@@ -121,6 +121,13 @@ class OptimConfig:
     lambda_lips: float = option(
         1.0, "weight of the audio-to-lip-measure loss when the deformation's audio_code is 'lips'"
     )
+    lip_code_noise: float = option(
+        0.0,
+        "std of Gaussian noise added to the tracked lip measures (standardised) that drive the mouth in the "
+        "fine stage (audio_code 'lips'), so that the renderer cannot read them as a frame index; the lip "
+        "predictors still learn the clean measures; 0 = off",
+        metavar="S",
+    )
     lip_corpus: str = option(
         "default",
         "other subjects' audio windows and lip measures for the lip code (audio_code 'lips'): the mouth then "

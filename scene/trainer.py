@@ -96,6 +96,15 @@ def augment_audio(audio: Tensor, cfg: TrainConfig, norm: dict, generator: torch.
     return audio
 
 
+def jitter_lips(lips: Tensor, cfg: TrainConfig, generator: torch.Generator) -> Tensor:
+    """The tracked lip measures [B,3] that drive the mouth in a fine-stage step: with --lip_code_noise S,
+    plus Gaussian noise of std S -> [B,3]."""
+    if cfg.optim.lip_code_noise <= 0:
+        return lips
+    noise = torch.randn(lips.shape, generator=generator, device=lips.device)
+    return lips + cfg.optim.lip_code_noise * noise
+
+
 def lip_loss(
     deform: DeformationNetwork,
     audio: Tensor,
@@ -254,8 +263,11 @@ class Trainer:
             if self.pose is not None:
                 batch.viewmat = self.pose(batch.viewmat, batch.index)
         lip_code = self.avatar.deform_cfg.audio_code == "lips" and stage == "fine"
+        shown = batch  # what the renderer sees; the losses compare with `batch`
+        if lip_code:
+            shown = dataclasses.replace(batch, lips=jitter_lips(batch.lips, self.cfg, self.generator))
         out, deltas = self.avatar.render_with_deltas(
-            batch, stage, self.cfg.schedule.backend, tracked_lips=lip_code, amp=self.cfg.schedule.bf16
+            shown, stage, self.cfg.schedule.backend, tracked_lips=lip_code, amp=self.cfg.schedule.bf16
         )
         with record_function("train.loss"):
             loss = compute_loss(out.image, batch, deltas, self.avatar, self.cfg, self.perceptual)

@@ -138,6 +138,39 @@ def test_lip_code_trains_audio_to_predict_the_tracked_lips(data_root: Path, tmp_
         torch.testing.assert_close(InferenceRenderer(loaded.avatar)(batch), loaded.avatar.render(batch).image)
 
 
+@pytest.mark.parametrize("noise", [0.0, 0.5])
+def test_lip_code_noise_jitters_the_lips_the_renderer_sees_not_the_lip_targets(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, noise: float
+) -> None:
+    from scene.avatar import Avatar
+
+    shown, targets = [], []
+    render_with_deltas, lip_loss = Avatar.render_with_deltas, trainer.lip_loss
+
+    def spy_render(self, batch, stage, *args, **kwargs):  # noqa: ANN001, ANN202
+        if stage == "fine":
+            shown.append(batch.lips.clone())
+        return render_with_deltas(self, batch, stage, *args, **kwargs)
+
+    def spy_loss(deform, audio, lips, *args):  # noqa: ANN001, ANN202
+        targets.append(lips.clone())
+        return lip_loss(deform, audio, lips, *args)
+
+    monkeypatch.setattr(Avatar, "render_with_deltas", spy_render)
+    monkeypatch.setattr(trainer, "lip_loss", spy_loss)
+    argv = _args(data_root, tmp_path / "m", "--iterations", "30", "--coarse_iterations", "10")
+    argv += ["--audio_code", "lips", "--lip_corpus", "none", "--batch_size", "4"]
+    assert train.main([*argv, "--lip_code_noise", str(noise), "--eval_every", "30"]) == 0
+    assert len(targets) == 20 and len(shown) == 21  # every fine step, then the validation at 30
+    difference = torch.cat(shown[:20]) - torch.cat(targets)  # rendered with one, learnt from the other
+    if noise == 0:
+        assert torch.equal(difference, torch.zeros_like(difference))
+    else:
+        assert 0.4 < difference.std() < 0.6 and difference.mean().abs() < 0.15
+    saved = load_checkpoint(tmp_path / "m" / "chkpnt30.pth", torch.device("cpu"))
+    assert saved["config"]["train"]["optim"]["lip_code_noise"] == noise
+
+
 def test_audio_augment_needs_log_mel_features(data_root: Path, tmp_path: Path) -> None:
     phones = tmp_path / "phones"
     shutil.copytree(data_root, phones)
