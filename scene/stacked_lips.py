@@ -1,7 +1,8 @@
 """The lip predictors of a deformation network run as one: the weights of its P audio encoders and lip heads
 stacked, so that each layer of all P runs as one kernel. At batch 1 a GPU pays for each kernel launch, and two
 predictors run one after the other cost 13 % of the frame rate (bench.render_speed on an H200, 80k Gaussians);
-stacked, they cost what one does. Inference only: the weights are copied when it is built."""
+stacked, both take 37 operations a call, fewer than one predictor's 43. Inference only: the weights are copied
+when it is built."""
 
 from __future__ import annotations
 
