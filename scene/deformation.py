@@ -35,6 +35,12 @@ def mouth_region(shape: np.ndarray) -> dict[str, object]:
     return {"mouth_centre": tuple(float(v) for v in centre), "mouth_radius": MOUTH_REGION_SCALE * width}
 
 
+def mean_lips(each: Tensor) -> Tensor:
+    """The lip measures that drive the mouth: the mean of the predictors' [P,B,3] -> [B,3] (a single
+    predictor's own, as it is)."""
+    return each[0] if len(each) == 1 else each.mean(dim=0)
+
+
 @dataclass
 class DeformConfig:
     """Sizes of the deformation network; everything needed to rebuild it."""
@@ -175,8 +181,7 @@ class DeformationNetwork(nn.Module):
     def predict_lips(self, audio: Tensor) -> Tensor:
         """Standardised lip measures predicted from audio features [B,C,W]: the mean of lip_predictions ->
         [B,3] (audio_code 'lips' only)."""
-        each = self.lip_predictions(audio)
-        return each[0] if len(each) == 1 else each.mean(dim=0)
+        return mean_lips(self.lip_predictions(audio))
 
     def audio_token(self, audio: Tensor, lips: Tensor | None = None) -> Tensor:
         """The audio token [B,D]: the encoded audio [B,C,W] (audio_code 'free'), or, with 'lips', a code of

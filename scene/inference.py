@@ -18,7 +18,7 @@ from tqdm import tqdm
 from gaussian_renderer import render
 from scene.avatar import Avatar
 from scene.dataset import FrameBatch
-from scene.deformation import Deltas, Spatial
+from scene.deformation import Deltas, Spatial, mean_lips
 from scene.kan import fuse_rbf
 from scene.stacked_lips import StackedLipPredictors
 from utils.video_out import VideoWriter
@@ -76,8 +76,8 @@ class InferenceRenderer:
         if self.tracked_lips and lips is None:
             raise ValueError("tracked_lips needs batches that carry lip measures (dataset loaded with lips)")
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
-            if self.lip_predictors is not None:  # the mean of the predictors, as predict_lips gives it
-                lips = self.lip_predictors(batch.audio).mean(dim=0)
+            if self.lip_predictors is not None:
+                lips = mean_lips(self.lip_predictors(batch.audio))
             d = self.forward(spatial, batch.audio, batch.eye, batch.cam, lips)
         return Deltas(*(t.float() for t in (d.d_xyz, d.d_rot, d.d_scale, d.d_opacity, d.d_color)))
 

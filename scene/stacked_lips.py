@@ -16,7 +16,7 @@ from scene.deformation import DeformationNetwork
 
 def _stack(tensors: list[Tensor]) -> Tensor:
     """Detached copy of equal-shaped tensors stacked on a new first axis [P,...]."""
-    return torch.stack([t.detach() for t in tensors]).clone()
+    return torch.stack([t.detach() for t in tensors])
 
 
 def _affine(weights: list[Tensor], biases: list[Tensor]) -> tuple[nn.Parameter, nn.Parameter]:
@@ -57,8 +57,8 @@ class StackedLipPredictors(nn.Module):
             # the first convolution of every predictor reads the same audio: one convolution of P*D outputs;
             # the second reads its own predictor's features: a convolution of P groups
             for i, name in ((0, "conv1"), (2, "conv2")):
-                weight = torch.cat([e.conv[i].weight.detach() for e in encoders]).clone()
-                bias = torch.cat([e.conv[i].bias.detach() for e in encoders]).clone()
+                weight = torch.cat([e.conv[i].weight.detach() for e in encoders])
+                bias = torch.cat([e.conv[i].bias.detach() for e in encoders])
                 setattr(self, f"{name}_w", nn.Parameter(weight))
                 setattr(self, f"{name}_b", nn.Parameter(bias))
             self.pos = nn.Parameter(_stack([e.pos for e in encoders])[:, None])  # [P,1,W,D]

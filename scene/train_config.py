@@ -124,7 +124,7 @@ class OptimConfig:
     lip_code_noise: float = option(
         0.0,
         "std of Gaussian noise added to the tracked lip measures (standardised) that drive the mouth in the "
-        "fine stage (audio_code 'lips'), so that the renderer cannot read them as a frame index; the lip "
+        "fine stage (audio_code 'lips'), against the renderer reading them as a frame index; the lip "
         "predictors still learn the clean measures; 0 = off",
         metavar="S",
     )
