@@ -248,6 +248,8 @@ def run_scores(run: Run, silence: Path) -> dict:
             for name, render in driving.items()
             if "video_reference" in render
         },
+        "lip_code_lipsync": {n: r["lip_code"]["score"] for n, r in driving.items() if "lip_code" in r},
+        "lip_code_follows": {n: r["lip_code"]["follows"] for n, r in driving.items() if "lip_code" in r},
         "real_clip_lipsync": cross["real_clip"]["score"],
         "real_clip_silence_opening": cross["real_clip"]["silence_opening"],
         "real_clip_speech_opening": cross["real_clip"]["speech_opening"],
@@ -285,6 +287,10 @@ def table(rows: dict[str, dict], runs: list[Run]) -> list[dict]:
             per_speaker = {s: _mean([sc["lipsync"].get(s) for sc in scores]) for s in speakers}
             mean_sync = _mean(list(per_speaker.values()))
             video_corr = _mean([_mean(list(sc.get("video_corr", {}).values())) for sc in scores])
+            code, follows = (  # not in older reports
+                _mean([_mean(list(sc.get(key, {}).values())) for sc in scores])
+                for key in ("lip_code_lipsync", "lip_code_follows")
+            )
             real = _mean([sc["real_clip_lipsync"] for sc in scores])
             out.append(
                 {
@@ -296,6 +302,8 @@ def table(rows: dict[str, dict], runs: list[Run]) -> list[dict]:
                     "real_clip_lipsync": real,
                     "ratio_to_real": round(mean_sync / real, 3) if mean_sync is not None and real else None,
                     "video_corr": video_corr,
+                    "lip_code_lipsync_mean": code,
+                    "lip_code_follows": follows,
                     **{
                         k: _mean([sc.get(k) for sc in scores])  # the LMD parts: not in older reports
                         for k in AVERAGED_SCORES
@@ -319,6 +327,7 @@ def markdown(rows: list[dict]) -> str:
         "mean",
         "real",
         "ratio",
+        "lip code / render follows",
         "video corr",
         "val PSNR / face",
         "LMD mouth (shape) / tracked lips",
@@ -336,6 +345,7 @@ def markdown(rows: list[dict]) -> str:
             fmt(r["lipsync_mean"]),
             fmt(r["real_clip_lipsync"]),
             fmt(r["ratio_to_real"]),
+            f"{fmt(r.get('lip_code_lipsync_mean'))} / {fmt(r.get('lip_code_follows'))}",
             fmt(r.get("video_corr")),
         ]
         cells += [

@@ -69,13 +69,16 @@ def main(argv: list[str] | None = None) -> int:
         rows[audio.name] = cross_driven_lipsync(video, audio, args.reference_path, meta, results, real)
     out = (args.out or work / "report.json").resolve()
     write_report(out, {"model_path": str(args.model_path), "real_clip": real, "audio": rows}, args)
-    print(f"\n{'audio':<32}{'score':>7}{'lag':>5}{'judged':>8}{'/ real':>8}{'video corr':>12}")
+    head = f"{'audio':<32}{'score':>7}{'lag':>5}{'judged':>8}{'/ real':>8}{'video corr':>12}"
+    print(f"\n{head}{'lip code':>10}{'follows':>9}")
     for name, row in rows.items():
         ren, ratio = row["render"], row["ratio_to_real_clip"]
         corr = _num(ren["video_reference"]["corr"]) if "video_reference" in ren else "-"
+        code = ren.get("lip_code", {})  # a free-code model has none
         print(
             f"{name:<32}{_num(ren['score']):>7}{ren['lag_frames']:>5}{str(ren['judged']):>8}{_num(ratio):>8}"
-            f"{corr:>12}"
+            f"{corr:>12}{_num(code.get('score')) if code else '-':>10}"
+            f"{_num(code.get('follows')) if code else '-':>9}"
         )
     print(
         f"{'real clip, own audio':<32}{_num(real['score']):>7}{real['lag_frames']:>5}{str(real['judged']):>8}"

@@ -38,7 +38,7 @@ from evaluation.landmarks import (
 )
 from evaluation.lipsync import score_lipsync, score_video
 from scene.dataset import read_transforms, split_audio
-from scene.prediction import default_batch_size
+from scene.prediction import default_batch_size, saved_lip_code_opening
 from utils.cli import ArgumentParser, UserError, run_cli
 from utils.lpips import LPIPS, default_lpips_dir, find_lpips_weights
 from utils.metrics import best_lag_correlation
@@ -369,9 +369,12 @@ def cross_driven_lipsync(
     SyncNet weights are found, and a strip of the mouth at the audio's open vowels and labials in
     `report_dir`), with the real clip and its own audio as reference (`real`: a real_clip_lipsync report
     already computed for this dataset). When `audio` is a video of its speaker, the render's opening is also
-    compared with that speaker's (`video_reference`)."""
+    compared with that speaker's (`video_reference`). When predict.sh saved the lip code beside the video,
+    `lip_code` holds its score and how closely the render follows it."""
     reference = audio if has_video_stream(audio) else None
-    render = score_video(video, audio, strip=report_dir / PLOTS["strip_cross"], reference_video=reference)
+    strip = report_dir / PLOTS["strip_cross"]
+    code = saved_lip_code_opening(video.parent)
+    render = score_video(video, audio, strip=strip, reference_video=reference, lip_code=code)
     real = real or real_clip_lipsync(data, meta)
     ratio = render["score"] / real["score"] if render["score"] is not None and real["score"] else None
     return {

@@ -283,6 +283,25 @@ def score_phones(opening: np.ndarray, phones: np.ndarray, fps: float) -> LipSync
     )
 
 
+def lip_code_report(code: np.ndarray, opening: np.ndarray, phones: np.ndarray, fps: float) -> dict:
+    """How the lip code that drove a render scores, and how the render follows it: the code's outer-lip
+    opening [T'] (standardised; what the mouth was asked to show) scored against frame phones [T] like a
+    video's opening (score_phones, on the first T frames; missing ones NaN), and the best-lag correlation
+    (within ±LAG_SECONDS) of the rendered opening [T] with it -> {score, judged, auc, lag_frames, follows,
+    follows_lag (positive: the render behind its code)}. A render that follows its code scores as the code
+    does; one that scores lower loses sync in the renderer, not in the audio-to-lips prediction."""
+    n = opening.size
+    wanted = np.full(n, np.nan)
+    wanted[: min(n, code.size)] = np.asarray(code, np.float64)[:n]
+    score = score_phones(wanted, phones, fps).to_dict()
+    corr, lag = best_lag_correlation(wanted, opening, max(1, round(LAG_SECONDS * fps)))
+    return {
+        **{k: score[k] for k in ("score", "judged", "auc", "lag_frames")},
+        "follows": round(corr, 4) if math.isfinite(corr) else None,
+        "follows_lag": lag,
+    }
+
+
 def strip_moments(phones: np.ndarray, count: int = 8) -> list[int]:
     """Frames [<= count] in time order at the middle of the longest open-vowel and labial runs of
     `phones` [T], half of each class where the clip has them."""
@@ -343,6 +362,7 @@ def score_video(
     syncnet_weights: Path | None = None,
     strip: Path | None = None,
     reference_video: Path | None = None,
+    lip_code: np.ndarray | None = None,
 ) -> dict:
     """Lip sync of the face video at `video` against `audio` (default: the video's own track) -> report dict.
 
@@ -352,6 +372,8 @@ def score_video(
     With `reference_video` (a video of the person speaking `audio`), `video_reference` holds how closely the
     lip opening follows that person's (opening_agreement) over the frames scored, the reference
     sampled at this video's frame times.
+    With `lip_code` (the outer-lip opening [T] of the lip code that drove a render, one per frame), `lip_code`
+    holds its own score and how closely the render follows it (lip_code_report).
     The video is decoded once for the landmarks and again only for what SyncNet or the strip need, so
     memory does not grow with its length unless SyncNet runs (it needs every frame).
     """
@@ -367,6 +389,8 @@ def score_video(
     opening, phones = _aligned(lms, wav, SAMPLE_RATE, fps)
     result = score_phones(opening, phones, fps).to_dict()
     n = result["frames"]
+    if lip_code is not None:
+        result["lip_code"] = lip_code_report(lip_code, opening, phones, fps)
     if weights is not None:
         frames = np.stack(list(itertools.islice(read_video_frames(video), n)))
         result["syncnet"] = lse_report(frames, lms[:n], wav, SAMPLE_RATE, fps, weights)
@@ -411,6 +435,12 @@ def summary_lines(report: dict) -> list[str]:
             f"  follows the speaker's own mouth ({Path(ref['video']).name}): correlation {_fmt(ref['corr'])} "
             f"at lag {ref['lag_frames']:+d} over {ref['frames']} frames; chance {_fmt(ref['null_mean'])} "
             f"± {_fmt(ref['null_std'])}, z {_fmt(ref['z'], 1)}"
+        )
+    if "lip_code" in report:
+        code = report["lip_code"]
+        lines.append(
+            f"  the lip code that drove it scores {_fmt(code['score'])} (AUC {_fmt(code['auc'])}); the "
+            f"render follows it with correlation {_fmt(code['follows'])} at lag {code['follows_lag']:+d}"
         )
     sync = report["syncnet"]
     if sync.get("lse_c") is None:

@@ -72,14 +72,25 @@ class InferenceRenderer:
         """Return the per-frame offsets [B,N,...] (float32) for the batch's audio (or tracked lips), eye and
         camera."""
         spatial = self.features if self.features is not None else self.spatial_features()
-        lips = batch.lips if self.tracked_lips else None
-        if self.tracked_lips and lips is None:
+        if self.tracked_lips and batch.lips is None:
             raise ValueError("tracked_lips needs batches that carry lip measures (dataset loaded with lips)")
+        lips = self.lip_code(batch)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
-            if self.lip_predictors is not None:
-                lips = mean_lips(self.lip_predictors(batch.audio))
             d = self.forward(spatial, batch.audio, batch.eye, batch.cam, lips)
         return Deltas(*(t.float() for t in (d.d_xyz, d.d_rot, d.d_scale, d.d_opacity, d.d_color)))
+
+    def lip_code(self, batch: FrameBatch) -> Tensor | None:
+        """The standardised lip measures [B,3] (LIP_MEASURES) that drive the batch's mouth, float32: the
+        tracked ones with `tracked_lips`, else predicted from its audio; None for an audio_code 'free'
+        model."""
+        if self.avatar.deform.cfg.audio_code != "lips":
+            return None
+        if self.tracked_lips:
+            return batch.lips.float()
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+            if self.lip_predictors is not None:
+                return mean_lips(self.lip_predictors(batch.audio)).float()
+            return self.avatar.deform.predict_lips(batch.audio).float()
 
     def __call__(self, batch: FrameBatch) -> Tensor:
         """Return the rendered images [B,H,W,3] over batch.background; a compiled network sees one batch size
@@ -113,6 +124,25 @@ class RenderStats:
     warmup_seconds: float = 0.0
     render_seconds: float = 0.0
     stream_seconds: float = 0.0
+
+
+class LipCodeLog:
+    """The lip code that drove each rendered frame (InferenceRenderer.lip_code), gathered batch by batch as
+    render_stream's on_batch callback."""
+
+    def __init__(self, renderer: InferenceRenderer) -> None:
+        self.renderer = renderer
+        self.parts: list[np.ndarray] = []
+
+    def add(self, batch: FrameBatch, frames: np.ndarray) -> None:
+        """Keep the lip code [B,3] of the batch whose frames [B,H,W,3] were just rendered."""
+        code = self.renderer.lip_code(batch)
+        if code is not None:
+            self.parts.append(code[: len(frames)].cpu().numpy())
+
+    def codes(self) -> np.ndarray | None:
+        """The lip code of every frame so far [T,3] (float32), None for an audio_code 'free' model."""
+        return np.concatenate(self.parts) if self.parts else None
 
 
 def render_stream(

@@ -26,9 +26,10 @@ from evaluation.lipsync import score_video
 from evaluation.lipsync import summary_lines as lipsync_summary_lines
 from scene.checkpoint import LoadedAvatar, load_avatar
 from scene.dataset import FrameBatch, TalkingHeadDataset, read_transforms, split_audio
-from scene.inference import InferenceRenderer, RenderStats, render_stream
+from scene.inference import InferenceRenderer, LipCodeLog, RenderStats, render_stream
 from scene.pose_correction import corrected_if_matching
 from scene.prediction import (
+    LIP_CODE_FILE,
     add_render_options,
     check_audio_shape,
     check_reference,
@@ -42,6 +43,7 @@ from scene.prediction import (
     resolve_device,
     rest_on_silence,
     rest_window,
+    saved_lip_code_opening,
 )
 from utils.atomic import atomic_dir, atomic_write_json
 from utils.blink import synth_eye_track
@@ -278,8 +280,11 @@ def predict_audio(
         rest = rest_window(ref, cfg.reference_path, reference_wav(cfg.reference_path))
         audio = rest_on_silence(audio, silent, rest)
     batches = novel_batches(ref, c2w, torso_index, audio, eye, cfg.batch_size)
+    renderer = inference_renderer(loaded, cfg)
+    lip_code = LipCodeLog(renderer)
     with VideoWriter(video, fps, ref.size, ref.size, audio_path=cfg.audio_path) as writer:
-        stats = render_stream(inference_renderer(loaded, cfg), batches, writer, n_frames)
+        stats = render_stream(renderer, batches, writer, n_frames, lip_code.add)
+    save_lip_code(lip_code, tmp)
     return {
         "mode": "audio",
         "audio_path": str(cfg.audio_path),
@@ -290,6 +295,13 @@ def predict_audio(
         "seconds": {"audio_features_first_segment": round(features_s, 3)},
         **render_summary(stats),
     }
+
+
+def save_lip_code(log: LipCodeLog, out: Path) -> None:
+    """Write the lip code that drove each frame [T,3] to out/LIP_CODE_FILE (nothing for a 'free' model)."""
+    codes = log.codes()
+    if codes is not None:
+        np.save(out / LIP_CODE_FILE, codes)
 
 
 def render_summary(stats: RenderStats) -> dict:
@@ -361,9 +373,16 @@ def predict_direct(cfg: PredictConfig, loaded: LoadedAvatar, device: torch.devic
     video = tmp / video_name(loaded.iteration)
     audio_wav = write_split_audio(cfg.reference_path, ds, cfg.split, tmp / ".split.wav")
     scores = RenderScores()
+    renderer = inference_renderer(loaded, cfg)
+    lip_code = LipCodeLog(renderer)
+
+    def on_batch(batch: FrameBatch, frames: np.ndarray) -> None:
+        scores.add(batch, frames)
+        lip_code.add(batch, frames)
+
     with VideoWriter(video, ds.fps, ds.size, ds.size, audio_path=audio_wav) as writer:
-        batches = dataset_batches(ds, cfg.batch_size)
-        stats = render_stream(inference_renderer(loaded, cfg), batches, writer, len(ds), scores.add)
+        stats = render_stream(renderer, dataset_batches(ds, cfg.batch_size), writer, len(ds), on_batch)
+    save_lip_code(lip_code, tmp)
     if audio_wav is not None:
         audio_wav.unlink()
     metrics = {
@@ -431,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         if not cfg.no_lipsync and (cfg.audio_path or (cfg.reference_path / "aud.wav").is_file()):
             t0 = time.perf_counter()
-            summary["lipsync"] = score_video(tmp / name, cfg.audio_path)
+            summary["lipsync"] = score_video(tmp / name, cfg.audio_path, lip_code=saved_lip_code_opening(tmp))
             summary["lipsync"].update(video=summary["video"], audio=str(cfg.audio_path or summary["video"]))
             summary["seconds"]["lipsync_score"] = round(time.perf_counter() - t0, 3)
         atomic_write_json(tmp / "summary.json", summary)

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from data_utils.audio_io import load_audio
+from data_utils.lips import LIP_MEASURES
 from data_utils.schema import AUDIO_WAV
 from data_utils.silence import N_FFT, quietest_frame
 from scene.avatar import Avatar
@@ -21,6 +22,15 @@ from scene.checkpoint import LoadedAvatar
 from scene.dataset import FrameBatch, TalkingHeadDataset, read_transforms
 from scene.fingerprint import dataset_fingerprint, fingerprint_differences
 from utils.cli import UserError
+
+LIP_CODE_FILE = "lip_code.npy"  # beside a render of an audio_code 'lips' model: the lip code [T,3] per frame
+
+
+def saved_lip_code_opening(results: Path) -> np.ndarray | None:
+    """The outer-lip opening [T] of the lip code saved in a predict.sh / render_direct.sh output folder
+    (LIP_CODE_FILE, standardised), None when there is none (an audio_code 'free' model)."""
+    path = Path(results) / LIP_CODE_FILE
+    return np.load(path)[:, LIP_MEASURES.index("outer_opening")] if path.is_file() else None
 
 
 def add_device_option(parser: argparse.ArgumentParser) -> None:

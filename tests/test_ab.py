@@ -76,6 +76,12 @@ def test_ab_trains_scores_reports_failures_and_reruns_nothing(
         assert row["val_psnr"] > 5 and row["train_seconds"] > 0 and row["seeds"] == 1
         assert list(row["lipsync"]) == [speech_wav.name]  # the silence is scored apart from the speakers
         assert row["video_corr"] is None  # no driving audio came as a video of its speaker
+    base, lips = report["table"]  # the lip code that drove the mouth: saved and scored for lips models only
+    assert base["lip_code_lipsync_mean"] is None and base["lip_code_follows"] is None
+    cross = json.loads((work / "cross" / "clip__lips__s0" / "report.json").read_text())
+    assert set(cross["audio"][speech_wav.name]["render"]["lip_code"]) >= {"score", "follows"}
+    assert (work / "cross" / "clip__lips__s0" / speech_wav.stem / "lip_code.npy").is_file()
+    assert "| lip code / render follows |" in (work / "report.md").read_text()
     assert "no_such_flag" in report["errors"]["train clip__broken__s0"]
     assert report["commit"] and report["arguments"]
     assert "| clip | lips | 1 |" in (work / "report.md").read_text()
@@ -176,3 +182,11 @@ def test_table_averages_the_video_correlation_over_speakers_and_seeds(tmp_path: 
     assert row["lmd_mouth_shape"] == 1.5 and "| 2.00 (1.50) / n/a |" in ab.markdown([row])
     assert row["video_corr"] == pytest.approx((0.3 + 0.1) / 2) and row["lipsync_mean"] == pytest.approx(0.4)
     assert "| 0.20 |" in ab.markdown([row])
+    assert row["lip_code_lipsync_mean"] is None and "| n/a / n/a |" in ab.markdown([row])  # older reports
+    for r, follows in zip(runs, [0.9, 0.5], strict=True):
+        scores[r.name]["lip_code_lipsync"] = {"other.mp4": 0.7, "speech.wav": 0.5}
+        scores[r.name]["lip_code_follows"] = {"other.mp4": follows, "speech.wav": follows - 0.2}
+    (row,) = ab.table(scores, runs)
+    assert row["lip_code_lipsync_mean"] == pytest.approx(0.6)
+    assert row["lip_code_follows"] == pytest.approx((0.8 + 0.4) / 2)
+    assert "| 0.60 / 0.60 |" in ab.markdown([row])

@@ -19,6 +19,7 @@ from evaluation.lipsync import (
     OPEN_VOWELS,
     audio_video_offset,
     best_lag_auc,
+    lip_code_report,
     lip_opening,
     opening_agreement,
     score_lipsync,
@@ -77,6 +78,20 @@ def test_score_is_high_when_the_mouth_follows_the_phones_and_near_chance_otherwi
     assert abs(other.score) < 0.35 and other.p_value > 0.05
     shifted = score_phones(opening, np.roll(phones, int(2 * FPS)), FPS)
     assert shifted.score < own.score - 0.5
+
+
+def test_lip_code_report_tells_a_render_that_loses_its_code_from_one_that_follows_it() -> None:
+    phones = _phone_track(12.0)
+    code = (_opening_following(phones, seed=2) - 0.15) / 0.1  # standardised, as the lip code is
+    follows = 0.1 * np.roll(code, 2) + 0.2 + np.random.default_rng(3).normal(0, 0.005, code.size)
+    report = lip_code_report(code, follows, phones, FPS)
+    assert report["judged"] and report["score"] > 0.8 and report["auc"] > 0.95
+    assert report["follows"] > 0.95 and report["follows_lag"] == 2  # the render 2 frames behind its code
+    lost = _opening_following(_phone_track(12.0, seed=9))  # a render that ignores its code
+    report = lip_code_report(code, lost, phones, FPS)
+    assert report["score"] > 0.8 and abs(report["follows"]) < 0.3  # the code kept sync, the render lost it
+    short = lip_code_report(code[:100], follows, phones, FPS)  # frames beyond the code are not scored
+    assert short["score"] == pytest.approx(score_phones(np.r_[code[:100], [np.nan] * 200], phones, FPS).score)
 
 
 def test_best_lag_is_recovered_with_its_sign() -> None:
@@ -254,6 +269,7 @@ def test_cross_driven_report_scores_the_render_against_the_real_clip(
     else:
         assert report["ratio_to_real_clip"] == pytest.approx(render["score"] / 0.5)
     assert "video_reference" not in render  # speech without a video of its speaker
+    assert "lip_code" not in render  # no lip_code.npy beside the video: not a lip-code model's render
     strip = render["strip"]
     assert (tmp_path / "lipsync_strip_cross.png").is_file() == bool(strip["frames"])
     assert strip["path"] == (str(tmp_path / "lipsync_strip_cross.png") if strip["frames"] else None)

@@ -13,6 +13,8 @@ import torch
 
 import predict
 from data_utils.audio_io import write_wav
+from data_utils.lips import LIP_MEASURES
+from evaluation.lipsync import summary_lines
 from scene import inference, predict_cli, prediction
 from scene.avatar import Avatar
 from scene.checkpoint import load_avatar, save_checkpoint
@@ -298,6 +300,31 @@ def test_direct_with_tracked_lips_drives_the_lip_code_by_the_tracked_measures(
     code, err = run_predict(["--direct", "--tracked_lips", *base_args(trained, out), "--no_lipsync"], capsys)
     assert code == 0, err
     assert json.loads((out / "metrics.json").read_text())["tracked_lips"] is True
+    saved = np.load(out / prediction.LIP_CODE_FILE)  # the tracked measures of every frame drove the mouth
+    np.testing.assert_allclose(saved, ds.lips.numpy(), atol=1e-6)
+    opening = prediction.saved_lip_code_opening(out)
+    np.testing.assert_allclose(opening, ds.lips[:, LIP_MEASURES.index("outer_opening")].numpy(), atol=1e-6)
+
+
+def test_predict_saves_the_predicted_lip_code_and_scores_it(
+    trained: tuple[Path, Path], speech_wav: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "results"
+    args = [*base_args(trained, out), "--audio_path", str(speech_wav), "--fps", str(FPS), "--device", "cpu"]
+    code, err = run_predict([*args, "--camera_mode", "static", "--raw_silence"], capsys)
+    assert code == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    saved = np.load(out / prediction.LIP_CODE_FILE)
+    assert saved.shape == (summary["frames"], 3) and saved.dtype == np.float32
+    loaded = load_avatar(trained[0], None, torch.device("cpu"))
+    windows = torch.cat(list(predict_cli.audio_conditions(loaded, speech_wav, FPS, summary["frames"])))
+    with torch.no_grad():  # with --raw_silence every frame is driven by its own audio window
+        expected = loaded.avatar.deform.predict_lips(windows).numpy()
+    np.testing.assert_allclose(saved, expected, atol=1e-5)
+    sync = summary["lipsync"]["lip_code"]
+    assert set(sync) == {"score", "judged", "auc", "lag_frames", "follows", "follows_lag"}
+    assert sync["judged"] is False  # 8 frames: too short, as the render's own score
+    assert any(line.startswith("  the lip code that drove it") for line in summary_lines(summary["lipsync"]))
 
 
 def test_tracked_lips_refused_for_a_free_code_model(
