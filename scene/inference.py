@@ -80,17 +80,17 @@ class InferenceRenderer:
         return Deltas(*(t.float() for t in (d.d_xyz, d.d_rot, d.d_scale, d.d_opacity, d.d_color)))
 
     def lip_code(self, batch: FrameBatch) -> Tensor | None:
-        """The standardised lip measures [B,3] (LIP_MEASURES) that drive the batch's mouth, float32: the
-        tracked ones with `tracked_lips`, else predicted from its audio; None for an audio_code 'free'
-        model."""
+        """The standardised lip measures [B,3] (LIP_MEASURES) that drive the batch's mouth, in the dtype the
+        deformation reads them (bf16 under --bf16): the tracked ones with `tracked_lips`, else predicted from
+        its audio; None for an audio_code 'free' model."""
         if self.avatar.deform.cfg.audio_code != "lips":
             return None
         if self.tracked_lips:
-            return batch.lips.float()
+            return batch.lips
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
             if self.lip_predictors is not None:
-                return mean_lips(self.lip_predictors(batch.audio)).float()
-            return self.avatar.deform.predict_lips(batch.audio).float()
+                return mean_lips(self.lip_predictors(batch.audio))
+            return self.avatar.deform.predict_lips(batch.audio)
 
     def __call__(self, batch: FrameBatch) -> Tensor:
         """Return the rendered images [B,H,W,3] over batch.background; a compiled network sees one batch size
@@ -138,7 +138,7 @@ class LipCodeLog:
         """Keep the lip code [B,3] of the batch whose frames [B,H,W,3] were just rendered."""
         code = self.renderer.lip_code(batch)
         if code is not None:
-            self.parts.append(code[: len(frames)].cpu().numpy())
+            self.parts.append(code[: len(frames)].float().cpu().numpy())
 
     def codes(self) -> np.ndarray | None:
         """The lip code of every frame so far [T,3] (float32), None for an audio_code 'free' model."""
