@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from bench.report import write_report
+from scene.audio_encoder import LIP_ENCODERS
 from scene.avatar import Avatar
 from scene.checkpoint import load_avatar
 from scene.dataset import FrameBatch, read_transforms
@@ -46,10 +47,15 @@ class Setup:
 
 
 def synthetic_avatar(
-    num_gaussians: int, device: torch.device, lip_predictors: int = 1, seed: int = 0
+    num_gaussians: int,
+    device: torch.device,
+    lip_predictors: int = 1,
+    seed: int = 0,
+    lip_encoder: str = "attention",
 ) -> Setup:
     """Return an untrained avatar of N Gaussians on a head-sized ellipsoid with `lip_predictors` audio-to-lip
-    predictors (2: as trained with a lip corpus), seen from 4 units away."""
+    predictors (2: as trained with a lip corpus) reading the audio through `lip_encoder`, seen from 4 units
+    away."""
     gen = torch.Generator().manual_seed(seed)
     direction = torch.nn.functional.normalize(torch.randn(num_gaussians, 3, generator=gen), dim=-1)
     points = (
@@ -58,12 +64,13 @@ def synthetic_avatar(
     gaussians = GaussianParams(0)
     gaussians.set_from_points(points, torch.rand(num_gaussians, 3, generator=gen), init_opacity=0.5)
     mouth = {"mouth_centre": (0.0, -0.5, 0.7), "mouth_radius": 0.3}  # the ellipsoid's lower front
-    avatar = Avatar(gaussians, DeformConfig(**mouth, lip_predictors=lip_predictors), gaussians.bounds())
+    deform = DeformConfig(**mouth, lip_predictors=lip_predictors, lip_encoder=lip_encoder)
+    avatar = Avatar(gaussians, deform, gaussians.bounds())
     c2w = torch.eye(4)
     c2w[2, 3] = -SYNTHETIC_DISTANCE
     K = torch.tensor([[1.7, 0.0, 0.5], [0.0, 1.7, 0.5], [0.0, 0.0, 1.0]])
     plural = "s" * (lip_predictors > 1)
-    source = f"synthetic ({num_gaussians} Gaussians, {lip_predictors} lip predictor{plural})"
+    source = f"synthetic ({num_gaussians} Gaussians, {lip_predictors} {lip_encoder} lip predictor{plural})"
     return Setup(avatar.to(device), c2w, K, source)
 
 
@@ -147,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="with --synthetic: audio-to-lip predictors (2: as train.sh builds with a lip corpus; default 1)",
     )
+    p.add_argument(
+        "--lip_encoder",
+        choices=LIP_ENCODERS,
+        default=DeformConfig().lip_encoder,
+        help="with --synthetic: how the lip predictors read the audio (train.sh --lip_encoder; default: its)",
+    )
     p.add_argument("--reference_path", type=Path, help="the model's dataset (for a camera)")
     p.add_argument("--iteration", type=int, help="checkpoint iteration (default: the latest)")
     p.add_argument("--resolution", type=int, default=512, help="square image size in pixels (default: 512)")
@@ -178,10 +191,12 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("--model_path needs --reference_path (the dataset, for a camera)")
     if args.model_path is not None and args.lip_predictors != 1:
         raise UserError("--lip_predictors is for --synthetic; a trained model keeps the count it was trained")
+    if args.model_path is not None and args.lip_encoder != DeformConfig().lip_encoder:
+        raise UserError("--lip_encoder is for --synthetic; a trained model keeps the encoder it was trained")
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
     if args.synthetic is not None:
-        setup = synthetic_avatar(args.synthetic, device, args.lip_predictors)
+        setup = synthetic_avatar(args.synthetic, device, args.lip_predictors, lip_encoder=args.lip_encoder)
     else:
         setup = trained_avatar(args.model_path, args.reference_path, args.iteration, device)
     setup.avatar.eval()

@@ -1,4 +1,5 @@
-"""Audio window encoder: conv1d over time, temporal self-attention, learned-query pooling."""
+"""Audio window encoders: conv1d over time, temporal self-attention and learned-query pooling (AudioEncoder),
+or a linear map of the window (LinearAudioEncoder, for the lip predictors)."""
 
 import torch
 from torch import Tensor, nn
@@ -38,3 +39,35 @@ class AudioEncoder(nn.Module):
         h = self.norm_pool(x)
         pooled = self.pool_attn(self.query.expand(x.shape[0], -1, -1), h, h, need_weights=False)[0]
         return self.out(pooled[:, 0])
+
+
+class LinearAudioEncoder(nn.Module):
+    """A linear map of a window of audio features [B,C,W] to a token [B,dim]: with no hidden layer, a clip's
+    few seconds can teach it only how much each sound at each offset of the window moves the lips, not the
+    frame it came from."""
+
+    def __init__(self, in_channels: int, window: int, dim: int) -> None:
+        """Build the map for features with `in_channels` channels and `window` time steps."""
+        super().__init__()
+        self.in_channels = in_channels
+        self.window = window
+        self.linear = nn.Linear(in_channels * window, dim)
+
+    def forward(self, audio: Tensor) -> Tensor:
+        """Map audio features [B,C,W] (normalised per channel) -> token [B,dim]."""
+        if audio.dim() != 3 or audio.shape[1:] != (self.in_channels, self.window):
+            raise ValueError(
+                f"audio features must be [B,{self.in_channels},{self.window}], got {list(audio.shape)}"
+            )
+        return self.linear(audio.flatten(1))
+
+
+LIP_ENCODERS = ("attention", "linear")
+
+
+def lip_encoder(kind: str, in_channels: int, window: int, dim: int, heads: int) -> nn.Module:
+    """The audio encoder of a lip predictor: AudioEncoder ('attention', `heads` heads) or LinearAudioEncoder
+    ('linear'), for windows [B,in_channels,window] -> [B,dim]."""
+    if kind == "linear":
+        return LinearAudioEncoder(in_channels, window, dim)
+    return AudioEncoder(in_channels, window, dim, heads)

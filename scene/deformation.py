@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from data_utils import landmark_indices as li
 from data_utils.lips import LIP_MEASURES
 from scene.attention import SpatialAudioAttention
-from scene.audio_encoder import AudioEncoder
+from scene.audio_encoder import LIP_ENCODERS, AudioEncoder, lip_encoder
 from scene.kan import KANHeads
 from scene.triplane import TriPlane
 from utils.config_cli import unknown_settings
@@ -22,8 +22,8 @@ LIP_PREDICTORS = (1, 2)  # 2: the mean of one learnt from the clip's frames and 
 TOKENS = ("audio", "eye", "camera", "null")
 MIN_REGION_WEIGHT = 1e-4
 MOUTH_REGION_SCALE = 1.2  # radius of the mouth region over the mouth width: lips, jaw and chin
-# What a model saved before audio_scope and audio_code existed ran with (the defaults were changed since).
-SAVED_BEFORE_AUDIO_CODE = {"audio_scope": "everywhere", "audio_code": "free"}
+# What a model saved before audio_scope, audio_code and lip_encoder existed ran with (defaults may differ).
+SAVED_BEFORE_SETTINGS = {"audio_scope": "everywhere", "audio_code": "free", "lip_encoder": "attention"}
 
 
 def mouth_region(shape: np.ndarray) -> dict[str, object]:
@@ -60,6 +60,7 @@ class DeformConfig:
     audio_scope: str = "mouth"
     audio_code: str = "lips"
     lip_predictors: int = 1
+    lip_encoder: str = "attention"
     mouth_centre: tuple[float, float, float] = (0.0, 0.0, 0.0)
     mouth_radius: float = 0.0
     scale_xyz: float = 0.1
@@ -76,6 +77,8 @@ class DeformConfig:
             raise ValueError(f"audio_code must be one of {AUDIO_CODES}, got {self.audio_code!r}")
         if self.lip_predictors not in LIP_PREDICTORS:
             raise ValueError(f"lip_predictors must be one of {LIP_PREDICTORS}, got {self.lip_predictors!r}")
+        if self.lip_encoder not in LIP_ENCODERS:
+            raise ValueError(f"lip_encoder must be one of {LIP_ENCODERS}, got {self.lip_encoder!r}")
 
     def to_dict(self) -> dict:
         """Return a JSON-serialisable dict of all fields."""
@@ -83,12 +86,12 @@ class DeformConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "DeformConfig":
-        """Rebuild from to_dict() output; missing keys take defaults (audio_scope and audio_code those of the
+        """Rebuild from to_dict() output; missing keys take defaults (those of SAVED_BEFORE_SETTINGS: the
         models saved before they existed); unknown keys: the UserError that every saved config gives
         (utils.config_cli.unknown_settings); a bad choice: ValueError."""
         names = {f.name for f in fields(cls)}
         unknown_settings("the model's deformation network", sorted(set(d) - names))
-        d = {**SAVED_BEFORE_AUDIO_CODE, **d}
+        d = {**SAVED_BEFORE_SETTINGS, **d}
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
@@ -132,11 +135,14 @@ class DeformationNetwork(nn.Module):
         self.spatial_proj = nn.Sequential(
             nn.LayerNorm(self.triplane.out_dim), _token_mlp(self.triplane.out_dim, dim)
         )
-        self.audio_encoder = AudioEncoder(cfg.audio_channels, cfg.audio_window, dim, cfg.heads)
-        if cfg.audio_code == "lips":
+        if cfg.audio_code == "free":
+            self.audio_encoder = AudioEncoder(cfg.audio_channels, cfg.audio_window, dim, cfg.heads)
+        else:
+            shape = (cfg.audio_channels, cfg.audio_window, dim, cfg.heads)
+            self.audio_encoder = lip_encoder(cfg.lip_encoder, *shape)
             self.lip_head = nn.Linear(dim, len(LIP_MEASURES))
             if cfg.lip_predictors == 2:  # the second predictor, which also learns from a lip corpus
-                self.corpus_audio_encoder = AudioEncoder(cfg.audio_channels, cfg.audio_window, dim, cfg.heads)
+                self.corpus_audio_encoder = lip_encoder(cfg.lip_encoder, *shape)
                 self.corpus_lip_head = nn.Linear(dim, len(LIP_MEASURES))
             self.lip_mlp = _token_mlp(len(LIP_MEASURES), dim)
         self.eye_mlp = _token_mlp(1, dim)

@@ -20,7 +20,7 @@ from scene.avatar import Avatar
 from scene.dataset import FrameBatch
 from scene.deformation import Deltas, Spatial, mean_lips
 from scene.kan import fuse_rbf
-from scene.stacked_lips import StackedLipPredictors
+from scene.stacked_lips import stacked_lip_predictors
 from utils.video_out import VideoWriter
 
 
@@ -55,7 +55,7 @@ class InferenceRenderer:
         deform = avatar.deform
         fuse_rbf(deform, fuse and on_cuda and not compile)
         stack = fuse and deform.cfg.audio_code == "lips" and not tracked_lips
-        self.lip_predictors = StackedLipPredictors(deform) if stack else None
+        self.lip_predictors = stacked_lip_predictors(deform) if stack else None
         self.forward = (
             torch.compile(deform.forward_with_features) if compile else deform.forward_with_features
         )

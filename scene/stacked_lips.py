@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from scene.audio_encoder import AudioEncoder
+from scene.audio_encoder import AudioEncoder, LinearAudioEncoder
 from scene.deformation import DeformationNetwork
 
 
@@ -31,6 +31,53 @@ def _layer_norm(norms: list[nn.LayerNorm]) -> tuple[nn.Parameter, nn.Parameter]:
     return nn.Parameter(w[:, None]), nn.Parameter(b[:, None])
 
 
+def _predictors(deform: DeformationNetwork) -> tuple[list[nn.Module], list[nn.Linear]]:
+    """The audio encoders and lip heads of `deform`'s lip predictors (ValueError for audio_code 'free')."""
+    if deform.cfg.audio_code != "lips":
+        raise ValueError("only audio_code 'lips' networks have lip predictors")
+    encoders, heads = [deform.audio_encoder], [deform.lip_head]
+    if deform.cfg.lip_predictors == 2:
+        encoders.append(deform.corpus_audio_encoder)
+        heads.append(deform.corpus_lip_head)
+    return encoders, heads
+
+
+def stacked_lip_predictors(deform: DeformationNetwork) -> nn.Module:
+    """`deform`'s lip predictors run as one, for inference: StackedLinearLipPredictors for lip_encoder
+    'linear', else StackedLipPredictors; either maps audio [B,C,W] -> [P,B,3]."""
+    if deform.cfg.audio_code == "lips" and deform.cfg.lip_encoder == "linear":
+        return StackedLinearLipPredictors(deform)
+    return StackedLipPredictors(deform)
+
+
+class StackedLinearLipPredictors(nn.Module):
+    """The P linear lip predictors (lip_encoder 'linear') of a DeformationNetwork as one matrix product: each
+    encoder's map and lip head folded into one map of the flattened window, the P maps side by side."""
+
+    def __init__(self, deform: DeformationNetwork) -> None:
+        """Copy the weights of `deform`'s linear encoders and lip heads (ValueError otherwise)."""
+        super().__init__()
+        encoders, heads = _predictors(deform)
+        if not all(isinstance(e, LinearAudioEncoder) for e in encoders):
+            raise ValueError("StackedLinearLipPredictors needs lip_encoder 'linear'")
+        self.count, self.in_channels, self.window = len(encoders), encoders[0].in_channels, encoders[0].window
+        with torch.no_grad():
+            weight = [h.weight @ e.linear.weight for h, e in zip(heads, encoders, strict=True)]  # [3,C*W]
+            bias = [h.weight @ e.linear.bias + h.bias for h, e in zip(heads, encoders, strict=True)]
+            self.weight = nn.Parameter(torch.cat(weight).T.contiguous())  # [C*W,P*3]
+            self.bias = nn.Parameter(torch.cat(bias))  # [P*3]
+        self.requires_grad_(False)
+
+    def forward(self, audio: Tensor) -> Tensor:
+        """Lip measures of every predictor from audio features [B,C,W] -> [P,B,3]."""
+        if audio.dim() != 3 or audio.shape[1:] != (self.in_channels, self.window):
+            raise ValueError(
+                f"audio features must be [B,{self.in_channels},{self.window}], got {list(audio.shape)}"
+            )
+        out = torch.addmm(self.bias, audio.flatten(1), self.weight)  # [B,P*3]
+        return out.reshape(len(audio), self.count, -1).transpose(0, 1)
+
+
 class StackedLipPredictors(nn.Module):
     """The P lip predictors of a DeformationNetwork (audio_code 'lips') as one module: audio features [B,C,W]
     -> each predictor's standardised lip measures [P,B,3], as DeformationNetwork.lip_predictions gives them.
@@ -39,15 +86,12 @@ class StackedLipPredictors(nn.Module):
     as one."""
 
     def __init__(self, deform: DeformationNetwork) -> None:
-        """Copy the weights of `deform`'s audio encoders and lip heads (ValueError for audio_code 'free')."""
+        """Copy the weights of `deform`'s attention encoders and lip heads (ValueError for audio_code 'free'
+        or another lip_encoder)."""
         super().__init__()
-        if deform.cfg.audio_code != "lips":
-            raise ValueError("only audio_code 'lips' networks have lip predictors")
-        encoders: list[AudioEncoder] = [deform.audio_encoder]
-        heads: list[nn.Linear] = [deform.lip_head]
-        if deform.cfg.lip_predictors == 2:
-            encoders.append(deform.corpus_audio_encoder)
-            heads.append(deform.corpus_lip_head)
+        encoders, heads = _predictors(deform)
+        if not all(isinstance(e, AudioEncoder) for e in encoders):
+            raise ValueError("StackedLipPredictors needs lip_encoder 'attention'")
         first = encoders[0]
         self.count, self.heads = len(encoders), first.self_attn.num_heads
         self.in_channels, self.window = first.in_channels, first.window

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from gaussian_renderer import BACKENDS
-from scene.deformation import AUDIO_CODES, AUDIO_SCOPES, SAVED_BEFORE_AUDIO_CODE, DeformConfig
+from scene.audio_encoder import LIP_ENCODERS
+from scene.deformation import AUDIO_CODES, AUDIO_SCOPES, SAVED_BEFORE_SETTINGS, DeformConfig
 from utils.config_cli import flat, from_dict, option, section, unknown_settings, with_values
 
 RUN_CONTROL = ("iterations", "stop_at", "eval_every", "preview_every", "save_every", "log_every")
@@ -153,6 +154,8 @@ DEFORM_HELP = {
     "use_camera": "condition the deformation on a camera token",
     "audio_scope": "where the audio acts: everywhere, or fading out away from the tracked mouth",
     "audio_code": "the audio token: free (encoded audio), or lips (through the three tracked lip measures)",
+    "lip_encoder": "how the lip predictors read the audio window (audio_code lips): attention (convolutions, "
+    "self-attention and pooling) or linear (a linear map of the window)",
     "scale_xyz": "output scale of the position offsets",
     "scale_rot": "output scale of the rotation offsets",
     "scale_scale": "output scale of the log-scale offsets",
@@ -163,6 +166,7 @@ DEFORM_CHOICES = {
     "triplane_combine": ("product", "sum"),
     "audio_scope": AUDIO_SCOPES,
     "audio_code": AUDIO_CODES,
+    "lip_encoder": LIP_ENCODERS,
 }
 # set by the trainer from the dataset (lip_predictors: 2 when it learns from a lip corpus)
 DEFORM_FROM_DATA = (
@@ -195,7 +199,7 @@ class TrainConfig:
         `deform` held only the changed fields, is mapped); UserError names unknown settings."""
         what = "the model's saved training config"
         saved = {k: v for k, v in saved.items() if k not in REMOVED_SETTINGS}
-        saved["deform"] = {**SAVED_BEFORE_AUDIO_CODE, **saved.get("deform", {})}
+        saved["deform"] = {**SAVED_BEFORE_SETTINGS, **saved.get("deform", {})}
         if set(saved) <= {f.name for f in dataclasses.fields(cls)}:
             return from_dict(cls, saved, what)
         values = {k: v for k, v in saved.items() if k != "deform"}

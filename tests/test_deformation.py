@@ -9,7 +9,7 @@ from scene.attention import SpatialAudioAttention
 from scene.audio_encoder import AudioEncoder
 from scene.deformation import DeformationNetwork, DeformConfig, Deltas
 from scene.kan import KAN, KANHeads, KANLinear, fuse_rbf
-from scene.stacked_lips import StackedLipPredictors
+from scene.stacked_lips import StackedLinearLipPredictors, StackedLipPredictors, stacked_lip_predictors
 from scene.triplane import TriPlane
 from utils.cli import UserError
 
@@ -235,13 +235,16 @@ def test_fused_rbf_expansion_matches_eager_on_cuda() -> None:
         torch.testing.assert_close(net(xyz, *cond).d_xyz, eager, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("encoder", ["attention", "linear"])
 @pytest.mark.parametrize("predictors", [1, 2])
-def test_stacked_lip_predictors_give_each_predictors_measures(predictors: int) -> None:
-    net = make_net(lip_predictors=predictors)
+def test_stacked_lip_predictors_give_each_predictors_measures(predictors: int, encoder: str) -> None:
+    net = make_net(lip_predictors=predictors, lip_encoder=encoder)
     with torch.no_grad():  # trained-like weights: every layer, the LayerNorms and biases too, matters
         for param in net.parameters():
             param.normal_(0.0, 0.3)
-    stacked = StackedLipPredictors(net)
+    stacked = stacked_lip_predictors(net)
+    kind = StackedLinearLipPredictors if encoder == "linear" else StackedLipPredictors
+    assert isinstance(stacked, kind)
     for batch in (1, 4):
         audio = conditions(batch)[0]
         with torch.no_grad():
@@ -254,15 +257,56 @@ def test_stacked_lip_predictors_give_each_predictors_measures(predictors: int) -
     with pytest.raises(ValueError, match="audio features"):
         stacked(torch.randn(1, C + 1, W))
     with pytest.raises(ValueError, match="lip predictors"):
-        StackedLipPredictors(make_net(audio_code="free"))
+        stacked_lip_predictors(make_net(audio_code="free", lip_encoder=encoder))
+    with pytest.raises(ValueError, match="lip_encoder"):  # each stack reads its own kind of encoder only
+        other = StackedLipPredictors if encoder == "linear" else StackedLinearLipPredictors
+        other(net)
 
 
-def test_stacked_lip_predictors_copy_the_weights() -> None:
-    net = make_net(lip_predictors=2)
-    stacked = StackedLipPredictors(net)
+@pytest.mark.parametrize("encoder", ["attention", "linear"])
+def test_stacked_lip_predictors_copy_the_weights(encoder: str) -> None:
+    net = make_net(lip_predictors=2, lip_encoder=encoder)
+    stacked = stacked_lip_predictors(net)
     audio = conditions(2)[0]
     with torch.no_grad():
         before = stacked(audio)
         net.corpus_lip_head.bias.add_(1.0)  # training goes on: the stack is what it copied
         torch.testing.assert_close(stacked(audio), before)
     assert not any(p.requires_grad for p in stacked.parameters())
+
+
+def test_linear_lip_encoder_is_affine_in_the_window_and_trains() -> None:
+    net = make_net(lip_predictors=2, lip_encoder="linear")
+    a, b = conditions(3, seed=1)[0], conditions(3, seed=2)[0]
+    zero = torch.zeros_like(a)
+    with torch.no_grad():  # no hidden layer: f(a + b) - f(b) = f(a) - f(0), for each predictor
+        lhs = net.lip_predictions(a + b) - net.lip_predictions(b)
+        torch.testing.assert_close(
+            lhs, net.lip_predictions(a) - net.lip_predictions(zero), atol=1e-5, rtol=1e-4
+        )
+        attention = make_net(lip_predictors=2)  # the attention encoder is not
+        lhs = attention.lip_predictions(a + b) - attention.lip_predictions(b)
+        assert not torch.allclose(
+            lhs, attention.lip_predictions(a) - attention.lip_predictions(zero), atol=1e-3
+        )
+    target = torch.randn(3, 3, generator=torch.Generator().manual_seed(3))
+    opt = torch.optim.Adam(net.lip_predictor_parameters(), lr=1e-2)
+    first = None
+    for _ in range(50):
+        loss = (net.lip_predictions(a) - target).square().mean()
+        first = loss.item() if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.1 * first
+    with pytest.raises(ValueError, match="audio features"):
+        net.lip_predictions(torch.randn(1, C, W + 1))
+
+
+def test_lip_encoder_choice_is_checked_and_saved_models_keep_theirs() -> None:
+    with pytest.raises(ValueError, match="lip_encoder"):
+        DeformConfig(lip_encoder="lstm")
+    cfg = DeformConfig(lip_encoder="linear")
+    assert DeformConfig.from_dict(cfg.to_dict()).lip_encoder == "linear"
+    saved_before = {k: v for k, v in cfg.to_dict().items() if k != "lip_encoder"}
+    assert DeformConfig.from_dict(saved_before).lip_encoder == "attention"

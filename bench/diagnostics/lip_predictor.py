@@ -29,6 +29,7 @@ from data_utils.audio_features import get_extractor, normalise_windows, num_vide
 from data_utils.audio_io import SAMPLE_RATE, load_audio
 from data_utils.lips import LIP_MEASURES
 from evaluation.lipsync import frame_phones, score_phones
+from scene.audio_encoder import LIP_ENCODERS
 from scene.dataset import TalkingHeadDataset, load_splits, with_face
 from scene.deformation import DeformationNetwork
 from scene.lip_corpus import LOAD_SIZE, LipPool, lip_pool, lip_predictor_count, own_share
@@ -250,6 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE|default|none",
         help="train.sh --lip_corpus to mirror (default: train.sh's)",
     )
+    p.add_argument(
+        "--lip_encoder",
+        default=TrainConfig().deform.lip_encoder,
+        choices=LIP_ENCODERS,
+        help="train.sh --lip_encoder to mirror (default: train.sh's)",
+    )
     p.add_argument("--out", type=Path, help="JSON report (default: print only)")
     return p
 
@@ -261,7 +268,12 @@ def main(argv: list[str] | None = None) -> int:
         if not path.is_file():
             raise UserError(f"'{path}' not found; pass existing speech files to --audio")
     cfg = TrainConfig().with_values(
-        {"iterations": args.iterations, "seed": args.seed, "audio_augment": args.audio_augment}
+        {
+            "iterations": args.iterations,
+            "seed": args.seed,
+            "audio_augment": args.audio_augment,
+            "lip_encoder": args.lip_encoder,
+        }
     )
     train_set, val_set = load_splits(args.reference_path, LOAD_SIZE, targets=False, lips=True)
     if args.ensemble < 1:
@@ -289,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         "ensemble": args.ensemble,
         "lip_corpus": pool_line,
         "lip_predictors": nets[0].cfg.lip_predictors,
+        "lip_encoder": nets[0].cfg.lip_encoder,
         "val_corr": correlation(val_lips[:, OPENING], tracked),
         **held_out_errors(val_lips, val_set.lips.numpy()),
         "audio": {path.name: score_audio(nets, train_set, path) for path in args.audio},
