@@ -62,7 +62,17 @@ class LinearAudioEncoder(nn.Module):
         return self.linear(audio.flatten(1))
 
 
-LIP_ENCODERS = ("attention", "linear")
+# How the lip predictors read the audio: all by attention, all linearly, or the corpus predictor linearly and
+# the clip's own by attention (with one predictor, no corpus: attention)
+LIP_ENCODERS = ("attention", "linear", "linear_corpus")
+
+
+def encoder_kinds(setting: str, predictors: int) -> list[str]:
+    """The encoder ('attention' or 'linear') of each of `predictors` lip predictors, the clip's own first and
+    then the corpus one, under the lip_encoder `setting` (LIP_ENCODERS)."""
+    if setting == "linear_corpus":
+        return ["attention", "linear"][:predictors]
+    return [setting] * predictors
 
 
 def lip_encoder(kind: str, in_channels: int, window: int, dim: int, heads: int) -> nn.Module:

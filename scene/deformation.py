@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from data_utils import landmark_indices as li
 from data_utils.lips import LIP_MEASURES
 from scene.attention import SpatialAudioAttention
-from scene.audio_encoder import LIP_ENCODERS, AudioEncoder, lip_encoder
+from scene.audio_encoder import LIP_ENCODERS, AudioEncoder, encoder_kinds, lip_encoder
 from scene.kan import KANHeads
 from scene.triplane import TriPlane
 from utils.config_cli import unknown_settings
@@ -139,10 +139,11 @@ class DeformationNetwork(nn.Module):
             self.audio_encoder = AudioEncoder(cfg.audio_channels, cfg.audio_window, dim, cfg.heads)
         else:
             shape = (cfg.audio_channels, cfg.audio_window, dim, cfg.heads)
-            self.audio_encoder = lip_encoder(cfg.lip_encoder, *shape)
+            kinds = encoder_kinds(cfg.lip_encoder, cfg.lip_predictors)
+            self.audio_encoder = lip_encoder(kinds[0], *shape)
             self.lip_head = nn.Linear(dim, len(LIP_MEASURES))
             if cfg.lip_predictors == 2:  # the second predictor, which also learns from a lip corpus
-                self.corpus_audio_encoder = lip_encoder(cfg.lip_encoder, *shape)
+                self.corpus_audio_encoder = lip_encoder(kinds[1], *shape)
                 self.corpus_lip_head = nn.Linear(dim, len(LIP_MEASURES))
             self.lip_mlp = _token_mlp(len(LIP_MEASURES), dim)
         self.eye_mlp = _token_mlp(1, dim)

@@ -43,23 +43,48 @@ def _predictors(deform: DeformationNetwork) -> tuple[list[nn.Module], list[nn.Li
 
 
 def stacked_lip_predictors(deform: DeformationNetwork) -> nn.Module:
-    """`deform`'s lip predictors run as one, for inference: StackedLinearLipPredictors for lip_encoder
-    'linear', else StackedLipPredictors; either maps audio [B,C,W] -> [P,B,3]."""
-    if deform.cfg.audio_code == "lips" and deform.cfg.lip_encoder == "linear":
-        return StackedLinearLipPredictors(deform)
-    return StackedLipPredictors(deform)
+    """`deform`'s lip predictors run as one, for inference (ValueError for audio_code 'free'): audio [B,C,W]
+    -> [P,B,3]. Predictors of one kind of encoder share a stack (StackedLipPredictors for attention,
+    StackedLinearLipPredictors for linear); with both kinds (lip_encoder 'linear_corpus'), one of each."""
+    encoders, heads = _predictors(deform)
+    linear = [isinstance(e, LinearAudioEncoder) for e in encoders]
+    if all(linear):
+        return StackedLinearLipPredictors(encoders, heads)
+    if not any(linear):
+        return StackedLipPredictors(encoders, heads)
+    return _Concatenated(
+        [
+            (StackedLinearLipPredictors if kind else StackedLipPredictors)(
+                [e for e, k in zip(encoders, linear, strict=True) if k == kind],
+                [h for h, k in zip(heads, linear, strict=True) if k == kind],
+            )
+            for kind in dict.fromkeys(linear)  # in the predictors' order: the clip's own first
+        ]
+    )
+
+
+class _Concatenated(nn.Module):
+    """Stacks of lip predictors run one after the other, their [P_k,B,3] outputs concatenated -> [P,B,3]."""
+
+    def __init__(self, stacks: list[nn.Module]) -> None:
+        """Hold `stacks`, in the order of the predictors they run."""
+        super().__init__()
+        self.stacks = nn.ModuleList(stacks)
+
+    def forward(self, audio: Tensor) -> Tensor:
+        """Lip measures of every predictor from audio features [B,C,W] -> [P,B,3]."""
+        return torch.cat([stack(audio) for stack in self.stacks])
 
 
 class StackedLinearLipPredictors(nn.Module):
     """The P linear lip predictors (lip_encoder 'linear') of a DeformationNetwork as one matrix product: each
     encoder's map and lip head folded into one map of the flattened window, the P maps side by side."""
 
-    def __init__(self, deform: DeformationNetwork) -> None:
-        """Copy the weights of `deform`'s linear encoders and lip heads (ValueError otherwise)."""
+    def __init__(self, encoders: list[nn.Module], heads: list[nn.Linear]) -> None:
+        """Copy the weights of P linear encoders and their lip heads (ValueError for another encoder)."""
         super().__init__()
-        encoders, heads = _predictors(deform)
         if not all(isinstance(e, LinearAudioEncoder) for e in encoders):
-            raise ValueError("StackedLinearLipPredictors needs lip_encoder 'linear'")
+            raise ValueError("StackedLinearLipPredictors needs linear lip encoders")
         self.count, self.in_channels, self.window = len(encoders), encoders[0].in_channels, encoders[0].window
         with torch.no_grad():
             weight = [h.weight @ e.linear.weight for h, e in zip(heads, encoders, strict=True)]  # [3,C*W]
@@ -85,13 +110,12 @@ class StackedLipPredictors(nn.Module):
     attention's output projection, the encoder's output layer and the lip head (three linear maps in a row)
     as one."""
 
-    def __init__(self, deform: DeformationNetwork) -> None:
-        """Copy the weights of `deform`'s attention encoders and lip heads (ValueError for audio_code 'free'
-        or another lip_encoder)."""
+    def __init__(self, encoders: list[nn.Module], heads: list[nn.Linear]) -> None:
+        """Copy the weights of P attention encoders (AudioEncoder) and their lip heads (ValueError for
+        another encoder)."""
         super().__init__()
-        encoders, heads = _predictors(deform)
         if not all(isinstance(e, AudioEncoder) for e in encoders):
-            raise ValueError("StackedLipPredictors needs lip_encoder 'attention'")
+            raise ValueError("StackedLipPredictors needs attention lip encoders")
         first = encoders[0]
         self.count, self.heads = len(encoders), first.self_attn.num_heads
         self.in_channels, self.window = first.in_channels, first.window

@@ -155,7 +155,8 @@ DEFORM_HELP = {
     "audio_scope": "where the audio acts: everywhere, or fading out away from the tracked mouth",
     "audio_code": "the audio token: free (encoded audio), or lips (through the three tracked lip measures)",
     "lip_encoder": "how the lip predictors read the audio window (audio_code lips): attention (convolutions, "
-    "self-attention and pooling) or linear (a linear map of the window)",
+    "self-attention and pooling), linear (a linear map of the window), or linear_corpus (the lip corpus's "
+    "predictor linear, the clip's own by attention; docs/experiments/2026-12-03-lip-predictor-linear.md)",
     "scale_xyz": "output scale of the position offsets",
     "scale_rot": "output scale of the rotation offsets",
     "scale_scale": "output scale of the log-scale offsets",

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from scene.attention import SpatialAudioAttention
-from scene.audio_encoder import AudioEncoder
+from scene.audio_encoder import AudioEncoder, LinearAudioEncoder
 from scene.deformation import DeformationNetwork, DeformConfig, Deltas
 from scene.kan import KAN, KANHeads, KANLinear, fuse_rbf
 from scene.stacked_lips import StackedLinearLipPredictors, StackedLipPredictors, stacked_lip_predictors
@@ -235,16 +235,20 @@ def test_fused_rbf_expansion_matches_eager_on_cuda() -> None:
         torch.testing.assert_close(net(xyz, *cond).d_xyz, eager, atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("encoder", ["attention", "linear"])
+@pytest.mark.parametrize("encoder", ["attention", "linear", "linear_corpus"])
 @pytest.mark.parametrize("predictors", [1, 2])
 def test_stacked_lip_predictors_give_each_predictors_measures(predictors: int, encoder: str) -> None:
     net = make_net(lip_predictors=predictors, lip_encoder=encoder)
     with torch.no_grad():  # trained-like weights: every layer, the LayerNorms and biases too, matters
         for param in net.parameters():
             param.normal_(0.0, 0.3)
+    kinds = [isinstance(net.audio_encoder, LinearAudioEncoder)]
+    if predictors == 2:
+        kinds.append(isinstance(net.corpus_audio_encoder, LinearAudioEncoder))
+    # linear_corpus: the corpus predictor linear, the clip's own (and a lone predictor) by attention
+    expected = {"attention": [False, False], "linear": [True, True], "linear_corpus": [False, True]}
+    assert kinds == expected[encoder][:predictors]
     stacked = stacked_lip_predictors(net)
-    kind = StackedLinearLipPredictors if encoder == "linear" else StackedLipPredictors
-    assert isinstance(stacked, kind)
     for batch in (1, 4):
         audio = conditions(batch)[0]
         with torch.no_grad():
@@ -258,12 +262,17 @@ def test_stacked_lip_predictors_give_each_predictors_measures(predictors: int, e
         stacked(torch.randn(1, C + 1, W))
     with pytest.raises(ValueError, match="lip predictors"):
         stacked_lip_predictors(make_net(audio_code="free", lip_encoder=encoder))
-    with pytest.raises(ValueError, match="lip_encoder"):  # each stack reads its own kind of encoder only
-        other = StackedLipPredictors if encoder == "linear" else StackedLinearLipPredictors
-        other(net)
 
 
-@pytest.mark.parametrize("encoder", ["attention", "linear"])
+def test_each_stack_reads_its_own_kind_of_encoder_only() -> None:
+    attention, linear = make_net(), make_net(lip_encoder="linear")
+    with pytest.raises(ValueError, match="attention lip encoders"):
+        StackedLipPredictors([linear.audio_encoder], [linear.lip_head])
+    with pytest.raises(ValueError, match="linear lip encoders"):
+        StackedLinearLipPredictors([attention.audio_encoder], [attention.lip_head])
+
+
+@pytest.mark.parametrize("encoder", ["attention", "linear", "linear_corpus"])
 def test_stacked_lip_predictors_copy_the_weights(encoder: str) -> None:
     net = make_net(lip_predictors=2, lip_encoder=encoder)
     stacked = stacked_lip_predictors(net)

@@ -166,11 +166,12 @@ def test_train_learns_from_the_corpus_by_a_second_predictor_and_records_it(
     assert checkpoint["config"]["deform"]["lip_predictors"] == 1
 
 
+@pytest.mark.parametrize("encoder", ["linear", "linear_corpus"])
 def test_train_with_linear_lip_encoders_saves_them_and_infers_as_trained(
-    corpus_file: Path, subjects: list[Path], tmp_path: Path, speech_wav: Path
+    corpus_file: Path, subjects: list[Path], tmp_path: Path, speech_wav: Path, encoder: str
 ) -> None:
     from bench.diagnostics import lip_predictor
-    from scene.audio_encoder import LinearAudioEncoder
+    from scene.audio_encoder import AudioEncoder, LinearAudioEncoder
     from scene.checkpoint import avatar_from_checkpoint
     from scene.inference import InferenceRenderer
     from scene.stacked_lips import StackedLinearLipPredictors
@@ -178,25 +179,28 @@ def test_train_with_linear_lip_encoders_saves_them_and_infers_as_trained(
     argv = _args(
         subjects[0], tmp_path / "m", "--iterations", "20", "--coarse_iterations", "10", "--eval_every", "20"
     )
-    assert train.main([*argv, "--lip_corpus", str(corpus_file), "--lip_encoder", "linear"]) == 0
+    assert train.main([*argv, "--lip_corpus", str(corpus_file), "--lip_encoder", encoder]) == 0
     checkpoint = load_checkpoint(tmp_path / "m" / "chkpnt20.pth", torch.device("cpu"))
-    assert checkpoint["config"]["deform"]["lip_encoder"] == "linear"
+    assert checkpoint["config"]["deform"]["lip_encoder"] == encoder
     avatar = avatar_from_checkpoint(checkpoint, torch.device("cpu"))
     assert isinstance(avatar.deform.corpus_audio_encoder, LinearAudioEncoder)
+    own = LinearAudioEncoder if encoder == "linear" else AudioEncoder
+    assert isinstance(avatar.deform.audio_encoder, own)
     train_set = TalkingHeadDataset(subjects[0], "train", 16, targets=False, lips=True)
     with torch.no_grad():
         for param in avatar.deform.parameters():
             param.normal_(0.0, 0.3)
         batch = train_set.get(torch.arange(2))
         renderer = InferenceRenderer(avatar)
-        assert isinstance(renderer.lip_predictors, StackedLinearLipPredictors)
+        if encoder == "linear":
+            assert isinstance(renderer.lip_predictors, StackedLinearLipPredictors)
         torch.testing.assert_close(
             renderer.deltas(batch).d_xyz, avatar.deltas(batch).d_xyz, atol=1e-4, rtol=1e-4
         )
     out = tmp_path / "report.json"
     diag = ["--reference_path", str(subjects[0]), "--audio", str(speech_wav), "--iterations", "40"]
-    assert lip_predictor.main([*diag, "--lip_encoder", "linear", "--out", str(out)]) == 0
-    assert json.loads(out.read_text())["lip_encoder"] == "linear"
+    assert lip_predictor.main([*diag, "--lip_encoder", encoder, "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["lip_encoder"] == encoder
 
 
 def test_the_lip_predictor_diagnostic_mirrors_the_corpus(
