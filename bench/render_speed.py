@@ -69,8 +69,8 @@ def synthetic_avatar(
     c2w = torch.eye(4)
     c2w[2, 3] = -SYNTHETIC_DISTANCE
     K = torch.tensor([[1.7, 0.0, 0.5], [0.0, 1.7, 0.5], [0.0, 0.0, 1.0]])
-    plural = "s" * (lip_predictors > 1)
-    source = f"synthetic ({num_gaussians} Gaussians, {lip_predictors} {lip_encoder} lip predictor{plural})"
+    predictors = f"{lip_predictors} lip predictor{'s' * (lip_predictors > 1)}, lip_encoder {lip_encoder}"
+    source = f"synthetic ({num_gaussians} Gaussians, {predictors})"
     return Setup(avatar.to(device), c2w, K, source)
 
 

@@ -167,10 +167,14 @@ def test_render_speed_times_a_synthetic_avatar_with_two_lip_predictors(tmp_path:
     argv = ["--synthetic", "300", "--lip_predictors", "2", "--resolution", "24", "--batch_sizes", "1"]
     argv += ["--warmup", "0", "--runs", "1", "--device", "cpu", "--variants", "fp32", "--out", str(out)]
     assert render_speed.main(argv) == 0
-    assert "2 lip predictors" in json.loads(out.read_text())["source"]
+    assert "2 lip predictors, lip_encoder attention" in json.loads(out.read_text())["source"]
+    assert render_speed.main([*argv, "--lip_encoder", "linear_corpus"]) == 0
+    assert "2 lip predictors, lip_encoder linear_corpus" in json.loads(out.read_text())["source"]
     refused = ["--model_path", str(tmp_path), "--reference_path", str(tmp_path), "--lip_predictors", "2"]
     with pytest.raises(UserError, match="--synthetic"):
         render_speed.main(refused)
+    with pytest.raises(UserError, match="--synthetic"):
+        render_speed.main([*refused[:4], "--lip_encoder", "linear"])
 
 
 def test_render_speed_raw_report_carries_metadata(tmp_path: Path) -> None:
