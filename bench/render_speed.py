@@ -51,7 +51,7 @@ def synthetic_avatar(
     device: torch.device,
     lip_predictors: int = 1,
     seed: int = 0,
-    lip_encoder: str = "attention",
+    lip_encoder: str = DeformConfig.lip_encoder,
 ) -> Setup:
     """Return an untrained avatar of N Gaussians on a head-sized ellipsoid with `lip_predictors` audio-to-lip
     predictors (2: as trained with a lip corpus) reading the audio through `lip_encoder`, seen from 4 units

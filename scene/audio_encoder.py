@@ -5,6 +5,12 @@ import torch
 from torch import Tensor, nn
 
 
+def check_window(audio: Tensor, channels: int, window: int) -> None:
+    """ValueError unless audio features are shaped [B,channels,window]."""
+    if audio.dim() != 3 or audio.shape[1:] != (channels, window):
+        raise ValueError(f"audio features must be [B,{channels},{window}], got {list(audio.shape)}")
+
+
 class AudioEncoder(nn.Module):
     """Encode a window of audio features [B,C,W] into one audio token [B,dim]."""
 
@@ -29,10 +35,7 @@ class AudioEncoder(nn.Module):
 
     def forward(self, audio: Tensor) -> Tensor:
         """Encode audio features [B,C,W] (normalised per channel) -> audio token [B,dim]."""
-        if audio.dim() != 3 or audio.shape[1:] != (self.in_channels, self.window):
-            raise ValueError(
-                f"audio features must be [B,{self.in_channels},{self.window}], got {list(audio.shape)}"
-            )
+        check_window(audio, self.in_channels, self.window)
         x = self.conv(audio).transpose(1, 2) + self.pos  # [B,W,dim]
         h = self.norm_self(x)
         x = x + self.self_attn(h, h, h, need_weights=False)[0]
@@ -55,10 +58,7 @@ class LinearAudioEncoder(nn.Module):
 
     def forward(self, audio: Tensor) -> Tensor:
         """Map audio features [B,C,W] (normalised per channel) -> token [B,dim]."""
-        if audio.dim() != 3 or audio.shape[1:] != (self.in_channels, self.window):
-            raise ValueError(
-                f"audio features must be [B,{self.in_channels},{self.window}], got {list(audio.shape)}"
-            )
+        check_window(audio, self.in_channels, self.window)
         return self.linear(audio.flatten(1))
 
 

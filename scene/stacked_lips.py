@@ -6,11 +6,13 @@ when it is built."""
 
 from __future__ import annotations
 
+from itertools import groupby
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from scene.audio_encoder import AudioEncoder, LinearAudioEncoder
+from scene.audio_encoder import AudioEncoder, LinearAudioEncoder, check_window
 from scene.deformation import DeformationNetwork
 
 
@@ -44,23 +46,18 @@ def _predictors(deform: DeformationNetwork) -> tuple[list[nn.Module], list[nn.Li
 
 def stacked_lip_predictors(deform: DeformationNetwork) -> nn.Module:
     """`deform`'s lip predictors run as one, for inference (ValueError for audio_code 'free'): audio [B,C,W]
-    -> [P,B,3]. Predictors of one kind of encoder share a stack (StackedLipPredictors for attention,
-    StackedLinearLipPredictors for linear); with both kinds (lip_encoder 'linear_corpus'), one of each."""
+    -> [P,B,3]. Each run of predictors with one kind of encoder shares a stack (StackedLipPredictors for
+    attention, StackedLinearLipPredictors for linear): with both kinds (lip_encoder 'linear_corpus'), one of
+    each, in the predictors' order."""
     encoders, heads = _predictors(deform)
-    linear = [isinstance(e, LinearAudioEncoder) for e in encoders]
-    if all(linear):
-        return StackedLinearLipPredictors(encoders, heads)
-    if not any(linear):
-        return StackedLipPredictors(encoders, heads)
-    return _Concatenated(
-        [
-            (StackedLinearLipPredictors if kind else StackedLipPredictors)(
-                [e for e, k in zip(encoders, linear, strict=True) if k == kind],
-                [h for h, k in zip(heads, linear, strict=True) if k == kind],
-            )
-            for kind in dict.fromkeys(linear)  # in the predictors' order: the clip's own first
-        ]
-    )
+    stacks = []
+    for linear, run in groupby(
+        zip(encoders, heads, strict=True), lambda p: isinstance(p[0], LinearAudioEncoder)
+    ):
+        group_encoders, group_heads = zip(*run, strict=True)
+        kind = StackedLinearLipPredictors if linear else StackedLipPredictors
+        stacks.append(kind(list(group_encoders), list(group_heads)))
+    return stacks[0] if len(stacks) == 1 else _Concatenated(stacks)
 
 
 class _Concatenated(nn.Module):
@@ -95,10 +92,7 @@ class StackedLinearLipPredictors(nn.Module):
 
     def forward(self, audio: Tensor) -> Tensor:
         """Lip measures of every predictor from audio features [B,C,W] -> [P,B,3]."""
-        if audio.dim() != 3 or audio.shape[1:] != (self.in_channels, self.window):
-            raise ValueError(
-                f"audio features must be [B,{self.in_channels},{self.window}], got {list(audio.shape)}"
-            )
+        check_window(audio, self.in_channels, self.window)
         out = torch.addmm(self.bias, audio.flatten(1), self.weight)  # [B,P*3]
         return out.reshape(len(audio), self.count, -1).transpose(0, 1)
 
@@ -170,10 +164,7 @@ class StackedLipPredictors(nn.Module):
 
     def forward(self, audio: Tensor) -> Tensor:
         """Lip measures of every predictor from audio features [B,C,W] -> [P,B,3]."""
-        if audio.dim() != 3 or audio.shape[1:] != (self.in_channels, self.window):
-            raise ValueError(
-                f"audio features must be [B,{self.in_channels},{self.window}], got {list(audio.shape)}"
-            )
+        check_window(audio, self.in_channels, self.window)
         b, p, d, w = audio.shape[0], self.count, self.dim, self.window
         x = F.leaky_relu(F.conv1d(audio, self.conv1_w, self.conv1_b, padding=1), self.slope)
         x = F.leaky_relu(F.conv1d(x, self.conv2_w, self.conv2_b, padding=1, groups=p), self.slope)
