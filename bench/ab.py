@@ -30,6 +30,7 @@ from bench.report import write_report
 from data_utils.audio_io import SAMPLE_RATE, write_wav
 from data_utils.preprocess_config import PreprocessConfig
 from evaluation.landmarks import read_video_frames, video_landmarks
+from evaluation.lip_reach import video_lip_reach
 from evaluation.lipsync import lip_opening
 from many.stages import error_line, run_logged
 from utils.atomic import atomic_write_json
@@ -210,6 +211,18 @@ def silence_stats_path(run: Run) -> Path:
     return run.cross / "silence_opening.json"
 
 
+def lip_reach_path(run: Run) -> Path:
+    """Where evaluate saves how far the run's lip code reaches (lip-code models):
+    val_tracked/<name>/lip_reach.json."""
+    return run.val_tracked / "lip_reach.json"
+
+
+def write_lip_reach(run: Run) -> None:
+    """Save evaluation.lip_reach of the run's held-out render against the same with the tracked lips."""
+    videos = [output_video(read_json(d / "summary.json"), d) for d in (run.val, run.val_tracked)]
+    atomic_write_json(lip_reach_path(run), video_lip_reach(*videos))
+
+
 def evaluated(run: Run) -> bool:
     """Whether every file run_scores reads of `run` is there."""
     files = [
@@ -242,6 +255,9 @@ def run_scores(run: Run, silence: Path) -> dict:
         "lmd_mouth_tracked_lips": read_json(run.val_tracked / "metrics.json").get("lmd_mouth")
         if (run.val_tracked / "metrics.json").is_file()
         else None,
+        "off_mouth_share": read_json(lip_reach_path(run)).get("far_share")
+        if lip_reach_path(run).is_file()
+        else None,
         "lipsync": {name: render["score"] for name, render in driving.items()},
         "video_corr": {
             name: render["video_reference"]["corr"]
@@ -264,6 +280,7 @@ AVERAGED_SCORES = (
     "lmd_mouth",
     "lmd_mouth_shape",
     "lmd_mouth_tracked_lips",
+    "off_mouth_share",
     "train_seconds",
 )
 
@@ -331,6 +348,7 @@ def markdown(rows: list[dict]) -> str:
         "video corr",
         "val PSNR / face",
         "LMD mouth (shape) / tracked lips",
+        "off-mouth change",
         "silence open (std) / real",
         "train s",
     ]
@@ -352,6 +370,7 @@ def markdown(rows: list[dict]) -> str:
             f"{fmt(r['val_psnr'])} / {fmt(r['val_face_psnr'])}",
             f"{fmt(r['lmd_mouth'])} ({fmt(r.get('lmd_mouth_shape'))})"
             f" / {fmt(r.get('lmd_mouth_tracked_lips'))}",
+            fmt(r.get("off_mouth_share")),
             f"{fmt(r['silence_opening'], 3)} ({fmt(r['silence_opening_std'], 3)})"
             f" / {fmt(r['real_clip_silence_opening'], 3)}",
             fmt(r["train_seconds"], 0),
@@ -499,6 +518,11 @@ def run_steps(args: argparse.Namespace, runs: list[Run], work: Path, silence: Pa
             cmd = render_direct(r.val_tracked, "--tracked_lips", "--no_lipsync")
             if error := run_step(cmd, work / "logs" / f"val_tracked_{r.name}.txt"):
                 return error
+        if lip_code and not lip_reach_path(r).is_file():
+            try:
+                write_lip_reach(r)
+            except Exception as e:  # a step's failure is reported, the other runs go on
+                return f"lip reach: {type(e).__name__}: {e}"
         if not (r.cross / "report.json").is_file() and (
             error := run_step(cross_cmd(r), work / "logs" / f"cross_{r.name}.txt")
         ):

@@ -16,11 +16,11 @@ from scene.triplane import TriPlane
 from utils.config_cli import unknown_settings
 
 DELTA_DIMS = {"xyz": 3, "rot": 4, "scale": 3, "opacity": 1, "color": 3}
-AUDIO_SCOPES = ("everywhere", "mouth")
+AUDIO_SCOPES = ("everywhere", "mouth", "mouth_only")
 AUDIO_CODES = ("free", "lips")
 LIP_PREDICTORS = (1, 2)  # 2: the mean of one learnt from the clip's frames and one also from a lip corpus
 TOKENS = ("audio", "eye", "camera", "null")
-MIN_REGION_WEIGHT = 1e-4
+MIN_REGION_WEIGHT = 1e-4  # audio_scope 'mouth': the audio token's weight floor away from the mouth
 MOUTH_REGION_SCALE = 1.2  # radius of the mouth region over the mouth width: lips, jaw and chin
 # What a model saved before audio_scope, audio_code and lip_encoder existed ran with (defaults may differ).
 SAVED_BEFORE_SETTINGS = {"audio_scope": "everywhere", "audio_code": "free", "lip_encoder": "attention"}
@@ -123,10 +123,11 @@ class DeformationNetwork(nn.Module):
 
     def __init__(self, cfg: DeformConfig, bounds: Tensor) -> None:
         """Build the network for scene `bounds` [2,3]; untrained it outputs zero deltas. ValueError for
-        audio_scope 'mouth' without a mouth region (a positive mouth_radius, set from the dataset)."""
+        audio_scope 'mouth' or 'mouth_only' without a mouth region (a positive mouth_radius, set from the
+        dataset)."""
         super().__init__()
-        if cfg.audio_scope == "mouth" and cfg.mouth_radius <= 0:
-            raise ValueError("audio_scope 'mouth' needs a positive mouth_radius")
+        if cfg.audio_scope != "everywhere" and cfg.mouth_radius <= 0:
+            raise ValueError(f"audio_scope {cfg.audio_scope!r} needs a positive mouth_radius")
         self.cfg = cfg
         dim = cfg.token_dim
         self.triplane = TriPlane(
@@ -155,19 +156,31 @@ class DeformationNetwork(nn.Module):
         )
         self.out_scales = {name: float(getattr(cfg, f"scale_{name}")) for name in DELTA_DIMS}
 
+    def mouth_log_weight(self, xyz: Tensor) -> Tensor:
+        """Log of the mouth-region membership exp(-(|x - mouth_centre| / mouth_radius)^4) of xyz [N,3] -> [N]
+        (-(d / r)^4: 0 at the centre, -1 at the radius, -16 at twice it)."""
+        centre = xyz.new_tensor(self.cfg.mouth_centre)
+        return -(((xyz - centre).norm(dim=-1) / self.cfg.mouth_radius) ** 4)
+
     def mouth_weight(self, xyz: Tensor) -> Tensor:
         """Mouth-region membership exp(-(|x - mouth_centre| / mouth_radius)^4) of xyz [N,3] -> [N]."""
-        centre = xyz.new_tensor(self.cfg.mouth_centre)
-        return torch.exp(-(((xyz - centre).norm(dim=-1) / self.cfg.mouth_radius) ** 4))
+        return torch.exp(self.mouth_log_weight(xyz))
 
     def spatial_features(self, xyz: Tensor) -> Spatial:
-        """Per-Gaussian features of canonical positions xyz [N,3]: tri-plane features [N,D] and, with
-        audio_scope 'mouth', the attention bias [N,K] that fades the audio token out away from the mouth."""
+        """Per-Gaussian features of canonical positions xyz [N,3]: tri-plane features [N,D] and, unless
+        audio_scope is 'everywhere', the bias [N,K] of the audio token's attention logit away from the mouth:
+        log(mouth_weight + MIN_REGION_WEIGHT) with 'mouth' (a floor a learnt logit can overcome), the
+        unfloored log weight with 'mouth_only' (-(d / r)^4, which none can at a few radii)."""
         feat = self.spatial_proj(self.triplane(xyz))
         if self.cfg.audio_scope == "everywhere":
             return Spatial(feat, None)
+        xyz = xyz.detach()
+        if self.cfg.audio_scope == "mouth":
+            audio_bias = torch.log(self.mouth_weight(xyz) + MIN_REGION_WEIGHT)
+        else:
+            audio_bias = self.mouth_log_weight(xyz)
         bias = torch.zeros(xyz.shape[0], len(TOKENS), device=xyz.device, dtype=feat.dtype)
-        bias[:, TOKENS.index("audio")] = torch.log(self.mouth_weight(xyz.detach()) + MIN_REGION_WEIGHT)
+        bias[:, TOKENS.index("audio")] = audio_bias
         return Spatial(feat, bias)
 
     def lip_predictions(self, audio: Tensor) -> Tensor:

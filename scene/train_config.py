@@ -152,7 +152,8 @@ DEFORM_HELP = {
     "kan_grids": "Gaussian RBF centres of each KAN layer's input",
     "kan_grid_range": "input range the KAN RBF centres span",
     "use_camera": "condition the deformation on a camera token",
-    "audio_scope": "where the audio acts: everywhere, or fading out away from the tracked mouth",
+    "audio_scope": "where the audio acts: everywhere; mouth (fading out away from the tracked mouth, to a "
+    "floor of 1e-4 of its weight); or mouth_only (shut out away from it, with no floor)",
     "audio_code": "the audio token: free (encoded audio), or lips (through the three tracked lip measures)",
     "lip_encoder": "how the lip predictors read the audio window (audio_code lips): attention (convolutions, "
     "self-attention and pooling), linear (a linear map of the window), or linear_corpus (the lip corpus's "

@@ -92,6 +92,11 @@ def test_ab_trains_scores_reports_failures_and_reruns_nothing(
     tracked = json.loads((work / "val_tracked" / "clip__lips__s0" / "metrics.json").read_text())
     assert tracked["tracked_lips"] is True and not (work / "val_tracked" / "clip__base__s0").exists()
     assert all("lmd_mouth_tracked_lips" in row for row in report["table"])
+    # how far the lip code reaches: the held-out render against the tracked lips', lip-code models only
+    reach = json.loads((work / "val_tracked" / "clip__lips__s0" / "lip_reach.json").read_text())
+    assert set(reach) == {"far_share", "far_mean", "near_mean", "mouth_width_px"}
+    assert lips["off_mouth_share"] == reach["far_share"] and base["off_mouth_share"] is None
+    assert "| off-mouth change |" in (work / "report.md").read_text()
     # each evaluation keeps its silence statistics, so the table needs only the JSON files of the runs
     silence = json.loads((work / "cross" / "clip__base__s0" / "silence_opening.json").read_text())
     assert set(silence) == {"mean", "std", "p95"}

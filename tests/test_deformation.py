@@ -77,6 +77,31 @@ def test_mouth_scope_confines_audio_to_the_mouth_region() -> None:
     assert spread.amax(dim=(0, 2))[2:].min() > 1e-4
 
 
+@pytest.mark.parametrize("scope", ["mouth", "mouth_only"])
+def test_mouth_only_scope_keeps_the_lips_off_the_head_even_with_large_learnt_logits(scope: str) -> None:
+    # Training can grow the attention logits until the audio token overcomes the 'mouth' floor (1e-4 of its
+    # weight) and the lip code moves hair and head; 'mouth_only' has no floor, so three radii away it cannot.
+    net = make_net(audio_scope=scope, mouth_centre=(0.0, 0.5, 0.0), mouth_radius=0.3)
+    perturb_heads(net)
+    with torch.no_grad():  # logits 36 times the initial ones, as learnt weights may make them
+        net.attention.to_q.weight.mul_(6.0)
+        net.attention.to_k.weight.mul_(6.0)
+    g = torch.Generator().manual_seed(3)
+    near = torch.tensor([[0.0, 0.5, 0.0], [0.1, 0.45, 0.05]])
+    far = torch.nn.functional.normalize(torch.randn(200, 3, generator=g), dim=-1) * 0.9 + near[0]
+    xyz = torch.cat([near, far])
+    audio, eye, cam = conditions(2)
+    lips = torch.randn(2, 3, generator=g)
+    with torch.no_grad():
+        a, b = net(xyz, audio, eye, cam, lips), net(xyz, audio, eye, cam, lips * 3 + 2)
+    change = (a.d_xyz - b.d_xyz).abs().amax(dim=(0, 2))  # [N]
+    assert change[:2].min() > 1e-3
+    if scope == "mouth":
+        assert change[2:].max() > 0.1 * change[:2].min()  # the floor was overcome: the lips reach the head
+    else:
+        assert change[2:].max() < 1e-6 * change[:2].min()
+
+
 def test_lip_code_is_driven_by_given_lips_or_their_prediction_from_audio() -> None:
     net = make_net(audio_code="lips")
     perturb_heads(net)
@@ -98,8 +123,9 @@ def test_config_rejects_unknown_choices_and_a_mouth_scope_without_region() -> No
         DeformConfig(audio_scope="face")
     with pytest.raises(ValueError, match="audio_code"):
         DeformConfig(audio_code="words")
-    with pytest.raises(ValueError, match="mouth_radius"):
-        DeformationNetwork(DeformConfig(audio_scope="mouth"), torch.tensor([[-1.0] * 3, [1.0] * 3]))
+    for scope in ("mouth", "mouth_only"):
+        with pytest.raises(ValueError, match=f"'{scope}' needs a positive mouth_radius"):
+            DeformationNetwork(DeformConfig(audio_scope=scope), torch.tensor([[-1.0] * 3, [1.0] * 3]))
 
 
 def test_cached_features_match_forward() -> None:

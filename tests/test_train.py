@@ -115,18 +115,21 @@ def test_load_avatar_needs_no_flags_and_renders_the_same(trained: Path, data_roo
     assert metrics["val_psnr"] == pytest.approx(_records(trained)[-1]["val_psnr"], abs=1e-3)
 
 
-def test_lip_code_trains_audio_to_predict_the_tracked_lips(data_root: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("scope", ["mouth", "mouth_only"])
+def test_lip_code_trains_audio_to_predict_the_tracked_lips(
+    data_root: Path, tmp_path: Path, scope: str
+) -> None:
     train_set = TalkingHeadDataset(data_root, "train", lips=True)
     assert TalkingHeadDataset(data_root, "train").lips is None  # loaded only when asked
     assert train_set.lips[:, 0].std() > 0.5  # standardised, and the factory's jaw moves
     argv = _args(data_root, tmp_path / "lips", "--iterations", "80", "--coarse_iterations", "10")
-    argv += ["--audio_scope", "mouth", "--audio_code", "lips"]
+    argv += ["--audio_scope", scope, "--audio_code", "lips"]
     assert train.main([*argv, "--eval_every", "40", "--batch_size", "4", "--lr_final_ratio", "1"]) == 0
     val = [r for r in _records(tmp_path / "lips") if "val_lip_corr" in r]
     assert [r["iteration"] for r in val] == [40, 80]  # measured in the fine stage only
     loaded = load_avatar(tmp_path / "lips")
     cfg = loaded.avatar.deform_cfg
-    assert (cfg.audio_scope, cfg.audio_code) == ("mouth", "lips") and cfg.mouth_radius > 0
+    assert (cfg.audio_scope, cfg.audio_code) == (scope, "lips") and cfg.mouth_radius > 0
     untrained = DeformationNetwork(cfg, loaded.avatar.bounds)
     with torch.no_grad():
         errors = [(net.predict_lips(train_set.audio) - train_set.lips).square().mean() for net in
