@@ -397,9 +397,12 @@ def has_video_stream(path: Path) -> bool:
 
 
 def output_video(summary: dict, results: Path) -> Path:
-    """The rendered video named by a predict summary.json (relative paths are inside `results`)."""
+    """The rendered video named by a predict summary.json (relative paths are inside `results`; an absolute
+    one that is gone, as in a folder copied from another machine, is looked for in `results` by name)."""
     video = Path(summary["video"])
-    return video if video.is_absolute() else results / video
+    if not video.is_absolute():
+        return results / video
+    return results / video.name if not video.is_file() and (results / video.name).is_file() else video
 
 
 def wrapper(name: str) -> list[str]:

@@ -1,10 +1,14 @@
 """Tests of evaluation.lip_reach: where the predicted lip code changes a render, by distance to the mouth."""
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
+import torch
 
 from data_utils import landmark_indices as li
-from evaluation.lip_reach import FAR_MOUTH_WIDTHS, lip_reach
+from evaluation.lip_reach import FAR_MOUTH_WIDTHS, lip_reach, mouth_only_composite
 
 T, H, W = 3, 64, 96
 CENTRE, WIDTH = np.array([48.0, 40.0]), 10.0  # the mouth: centre (x, y) and corner distance, pixels
@@ -58,3 +62,58 @@ def test_identical_renders_and_faceless_frames() -> None:
         lip_reach(tracked[:2], tracked, landmarks())
     with pytest.raises(ValueError, match="landmark frames"):
         lip_reach(tracked, tracked, landmarks(2))
+
+
+def test_the_mouth_only_composite_keeps_the_mouth_of_one_render_and_the_rest_of_the_other() -> None:
+    predicted, tracked = renders((slice(0, H), slice(0, W)))  # the lip code changed every pixel
+    out = mouth_only_composite(predicted, tracked, landmarks())
+    assert out.dtype == np.uint8 and out.shape == predicted.shape
+    assert np.array_equal(out[:, 38:43, 46:51], predicted[:, 38:43, 46:51])  # within a mouth width
+    assert np.array_equal(out[:, :5], tracked[:, :5])  # the hair, beyond 2.5 widths
+    between = out[:, 40, 48 + 17].astype(int)  # 1.7 widths: blended
+    assert ((between > tracked[:, 40, 65]) & (between < predicted[:, 40, 65])).all()
+    faceless = np.full_like(landmarks(), np.nan)
+    assert np.array_equal(mouth_only_composite(predicted, tracked, faceless), predicted)
+
+
+def test_lip_gate_scores_the_render_the_tracked_one_and_their_composite(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from bench.diagnostics import lip_gate
+    from evaluation import lip_reach as reach_module
+    from scene.dataset import TalkingHeadDataset
+    from tests.dataset_factory import make_dataset
+    from utils.video_out import VideoWriter
+
+    data = make_dataset(tmp_path / "data", frames=24, size=64, fps=4)
+    val = TalkingHeadDataset(data, "val")
+    truth = (val.get(torch.arange(len(val))).image.numpy() * 255).round().astype(np.uint8)
+    hair = truth.copy()
+    hair[:, :5] = 255 - hair[:, :5]  # the lip code moved the hair: beyond 2.5 mouth widths
+    folders = {}
+    for name, frames in (("val", hair), ("val_tracked", truth)):
+        folders[name] = tmp_path / name
+        with VideoWriter(folders[name] / "render.mov", 4, 64, 64) as writer:
+            writer.write(frames)
+        (folders[name] / "summary.json").write_text(
+            json.dumps({"video": str(tmp_path / "gone" / "render.mov")})
+        )
+    centre = np.array([32.0, 40.0])  # a face the synthetic renders do not show MediaPipe
+    monkeypatch.setattr(
+        reach_module, "video_landmarks", lambda frames: landmarks(len(frames)) - CENTRE + centre
+    )
+    argv = [
+        "--reference_path",
+        str(data),
+        "--predicted",
+        str(folders["val"]),
+        "--tracked",
+        str(folders["val_tracked"]),
+    ]
+    assert lip_gate.main(argv) == 0
+    report = json.loads((folders["val"] / "lip_gate.json").read_text())
+    psnr = {k: v["psnr"] for k, v in report["psnr"].items()}
+    assert psnr["tracked"] > 30 and psnr["predicted"] < psnr["tracked"] - 5  # the hair costs the decibels
+    assert psnr["mouth_only_composite"] == pytest.approx(psnr["tracked"], abs=0.1)
+    assert report["lip_reach"]["far_share"] > 0.8 and report["frames"] == len(val)
+    assert "mouth_only_composite" in capsys.readouterr().out
