@@ -16,23 +16,32 @@ from scene.triplane import TriPlane
 from utils.config_cli import unknown_settings
 
 DELTA_DIMS = {"xyz": 3, "rot": 4, "scale": 3, "opacity": 1, "color": 3}
-AUDIO_SCOPES = ("everywhere", "mouth", "mouth_only")
+AUDIO_SCOPES = ("everywhere", "mouth", "mouth_only", "lower_face")
 AUDIO_CODES = ("free", "lips")
 LIP_PREDICTORS = (1, 2)  # 2: the mean of one learnt from the clip's frames and one also from a lip corpus
 TOKENS = ("audio", "eye", "camera", "null")
 MIN_REGION_WEIGHT = 1e-4  # audio_scope 'mouth': the audio token's weight floor away from the mouth
 MOUTH_REGION_SCALE = 1.2  # radius of the mouth region over the mouth width: lips, jaw and chin
+LOWER_FACE_REACH = (
+    0.6  # audio_scope 'lower_face': reach beyond the nearest lip or jaw-line point, in mouth widths
+)
 # What a model saved before audio_scope, audio_code and lip_encoder existed ran with (defaults may differ).
 SAVED_BEFORE_SETTINGS = {"audio_scope": "everywhere", "audio_code": "free", "lip_encoder": "attention"}
 
 
 def mouth_region(shape: np.ndarray) -> dict[str, object]:
     """DeformConfig fields of the mouth region of tracked 3D landmarks `shape` [478,3] (the canonical space):
-    the centre of the outer lips and MOUTH_REGION_SCALE times the mouth-corner distance."""
+    the centre of the outer lips, MOUTH_REGION_SCALE times the mouth-corner distance, and the outer-lip and
+    jaw-line points (flattened x, y, z) that audio_scope 'lower_face' measures from."""
     shape = np.asarray(shape, np.float64)
     width = float(np.linalg.norm(shape[li.MOUTH_CORNERS[0]] - shape[li.MOUTH_CORNERS[1]]))
     centre = shape[li.LIPS_OUTER].mean(axis=0)
-    return {"mouth_centre": tuple(float(v) for v in centre), "mouth_radius": MOUTH_REGION_SCALE * width}
+    anchors = shape[np.concatenate([li.LIPS_OUTER, li.JAW_LINE])].reshape(-1)
+    return {
+        "mouth_centre": tuple(float(v) for v in centre),
+        "mouth_radius": MOUTH_REGION_SCALE * width,
+        "mouth_anchors": tuple(float(v) for v in anchors),
+    }
 
 
 def mean_lips(each: Tensor) -> Tensor:
@@ -63,6 +72,7 @@ class DeformConfig:
     lip_encoder: str = "attention"
     mouth_centre: tuple[float, float, float] = (0.0, 0.0, 0.0)
     mouth_radius: float = 0.0
+    mouth_anchors: tuple[float, ...] = ()  # [3K] flattened lip and jaw-line points (audio_scope 'lower_face')
     scale_xyz: float = 0.1
     scale_rot: float = 0.1
     scale_scale: float = 0.1
@@ -128,6 +138,8 @@ class DeformationNetwork(nn.Module):
         super().__init__()
         if cfg.audio_scope != "everywhere" and cfg.mouth_radius <= 0:
             raise ValueError(f"audio_scope {cfg.audio_scope!r} needs a positive mouth_radius")
+        if cfg.audio_scope == "lower_face" and (not cfg.mouth_anchors or len(cfg.mouth_anchors) % 3):
+            raise ValueError("audio_scope 'lower_face' needs mouth_anchors (x, y, z of each point)")
         self.cfg = cfg
         dim = cfg.token_dim
         self.triplane = TriPlane(
@@ -162,6 +174,13 @@ class DeformationNetwork(nn.Module):
         centre = xyz.new_tensor(self.cfg.mouth_centre)
         return -(((xyz - centre).norm(dim=-1) / self.cfg.mouth_radius) ** 4)
 
+    def lower_face_log_weight(self, xyz: Tensor) -> Tensor:
+        """-(d / reach)^4 of xyz [N,3] -> [N]: d the distance to the nearest lip or jaw-line point
+        (mouth_anchors), reach LOWER_FACE_REACH mouth widths (0 on lips and jaw, -13 or less at the eyes)."""
+        anchors = xyz.new_tensor(self.cfg.mouth_anchors).view(-1, 3)
+        reach = LOWER_FACE_REACH * self.cfg.mouth_radius / MOUTH_REGION_SCALE
+        return -((torch.cdist(xyz, anchors).amin(dim=-1) / reach) ** 4)
+
     def mouth_weight(self, xyz: Tensor) -> Tensor:
         """Mouth-region membership exp(-(|x - mouth_centre| / mouth_radius)^4) of xyz [N,3] -> [N]."""
         return torch.exp(self.mouth_log_weight(xyz))
@@ -170,15 +189,19 @@ class DeformationNetwork(nn.Module):
         """Per-Gaussian features of canonical positions xyz [N,3]: tri-plane features [N,D] and, unless
         audio_scope is 'everywhere', the bias [N,K] of the audio token's attention logit away from the mouth:
         log(mouth_weight + MIN_REGION_WEIGHT) with 'mouth' (a floor a learnt logit can overcome), the
-        unfloored log weight with 'mouth_only' (-(d / r)^4, which none can at a few radii)."""
+        unfloored log weight with 'mouth_only' (-(d / r)^4, which none can at a few radii), and with
+        'lower_face' the same measured from the nearest lip or jaw-line point (so that eyes and nose, which a
+        sphere about the mouth takes in before the jaw, are out)."""
         feat = self.spatial_proj(self.triplane(xyz))
         if self.cfg.audio_scope == "everywhere":
             return Spatial(feat, None)
         xyz = xyz.detach()
         if self.cfg.audio_scope == "mouth":
             audio_bias = torch.log(self.mouth_weight(xyz) + MIN_REGION_WEIGHT)
-        else:
+        elif self.cfg.audio_scope == "mouth_only":
             audio_bias = self.mouth_log_weight(xyz)
+        else:
+            audio_bias = self.lower_face_log_weight(xyz)
         bias = torch.zeros(xyz.shape[0], len(TOKENS), device=xyz.device, dtype=feat.dtype)
         bias[:, TOKENS.index("audio")] = audio_bias
         return Spatial(feat, bias)

@@ -153,7 +153,8 @@ DEFORM_HELP = {
     "kan_grid_range": "input range the KAN RBF centres span",
     "use_camera": "condition the deformation on a camera token",
     "audio_scope": "where the audio acts: everywhere; mouth (fading out away from the tracked mouth, to a "
-    "floor of 1e-4 of its weight); or mouth_only (shut out away from it, with no floor)",
+    "floor of 1e-4 of its weight); mouth_only (shut out away from it, with no floor); or lower_face (shut "
+    "out away from the tracked lips and jaw line, so also from eyes and nose)",
     "audio_code": "the audio token: free (encoded audio), or lips (through the three tracked lip measures)",
     "lip_encoder": "how the lip predictors read the audio window (audio_code lips): attention (convolutions, "
     "self-attention and pooling), linear (a linear map of the window), or linear_corpus (the lip corpus's "
@@ -172,7 +173,8 @@ DEFORM_CHOICES = {
 }
 # set by the trainer from the dataset (lip_predictors: 2 when it learns from a lip corpus)
 DEFORM_FROM_DATA = (
-    "audio_channels", "audio_window", "camera_dim", "mouth_centre", "mouth_radius", "lip_predictors",
+    "audio_channels", "audio_window", "camera_dim", "mouth_centre", "mouth_radius", "mouth_anchors",
+    "lip_predictors",
 )  # fmt: skip
 
 

@@ -7,7 +7,7 @@ import torch
 
 from scene.attention import SpatialAudioAttention
 from scene.audio_encoder import AudioEncoder, LinearAudioEncoder
-from scene.deformation import DeformationNetwork, DeformConfig, Deltas
+from scene.deformation import TOKENS, DeformationNetwork, DeformConfig, Deltas
 from scene.kan import KAN, KANHeads, KANLinear, fuse_rbf
 from scene.stacked_lips import StackedLinearLipPredictors, StackedLipPredictors, stacked_lip_predictors
 from scene.triplane import TriPlane
@@ -77,11 +77,18 @@ def test_mouth_scope_confines_audio_to_the_mouth_region() -> None:
     assert spread.amax(dim=(0, 2))[2:].min() > 1e-4
 
 
-@pytest.mark.parametrize("scope", ["mouth", "mouth_only"])
+# lips about (0, 0.5, 0), 0.25 wide, and a jaw line below them (the mouth_anchors of audio_scope 'lower_face')
+LIPS_AND_JAW = ((-0.12, 0.5, 0.0), (0.0, 0.52, 0.0), (0.12, 0.5, 0.0), (-0.15, 0.3, 0.0), (0.0, 0.25, 0.0),
+                (0.15, 0.3, 0.0))  # fmt: skip
+MOUTH = {"mouth_centre": (0.0, 0.5, 0.0), "mouth_radius": 0.3, "mouth_anchors": sum(LIPS_AND_JAW, ())}
+
+
+@pytest.mark.parametrize("scope", ["mouth", "mouth_only", "lower_face"])
 def test_mouth_only_scope_keeps_the_lips_off_the_head_even_with_large_learnt_logits(scope: str) -> None:
     # Training can grow the attention logits until the audio token overcomes the 'mouth' floor (1e-4 of its
-    # weight) and the lip code moves hair and head; 'mouth_only' has no floor, so three radii away it cannot.
-    net = make_net(audio_scope=scope, mouth_centre=(0.0, 0.5, 0.0), mouth_radius=0.3)
+    # weight) and the lip code moves hair and head; 'mouth_only' and 'lower_face' have no floor, so three
+    # radii away it cannot.
+    net = make_net(audio_scope=scope, **MOUTH)
     perturb_heads(net)
     with torch.no_grad():  # logits 36 times the initial ones, as learnt weights may make them
         net.attention.to_q.weight.mul_(6.0)
@@ -100,6 +107,21 @@ def test_mouth_only_scope_keeps_the_lips_off_the_head_even_with_large_learnt_log
         assert change[2:].max() > 0.1 * change[:2].min()  # the floor was overcome: the lips reach the head
     else:
         assert change[2:].max() < 1e-6 * change[:2].min()
+
+
+def test_lower_face_scope_takes_in_the_jaw_and_leaves_out_what_a_sphere_about_the_mouth_holds() -> None:
+    sphere, lower_face = (make_net(audio_scope=s, **MOUTH) for s in ("mouth_only", "lower_face"))
+    audio = TOKENS.index("audio")
+    eye, jaw = torch.tensor([[0.1, 0.78, 0.05]]), torch.tensor([[0.1, 0.22, 0.05]])  # 0.3 above / below
+    for xyz in (eye, jaw):  # the same distance from the mouth centre: the sphere cannot tell them apart
+        assert sphere.spatial_features(xyz).token_bias[0, audio] == pytest.approx(-0.95, abs=0.1)
+    assert lower_face.spatial_features(jaw).token_bias[0, audio] > -0.5  # 0.12 from the jaw line
+    assert lower_face.spatial_features(eye).token_bias[0, audio] < -8  # 0.27 from the lips, reach 0.15
+    assert (
+        torch.count_nonzero(lower_face.spatial_features(eye).token_bias[:, 1:]) == 0
+    )  # the audio token only
+    with pytest.raises(ValueError, match="mouth_anchors"):
+        make_net(audio_scope="lower_face", mouth_centre=(0.0, 0.5, 0.0), mouth_radius=0.3)
 
 
 def test_lip_code_is_driven_by_given_lips_or_their_prediction_from_audio() -> None:

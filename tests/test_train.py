@@ -115,7 +115,7 @@ def test_load_avatar_needs_no_flags_and_renders_the_same(trained: Path, data_roo
     assert metrics["val_psnr"] == pytest.approx(_records(trained)[-1]["val_psnr"], abs=1e-3)
 
 
-@pytest.mark.parametrize("scope", ["mouth", "mouth_only"])
+@pytest.mark.parametrize("scope", ["mouth", "mouth_only", "lower_face"])
 def test_lip_code_trains_audio_to_predict_the_tracked_lips(
     data_root: Path, tmp_path: Path, scope: str
 ) -> None:
