@@ -179,7 +179,8 @@ class DeformationNetwork(nn.Module):
         (mouth_anchors), reach LOWER_FACE_REACH mouth widths (0 on lips and jaw, -13 or less at the eyes)."""
         anchors = xyz.new_tensor(self.cfg.mouth_anchors).view(-1, 3)
         reach = LOWER_FACE_REACH * self.cfg.mouth_radius / MOUTH_REGION_SCALE
-        return -((torch.cdist(xyz, anchors).amin(dim=-1) / reach) ** 4)
+        nearest = (xyz[:, None, :] - anchors[None]).norm(dim=-1).amin(dim=-1)  # in the dtype of xyz
+        return -((nearest / reach) ** 4)
 
     def mouth_weight(self, xyz: Tensor) -> Tensor:
         """Mouth-region membership exp(-(|x - mouth_centre| / mouth_radius)^4) of xyz [N,3] -> [N]."""
