@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.evaluate import output_video, read_json, wrapper
+from bench.evaluate import read_json, rendered_video, wrapper
 from bench.report import write_report
 from data_utils.audio_io import SAMPLE_RATE, write_wav
 from data_utils.preprocess_config import PreprocessConfig
@@ -219,8 +219,9 @@ def lip_reach_path(run: Run) -> Path:
 
 def write_lip_reach(run: Run) -> None:
     """Save evaluation.lip_reach of the run's held-out render against the same with the tracked lips."""
-    videos = [output_video(read_json(d / "summary.json"), d) for d in (run.val, run.val_tracked)]
-    atomic_write_json(lip_reach_path(run), video_lip_reach(*videos))
+    atomic_write_json(
+        lip_reach_path(run), video_lip_reach(rendered_video(run.val), rendered_video(run.val_tracked))
+    )
 
 
 def evaluated(run: Run) -> bool:
@@ -237,7 +238,7 @@ def evaluated(run: Run) -> bool:
 def write_silence_stats(run: Run, silence: Path) -> None:
     """Save opening_stats of the run's render driven by `silence` (the cross-driven step made it)."""
     silence_dir = run.cross / silence.stem
-    stats = opening_stats(output_video(read_json(silence_dir / "summary.json"), silence_dir))
+    stats = opening_stats(rendered_video(silence_dir))
     atomic_write_json(silence_stats_path(run), stats)
 
 

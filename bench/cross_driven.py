@@ -12,9 +12,9 @@ from pathlib import Path
 
 from bench.evaluate import (
     cross_driven_lipsync,
-    output_video,
     read_json,
     real_clip_lipsync,
+    rendered_video,
     run_stage,
     wrapper,
 )
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         cmd += ["--reference_path", str(args.reference_path.resolve()), "--audio_path", str(audio.resolve())]
         cmd += ["--output_dir", str(results), "--force", *args.predict_args.split()]
         run_stage(f"predict {audio.name}", cmd)
-        video = output_video(read_json(results / "summary.json"), results)
+        video = rendered_video(results)
         rows[audio.name] = cross_driven_lipsync(video, audio, args.reference_path, meta, results, real)
     out = (args.out or work / "report.json").resolve()
     write_report(out, {"model_path": str(args.model_path), "real_clip": real, "audio": rows}, args)

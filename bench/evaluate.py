@@ -405,6 +405,11 @@ def output_video(summary: dict, results: Path) -> Path:
     return results / video.name if not video.is_file() and (results / video.name).is_file() else video
 
 
+def rendered_video(results: Path) -> Path:
+    """The rendered video of a predict.sh or render_direct.sh output folder `results` (its summary.json)."""
+    return output_video(read_json(results / "summary.json"), results)
+
+
 def wrapper(name: str) -> list[str]:
     """Command prefix running one of the repository's .sh entry points."""
     return ["bash", str(REPO_ROOT / name)]

@@ -22,9 +22,8 @@ LIP_PREDICTORS = (1, 2)  # 2: the mean of one learnt from the clip's frames and 
 TOKENS = ("audio", "eye", "camera", "null")
 MIN_REGION_WEIGHT = 1e-4  # audio_scope 'mouth': the audio token's weight floor away from the mouth
 MOUTH_REGION_SCALE = 1.2  # radius of the mouth region over the mouth width: lips, jaw and chin
-LOWER_FACE_REACH = (
-    0.6  # audio_scope 'lower_face': reach beyond the nearest lip or jaw-line point, in mouth widths
-)
+# audio_scope 'lower_face': how far the audio reaches from the nearest lip or jaw-line point, in mouth widths
+LOWER_FACE_REACH = 0.6
 # What a model saved before audio_scope, audio_code and lip_encoder existed ran with (defaults may differ).
 SAVED_BEFORE_SETTINGS = {"audio_scope": "everywhere", "audio_code": "free", "lip_encoder": "attention"}
 
@@ -133,8 +132,8 @@ class DeformationNetwork(nn.Module):
 
     def __init__(self, cfg: DeformConfig, bounds: Tensor) -> None:
         """Build the network for scene `bounds` [2,3]; untrained it outputs zero deltas. ValueError for
-        audio_scope 'mouth' or 'mouth_only' without a mouth region (a positive mouth_radius, set from the
-        dataset)."""
+        an audio_scope other than 'everywhere' without a mouth region (a positive mouth_radius, set from the
+        dataset), and 'lower_face' without its mouth_anchors."""
         super().__init__()
         if cfg.audio_scope != "everywhere" and cfg.mouth_radius <= 0:
             raise ValueError(f"audio_scope {cfg.audio_scope!r} needs a positive mouth_radius")

@@ -9,7 +9,8 @@ VAL and VAL_TRACKED: `render_direct.sh` output folders of the model, without and
 (`bench.ab` makes them as val/<run> and val_tracked/<run>). PSNR is of the decoded videos against the
 dataset's held-out frames (evaluation.frames.score_frames), so it is below render_direct's own figure by what
 the video codec loses; the three rows share that loss. A composite far above the render says the lip code
-costs PSNR by moving what is not the mouth, which `train.sh --audio_scope mouth_only` is built to stop.
+costs PSNR by moving what is not the mouth, which `train.sh --audio_scope mouth_only` or `lower_face` is built
+to stop.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.evaluate import output_video, read_json
+from bench.evaluate import rendered_video
 from bench.report import write_report
 from evaluation.frames import mean_scores, score_frames
 from evaluation.lip_reach import lip_reach, mouth_only_composite, read_render_pair
@@ -50,8 +51,9 @@ def held_out_psnr(renders: np.ndarray, truth: torch.Tensor, face_boxes: torch.Te
 def main(argv: list[str] | None = None) -> int:
     """Score the three renders, print them and write the JSON report -> exit code."""
     args = parse_args(argv)
-    videos = [output_video(read_json(d / "summary.json"), d) for d in (args.predicted, args.tracked)]
-    predicted, tracked, landmarks = read_render_pair(*videos)
+    predicted, tracked, landmarks = read_render_pair(
+        rendered_video(args.predicted), rendered_video(args.tracked)
+    )
     val = TalkingHeadDataset(args.reference_path, "val", resolution=predicted.shape[1])
     if len(val) != len(predicted):
         raise UserError(
